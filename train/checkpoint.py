@@ -1,0 +1,114 @@
+"""Checkpoint I/O in the upstream Bert-VITS2 format, loaded safely.
+
+Only `torch.load(..., weights_only=True)` is used: a pickle that names anything but tensors and plain
+containers is refused before any of its code can run. Every failure becomes a one-line CheckpointError.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitsrt.errors import CheckpointError
+
+_FOREIGN_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """torch.load with weights_only=True, translating every failure into a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _FOREIGN_GLOBAL.search(str(exc))
+        if found:
+            raise CheckpointError(
+                f"{path}: refusing to load: the pickle references {found.group(1)}, which is not a tensor "
+                "or plain container (possible malicious file)"
+            ) from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of the loader on an untrusted file is a bad checkpoint
+        message = _first_line(exc)
+        if "central directory" in message or "zip archive" in message or isinstance(exc, EOFError):
+            raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({message})") from None
+        raise CheckpointError(f"{path}: cannot load checkpoint ({message})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The generator weights from an upstream dict (`model` key) or a bare state_dict; strips `module.`."""
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{source}: expected a state_dict or a dict with a 'model' state_dict")
+    state: dict[str, torch.Tensor] = {}
+    for key, value in obj.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: entry {key!r} is not a tensor; not a model state_dict")
+        state[key.removeprefix("module.")] = value
+    return state
+
+
+def load_state_dict_checked(module: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Strict load with errors that name the key and both shapes (torch's own message lists everything)."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(
+            f"{source}: missing key {missing[0]} (expected shape {list(expected[missing[0]].shape)}){more}"
+        )
+    unexpected = [k for k in state if k not in expected]
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise CheckpointError(
+            f"{source}: unexpected key {unexpected[0]} (shape {list(state[unexpected[0]].shape)}){more}; "
+            "the config does not describe this checkpoint"
+        )
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{source}: shape mismatch for {key}: expected {list(tensor.shape)}, found {list(state[key].shape)}; "
+                "the config does not describe this checkpoint"
+            )
+    module.load_state_dict(state, strict=True)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    learning_rate: float = 0.0,
+    iteration: int = 0,
+) -> None:
+    """Write `{model, iteration, optimizer, learning_rate}` like upstream, atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inner = model.module if hasattr(model, "module") else model
+    payload = {
+        "model": inner.state_dict(),
+        "iteration": int(iteration),
+        "optimizer": optimizer.state_dict() if optimizer is not None else {"state": {}, "param_groups": []},
+        "learning_rate": float(learning_rate),
+    }
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp_name)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,1 @@
+"""Subcommands of the `vitsrt` CLI: argument parsing here, heavy imports inside each `run`."""

@@ -1,0 +1,36 @@
+"""The error types vitsrt raises on purpose. Each carries a one-line, user-facing reason."""
+
+from __future__ import annotations
+
+
+class VitsrtError(Exception):
+    """Base class: an expected failure with a message fit for a user (CLI prints it, server maps it)."""
+
+
+class ConfigError(VitsrtError):
+    """A config.json that cannot be used (invalid values, unsupported model version)."""
+
+
+class CheckpointError(VitsrtError):
+    """A checkpoint that is not loadable: not a checkpoint, truncated, foreign objects, key/shape mismatch."""
+
+
+class VoiceError(VitsrtError):
+    """A voice bundle (voice.json + graphs) that is missing, malformed or inconsistent."""
+
+
+class InputError(VitsrtError):
+    """A bad request field. `field` names it so servers can report INVALID_ARGUMENT precisely."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
+
+
+class NotFoundError(VitsrtError):
+    """An unknown voice or speaker."""
+
+
+class OverloadedError(VitsrtError):
+    """The engine is at capacity; the request was refused instead of queued forever."""
