@@ -30,7 +30,7 @@ def test_hostile_pickle_is_refused_without_running_code(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"model": {"w": torch.zeros(1)}, "payload": _Exploit(str(marker))}, path)
-    with pytest.raises(CheckpointError, match="refusing to load.*(system|posix)") as info:
+    with pytest.raises(CheckpointError, match=r"refusing to load.*(system|posix)") as info:
         read_checkpoint(path)
     assert "\n" not in str(info.value)
     assert not marker.exists()
@@ -41,7 +41,7 @@ def test_truncated_and_garbage_files(tmp_path):
     save_checkpoint(good, _Tiny())
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="truncated or corrupt|cannot load"):
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt|cannot load"):
         read_checkpoint(truncated)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(os.urandom(4096))

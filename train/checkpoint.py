@@ -36,7 +36,7 @@ def read_checkpoint(path: str | Path) -> Any:
                 "or plain container (possible malicious file)"
             ) from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(exc)})") from None
-    except Exception as exc:  # noqa: BLE001 - any failure of the loader on an untrusted file is a bad checkpoint
+    except Exception as exc:  # any failure of the loader on an untrusted file is a bad checkpoint
         message = _first_line(exc)
         if "central directory" in message or "zip archive" in message or isinstance(exc, EOFError):
             raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({message})") from None

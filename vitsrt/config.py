@@ -110,14 +110,16 @@ class ModelSection(_Section):
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelSection:
         if self.hidden_channels % self.n_heads:
-            raise ValueError(f"hidden_channels ({self.hidden_channels}) must be divisible by n_heads ({self.n_heads})")
+            raise ValueError(
+                f"hidden_channels ({self.hidden_channels}) must be divisible by n_heads ({self.n_heads})"
+            )
         if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
             raise ValueError("upsample_rates and upsample_kernel_sizes must have the same length")
         if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
             raise ValueError("resblock_kernel_sizes and resblock_dilation_sizes must have the same length")
         for rate, kernel in zip(self.upsample_rates, self.upsample_kernel_sizes, strict=True):
             if rate <= 0 or kernel < rate or (kernel - rate) % 2:
-                raise ValueError(f"upsample kernel {kernel} does not fit rate {rate} (need kernel >= rate, same parity)")
+                raise ValueError(f"upsample kernel {kernel} must be >= rate {rate} and have the same parity")
         # Upstream asserts this in every speaker-conditioned attention stack (cond_layer_idx = 2).
         if self.use_spk_conditioned_encoder and self.gin_channels > 0 and self.n_layers <= 2:
             raise ValueError(f"n_layers must be > 2 with a speaker-conditioned encoder (got {self.n_layers})")

@@ -1,0 +1,40 @@
+"""The one shape every front end hands to the engine: three aligned id arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["PhonemeSequence"]
+
+
+@dataclass(frozen=True)
+class PhonemeSequence:
+    """Token ids for one segment, ready to batch into the encoder.
+
+    `phone_ids`, `tone_ids` and `language_ids` are 1-D int64 arrays of one length (blanks, if the
+    voice uses them, already interspersed). `phonemes` lists the recognised phoneme symbols in order
+    (without pad/BOS/EOS; empty for raw ids) and exists for debugging and logs.
+    `skipped` counts input phonemes dropped because the voice's symbol table lacks them.
+    """
+
+    phone_ids: np.ndarray
+    tone_ids: np.ndarray
+    language_ids: np.ndarray
+    phonemes: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+    def __post_init__(self) -> None:
+        arrays = (self.phone_ids, self.tone_ids, self.language_ids)
+        for name, arr in zip(("phone_ids", "tone_ids", "language_ids"), arrays, strict=True):
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.int64 or arr.ndim != 1:
+                raise TypeError(f"{name} must be a 1-D int64 numpy array")
+        if not len(self.phone_ids) == len(self.tone_ids) == len(self.language_ids):
+            raise ValueError(
+                "phone_ids, tone_ids and language_ids differ in length: "
+                f"{len(self.phone_ids)}, {len(self.tone_ids)}, {len(self.language_ids)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.phone_ids)
