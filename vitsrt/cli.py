@@ -17,7 +17,7 @@ from vitsrt.errors import VitsrtError
 log = logging.getLogger("vitsrt")
 
 # Subcommand modules in vitsrt.commands; each defines HELP, `add_arguments(parser)` and `run(args) -> int`.
-SUBCOMMANDS = ("info",)
+SUBCOMMANDS = ("info", "serve", "client")
 
 
 def build_parser() -> argparse.ArgumentParser:

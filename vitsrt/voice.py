@@ -1,0 +1,523 @@
+"""The voice bundle manifest (``voice.json``): the contract between ``vitsrt export`` and every server.
+
+A voice directory holds ``voice.json`` plus the stage graphs it names (and optional TensorRT plans). The
+manifest is validated strictly: a typo in a hand-edited file, a graph file that went missing or was
+truncated in a copy, or a bundle written by a newer, incompatible vitsrt must fail at load time with a
+message naming the problem, not as a shape error deep inside a batch of other people's requests.
+
+Compatibility rule: ``format_version`` is ``"MAJOR.MINOR"``. Readers accept any minor of their major
+(minor bumps only add optional fields with defaults); an unknown major is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vitsrt.errors import VoiceError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "STAGES",
+    "SUPPORTED_FORMAT_MAJOR",
+    "BertInput",
+    "EngineKey",
+    "FrontEnd",
+    "GraphSpec",
+    "Graphs",
+    "InferenceDefaults",
+    "ModelInfo",
+    "ParityReport",
+    "StageName",
+    "StageParity",
+    "TensorRTEngine",
+    "TensorSpec",
+    "Voice",
+    "VoiceManifest",
+    "load_voice",
+    "read_manifest",
+    "sha256_file",
+]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "voice.json"
+FORMAT_VERSION = "1.0"
+SUPPORTED_FORMAT_MAJOR = 1
+
+StageName = Literal["encoder", "duration", "duration_dp_only", "flow", "decoder"]
+STAGES: tuple[StageName, ...] = ("encoder", "duration", "duration_dp_only", "flow", "decoder")
+BertInput = Literal["bert", "ja_bert", "en_bert"]
+TensorDType = Literal["float32", "float16", "bfloat16", "int64", "int32", "bool"]
+Precision = Literal["fp32", "tf32", "fp16", "bf16", "int8", "fp8"]
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# A symbolic dimension: an identifier optionally combined with integers/identifiers, e.g. "B", "T", "F*512".
+_SYMBOLIC_DIM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\s*[*+-]\s*[A-Za-z0-9_]+)*$")
+_FORMAT_VERSION = re.compile(r"^(\d+)\.(\d+)$")
+
+
+class _Strict(BaseModel):
+    """Base for manifest records: unknown keys are errors (they are almost always typos).
+
+    Files are validated in strict mode (see :func:`read_manifest`: ``"sample_rate": "44100"`` is an
+    error there), while Python callers such as the exporter may pass tuples or numpy scalars.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _check_relative_file(value: str) -> str:
+    """Bundle files must stay inside the voice directory: relative, POSIX separators, no '..'."""
+    if not value or value.strip() != value:
+        raise ValueError("must be a non-empty relative path without surrounding spaces")
+    path = PurePosixPath(value)
+    if "\\" in value or path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", value):
+        raise ValueError(f"{value!r} must be a relative path inside the voice directory (POSIX '/', no '..')")
+    return value
+
+
+def _check_sha256(value: str) -> str:
+    if not _HEX64.match(value):
+        raise ValueError("must be 64 lowercase hexadecimal characters")
+    return value
+
+
+class TensorSpec(_Strict):
+    """One graph input or output. Dimensions are ints (fixed) or symbols ("B", "T", "F", "F*512")."""
+
+    name: str = Field(min_length=1)
+    dtype: TensorDType
+    shape: list[int | str]
+
+    @field_validator("shape")
+    @classmethod
+    def _dims(cls, dims: list[int | str]) -> list[int | str]:
+        for dim in dims:
+            if isinstance(dim, int) and dim < 0:
+                raise ValueError(f"fixed dimension {dim} is negative")
+            if isinstance(dim, str) and not _SYMBOLIC_DIM.match(dim):
+                raise ValueError(f"symbolic dimension {dim!r} is not an expression like 'T' or 'F*512'")
+        return dims
+
+
+class GraphSpec(_Strict):
+    """A stage graph file plus what a backend needs to bind it without opening it first."""
+
+    file: str
+    sha256: str
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+    opset: int = Field(ge=1)
+
+    @field_validator("file")
+    @classmethod
+    def _relative_file(cls, value: str) -> str:
+        return _check_relative_file(value)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str) -> str:
+        return _check_sha256(value)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> GraphSpec:
+        for kind, specs in (("input", self.inputs), ("output", self.outputs)):
+            names = [s.name for s in specs]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {kind} names: {dupes}")
+        return self
+
+    def input(self, name: str) -> TensorSpec | None:
+        """The input called `name`, or None."""
+        return next((s for s in self.inputs if s.name == name), None)
+
+    def output(self, name: str) -> TensorSpec | None:
+        """The output called `name`, or None."""
+        return next((s for s in self.outputs if s.name == name), None)
+
+
+class Graphs(_Strict):
+    """The stage graphs. ``duration_dp_only`` is the deterministic-predictor-only duration graph that a
+    backend may run instead of ``duration`` when every request in a batch has ``sdp_ratio == 0``."""
+
+    encoder: GraphSpec
+    duration: GraphSpec
+    duration_dp_only: GraphSpec | None = None
+    flow: GraphSpec
+    decoder: GraphSpec
+
+    def items(self) -> list[tuple[StageName, GraphSpec]]:
+        """(stage, graph) for every graph present, in pipeline order."""
+        return [(stage, spec) for stage in STAGES if (spec := getattr(self, stage)) is not None]
+
+    def get(self, stage: StageName) -> GraphSpec:
+        """The graph for `stage`; VoiceError if this voice has none."""
+        spec = getattr(self, stage) if stage in STAGES else None
+        if spec is None:
+            raise VoiceError(f"this voice has no {stage!r} graph")
+        return spec
+
+
+class StageParity(_Strict):
+    """Export-time agreement of one graph with the PyTorch reference on random inputs."""
+
+    max_abs_diff: float = Field(ge=0)
+    tolerance: float = Field(gt=0)
+    worst_case: str = ""
+    cases: int = Field(default=0, ge=0)
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+
+class ParityReport(_Strict):
+    """Parity figures measured by ``vitsrt export --verify`` (keyed by stage, plus e.g. "pipeline")."""
+
+    reference: str = Field(min_length=1, description="the reference, e.g. 'torch 2.13.0 cpu'")
+    runtime: str = Field(min_length=1, description="what ran the graphs, e.g. 'onnxruntime 1.31.1 CPU'")
+    stages: dict[str, StageParity] = Field(min_length=1)
+
+    @field_validator("stages")
+    @classmethod
+    def _finite(cls, stages: dict[str, StageParity]) -> dict[str, StageParity]:
+        for name, figures in stages.items():
+            if not math.isfinite(figures.max_abs_diff):
+                raise ValueError(f"stage {name!r}: max_abs_diff is not finite")
+        return stages
+
+
+class EngineKey(_Strict):
+    """What a TensorRT plan is only valid for: plans do not transfer across GPUs or TensorRT versions."""
+
+    gpu_name: str = Field(min_length=1)
+    compute_capability: str = Field(pattern=r"^\d+\.\d+$")
+    trt_version: str = Field(pattern=r"^\d+(\.\d+)*$")
+    precision: Precision
+
+
+class TensorRTEngine(_Strict):
+    """A serialized TensorRT plan for one stage, relative to the voice directory (usually engines/...)."""
+
+    stage: StageName
+    key: EngineKey
+    file: str
+    sha256: str | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _relative_file(cls, value: str) -> str:
+        return _check_relative_file(value)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        return None if value is None else _check_sha256(value)
+
+
+class ModelInfo(_Strict):
+    """Which architecture the graphs come from, e.g. family "bert-vits2", version "2.3"."""
+
+    family: Literal["vits", "vits2", "bert-vits2"]
+    version: str = Field(min_length=1, pattern=r"^[0-9A-Za-z.+_-]+$")
+
+    @property
+    def tag(self) -> str:
+        """The compact form used in logs and listings, e.g. ``bert-vits2-2.3``."""
+        return f"{self.family}-{self.version}"
+
+
+class FrontEnd(_Strict):
+    """How text or ids become the encoder's ``phone_ids``/``tone_ids``/``language_ids`` (and BERT inputs).
+
+    * ``kind="ids"``: callers send ids; ``symbols`` is the model's symbol table (index = id).
+    * ``kind="ipa"``: espeak-ng phonemes mapped piper-style through ``phoneme_id_map`` with the
+      ``bos``/``eos`` markers and ``pad`` between phonemes; ``espeak_voices`` maps a language name to the
+      espeak-ng voice that phonemizes it.
+    Table sizes are stored explicitly because they are the sizes of the encoder's embedding tables,
+    which bound every id a request may carry.
+    """
+
+    kind: Literal["ids", "ipa"]
+    num_symbols: int = Field(ge=1)
+    symbols: list[str] | None = None
+    phoneme_id_map: dict[str, list[int]] | None = None
+    add_blank: bool
+    blank_id: int = Field(default=0, ge=0)
+    bos: str = "^"
+    eos: str = "$"
+    pad: str = "_"
+    espeak_voices: dict[str, str] = Field(default_factory=dict)
+    languages: dict[str, int] = Field(min_length=1)
+    num_languages: int = Field(ge=1)
+    num_tones: int = Field(ge=1)
+    bert_inputs: list[BertInput] = Field(default_factory=list)
+    bert_dim: int = Field(default=1024, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FrontEnd:
+        if self.kind == "ids":
+            if self.symbols is None:
+                raise ValueError("kind 'ids' needs the 'symbols' table")
+            if len(self.symbols) != self.num_symbols:
+                raise ValueError(
+                    f"'symbols' has {len(self.symbols)} entries but num_symbols is {self.num_symbols}"
+                )
+        else:
+            if not self.phoneme_id_map:
+                raise ValueError("kind 'ipa' needs a non-empty 'phoneme_id_map'")
+            for marker in ("bos", "eos", "pad"):
+                if getattr(self, marker) not in self.phoneme_id_map:
+                    raise ValueError(f"{marker} marker {getattr(self, marker)!r} is not in phoneme_id_map")
+            unknown = sorted(set(self.espeak_voices) - set(self.languages))
+            if unknown:
+                raise ValueError(f"espeak_voices names languages that are not in 'languages': {unknown}")
+        if self.phoneme_id_map is not None:
+            for phoneme, ids in self.phoneme_id_map.items():
+                if not ids or any(i < 0 or i >= self.num_symbols for i in ids):
+                    raise ValueError(
+                        f"phoneme_id_map[{phoneme!r}] = {ids} is empty or outside 0..{self.num_symbols - 1}"
+                    )
+        if self.blank_id >= self.num_symbols:
+            raise ValueError(f"blank_id {self.blank_id} is outside 0..{self.num_symbols - 1}")
+        for name, lang_id in self.languages.items():
+            if not 0 <= lang_id < self.num_languages:
+                raise ValueError(f"language {name!r} has id {lang_id}, outside 0..{self.num_languages - 1}")
+        if len(set(self.bert_inputs)) != len(self.bert_inputs):
+            raise ValueError(f"bert_inputs has duplicates: {self.bert_inputs}")
+        return self
+
+
+class InferenceDefaults(_Strict):
+    """Sampling defaults used when a request does not set them.
+
+    The values are upstream Bert-VITS2 2.3's web UI defaults (noise 0.6, noise_w 0.9, length 1.0,
+    SDP ratio 0.5), so a voice sounds out of the box the way its trainer heard it in the upstream demo.
+    """
+
+    noise_scale: float = Field(default=0.6, ge=0, allow_inf_nan=False)
+    noise_scale_w: float = Field(default=0.9, ge=0, allow_inf_nan=False)
+    length_scale: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    sdp_ratio: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
+
+
+class VoiceManifest(_Strict):
+    """The whole ``voice.json``."""
+
+    format_version: str = FORMAT_VERSION
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    model: ModelInfo
+    sample_rate: int = Field(gt=0)
+    hop_length: int = Field(gt=0)
+    latent_channels: int = Field(ge=1, description="channels C of m_p/logs_p/z_p/z (the prior noise size)")
+    num_speakers: int = Field(ge=1, description="rows of the speaker embedding table")
+    speakers: dict[str, int] = Field(min_length=1)
+    front_end: FrontEnd
+    inference: InferenceDefaults = Field(default_factory=InferenceDefaults)
+    decoder_context_frames: int = Field(ge=0, description="decoder receptive field, one side, in frames")
+    graphs: Graphs
+    parity: ParityReport | None = None
+    engines: list[TensorRTEngine] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_format(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "format_version" in data:
+            check_format_version(data["format_version"])
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VoiceManifest:
+        for name, sid in self.speakers.items():
+            if not name:
+                raise ValueError("speaker names must be non-empty")
+            if not 0 <= sid < self.num_speakers:
+                raise ValueError(f"speaker {name!r} has id {sid}, outside 0..{self.num_speakers - 1}")
+        encoder_inputs = {spec.name for spec in self.graphs.encoder.inputs}
+        missing = [b for b in self.front_end.bert_inputs if b not in encoder_inputs]
+        if missing:
+            raise ValueError(f"front_end.bert_inputs lists {missing} but the encoder graph lacks them")
+        seen: set[tuple[str, str, str, str, str]] = set()
+        for engine in self.engines:
+            k = engine.key
+            ident = (engine.stage, k.gpu_name, k.compute_capability, k.trt_version, k.precision)
+            if ident in seen:
+                raise ValueError(f"two TensorRT engines for the same stage and key: {ident}")
+            seen.add(ident)
+            if engine.stage == "duration_dp_only" and self.graphs.duration_dp_only is None:
+                raise ValueError("a TensorRT engine is listed for 'duration_dp_only' but that graph is not")
+        return self
+
+    @property
+    def sdp_skippable(self) -> bool:
+        """Whether a batch whose requests all have sdp_ratio 0 can skip the stochastic predictor."""
+        return self.graphs.duration_dp_only is not None
+
+    def engines_for(self, key: EngineKey) -> dict[StageName, TensorRTEngine]:
+        """TensorRT plans built for exactly this GPU / TensorRT version / precision, by stage."""
+        return {e.stage: e for e in self.engines if e.key == key}
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> VoiceManifest:
+        """Same as :func:`read_manifest`: parse one voice.json strictly, VoiceError on any problem."""
+        return read_manifest(path)
+
+    def to_json(self) -> str:
+        """The manifest as written to disk (stable key order, trailing newline)."""
+        return self.model_dump_json(indent=2, exclude_none=False) + "\n"
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically to `path` (a file, or a directory to get ``voice.json`` in it).
+
+        Written to a temporary file in the same directory, flushed to disk, then renamed over the
+        target, so readers (a server reloading voices) never see a half-written manifest.
+        """
+        target = Path(path)
+        if target.is_dir():
+            target = target / MANIFEST_NAME
+        text = self.to_json()
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp_name, 0o644)
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return target
+
+
+def check_format_version(value: object) -> tuple[int, int]:
+    """Parse a ``format_version`` and refuse majors this vitsrt cannot read."""
+    match = _FORMAT_VERSION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"format_version must be a string 'MAJOR.MINOR', got {value!r}")
+    major, minor = int(match.group(1)), int(match.group(2))
+    if major != SUPPORTED_FORMAT_MAJOR:
+        raise ValueError(
+            f"voice format_version {value} is not supported: this vitsrt reads format "
+            f"{SUPPORTED_FORMAT_MAJOR}.x (re-export it with this vitsrt, or use the vitsrt that wrote it)"
+        )
+    return major, minor
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (graphs can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _summarize(err: ValidationError, limit: int = 5) -> str:
+    parts = []
+    for item in err.errors()[:limit]:
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    more = len(err.errors()) - limit
+    if more > 0:
+        parts.append(f"... and {more} more")
+    return "; ".join(parts)
+
+
+def read_manifest(path: str | os.PathLike[str]) -> VoiceManifest:
+    """Parse and validate one ``voice.json`` file; every failure is a one-line VoiceError."""
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise VoiceError(f"{path}: not found (a voice directory must contain {MANIFEST_NAME})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VoiceError(f"{path}: cannot be read ({exc})") from exc
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise VoiceError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise VoiceError(f"{path}: the top level must be a JSON object")
+    if "format_version" not in data:
+        raise VoiceError(f"{path}: no format_version; this is not a vitsrt voice manifest")
+    try:
+        check_format_version(data["format_version"])
+    except ValueError as exc:
+        raise VoiceError(f"{path}: {exc}") from None
+    try:
+        # Validate the JSON text (not the parsed dict) so strict mode applies JSON rules.
+        return VoiceManifest.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        raise VoiceError(f"{path}: invalid voice manifest: {_summarize(exc)}") from None
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A loaded voice: the validated manifest plus the directory its relative paths refer to."""
+
+    root: Path
+    manifest: VoiceManifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def graph_path(self, stage: StageName) -> Path:
+        """Absolute path of a stage graph."""
+        return self.root / self.manifest.graphs.get(stage).file
+
+    def engine_paths(self, key: EngineKey) -> dict[StageName, Path]:
+        """Existing TensorRT plans for `key`, by stage (missing plan files are left out)."""
+        found = {}
+        for stage, engine in self.manifest.engines_for(key).items():
+            path = self.root / engine.file
+            if path.is_file():
+                found[stage] = path
+        return found
+
+
+def load_voice(voice_dir: str | os.PathLike[str], *, verify_sha256: bool = True) -> Voice:
+    """Load and check a voice directory.
+
+    Validates ``voice.json``, checks that every graph file exists and (by default) that its SHA-256
+    matches the manifest, naming the file on a mismatch. TensorRT plans are optional extras: a listed
+    plan that is missing only logs a warning, so a bundle copied without ``engines/`` still serves on
+    other backends.
+    """
+    root = Path(voice_dir)
+    if not root.is_dir():
+        raise VoiceError(f"{root}: not a directory (expected a voice directory containing {MANIFEST_NAME})")
+    manifest = read_manifest(root / MANIFEST_NAME)
+    for stage, spec in manifest.graphs.items():
+        path = root / spec.file
+        if not path.is_file():
+            raise VoiceError(f"{root}: the {stage} graph {spec.file} named in {MANIFEST_NAME} is missing")
+        if verify_sha256:
+            actual = sha256_file(path)
+            if actual != spec.sha256:
+                raise VoiceError(
+                    f"{path}: SHA-256 mismatch for the {stage} graph (manifest {spec.sha256[:12]}..., "
+                    f"file {actual[:12]}...); the file is corrupted or was replaced: re-export or re-copy it"
+                )
+    for engine in manifest.engines:
+        path = root / engine.file
+        if not path.is_file():
+            logger.warning("%s: TensorRT plan %s (%s) is listed but missing", root, engine.file, engine.stage)
+        elif verify_sha256 and engine.sha256 is not None and sha256_file(path) != engine.sha256:
+            raise VoiceError(f"{path}: SHA-256 mismatch for the {engine.stage} TensorRT plan; rebuild it")
+    return Voice(root=root, manifest=manifest)
