@@ -1,0 +1,355 @@
+"""The engine: requests become streams; one worker runs batched stage steps chosen by the scheduler.
+
+    engine = Engine.open(["voices/alice"], backend="onnxruntime")
+    audio = engine.synthesize(SynthesisRequest(text="Hello there.")).audio
+    for chunk in engine.stream(SynthesisRequest(text="A longer sentence...")):
+        play(chunk.audio)
+
+Streams from many callers share every backend call (continuous batching). Everything that can be wrong
+with a request raises in the caller's thread at admission (InputError / NotFoundError / OverloadedError);
+a failure inside a batch fails only the streams in that batch, and the engine keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from vitsrt.errors import InputError, NotFoundError, OverloadedError, VitsrtError
+from vitsrt.serve.backends.base import open_backend
+from vitsrt.serve.engine.pipeline import DecodeJob, Segment, VoicePipeline
+from vitsrt.serve.engine.scheduler import Scheduler
+from vitsrt.serve.engine.types import AudioChunk, SynthesisRequest, SynthesisResult, VoiceInfo
+from vitsrt.serve.engine.windows import ONE_SHOT, WindowPolicy
+from vitsrt.voice import load_voice
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+class EngineOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch: int = Field(8, ge=1, le=256)
+    max_wait_ms: float = Field(5.0, ge=0)
+    max_active_streams: int = Field(64, ge=1)
+    max_text_chars: int = Field(5000, ge=1)
+    threads: int | None = Field(None, ge=1, description="intra-op threads per backend (None: runtime default)")
+    first_window_frames: int = Field(16, ge=1)
+    window_frames: int = Field(64, ge=1)
+    one_shot_frames: int = Field(32, ge=0, description="utterances up to this many frames decode in one call")
+    low_water_ms: float = Field(300.0, ge=0)
+
+    def window_policy(self) -> WindowPolicy:
+        return WindowPolicy(self.first_window_frames, self.window_frames, self.one_shot_frames)
+
+
+@dataclass
+class _Stream:
+    id: int
+    pipeline: VoicePipeline
+    segments: list[Segment]
+    policy: WindowPolicy
+    sink: Callable[[Any], None]
+    started: float
+    frontend_seconds: float
+    next_segment: int = 0  # next segment index to emit from
+    next_window: int = 0
+    pending: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    chunks_sent: int = 0
+    finished: bool = False
+    first_audio_at: float | None = None
+
+    def timings(self) -> dict[str, float]:
+        total: Counter[str] = Counter({"frontend": self.frontend_seconds})
+        for segment in self.segments:
+            total.update(segment.timings)
+        return dict(total)
+
+
+class Engine:
+    def __init__(self, pipelines: Sequence[VoicePipeline], options: EngineOptions | None = None):
+        if not pipelines:
+            raise VitsrtError("the engine needs at least one voice")
+        self.options = options or EngineOptions()
+        self._pipelines = {p.name: p for p in pipelines}
+        if len(self._pipelines) != len(pipelines):
+            raise VitsrtError("two voices share one name")
+        self.default_voice = pipelines[0].name
+        self._scheduler = Scheduler(
+            self.options.max_batch, self.options.max_wait_ms / 1000.0, self.options.low_water_ms / 1000.0
+        )
+        self._streams: dict[int, _Stream] = {}
+        self._next_id = 1
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._batch_sizes: dict[str, Counter[int]] = {"prefill": Counter(), "flow": Counter(), "decode": Counter()}
+        self._stage_seconds: Counter[str] = Counter()
+        self._worker = threading.Thread(target=self._run_worker, name="vitsrt-engine", daemon=True)
+        self._worker.start()
+
+    @classmethod
+    def open(
+        cls,
+        voice_dirs: Sequence[str | Path],
+        backend: str = "onnxruntime",
+        options: EngineOptions | None = None,
+        backend_options: dict[str, Any] | None = None,
+    ) -> Engine:
+        """Load voice bundles and open one backend per voice."""
+        options = options or EngineOptions()
+        pipelines = []
+        for voice_dir in voice_dirs:
+            voice = load_voice(voice_dir)
+            extra = dict(backend_options or {})
+            if backend.startswith("onnxruntime") or backend.startswith("ort"):
+                extra.setdefault("intra_op_threads", options.threads)
+            stage_backend = open_backend(backend, voice, **extra)
+            pipelines.append(VoicePipeline(voice, stage_backend, max_text_chars=options.max_text_chars))
+        return cls(pipelines, options)
+
+    # ----- public API ------------------------------------------------------------------------------
+
+    @property
+    def voices(self) -> dict[str, VoiceInfo]:
+        return {name: p.info() for name, p in self._pipelines.items()}
+
+    def pipeline(self, voice: str = "") -> VoicePipeline:
+        name = voice or self.default_voice
+        if name not in self._pipelines:
+            raise NotFoundError(f"unknown voice {name!r}; available: {', '.join(self._pipelines)}")
+        return self._pipelines[name]
+
+    def stream(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        """Chunks as they are decoded. Errors in the request raise here, before the first chunk;
+        closing the iterator (or dropping it) cancels the stream in every queue."""
+        chunks: queue.Queue = queue.Queue()
+        stream = self._admit(request, chunks.put, self.options.window_policy())
+        return self._iterate(stream.id, chunks)
+
+    def _iterate(self, stream_id: int, chunks: queue.Queue) -> Iterator[AudioChunk]:
+        try:
+            while True:
+                item = chunks.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.cancel(stream_id)
+
+    async def astream(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
+        """asyncio flavour of `stream`; cancelling the consumer cancels the stream in the engine."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue = asyncio.Queue()
+
+        def sink(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(chunks.put_nowait, item)
+            except RuntimeError:  # the consumer's loop is closed: nobody will read this stream
+                self.cancel(stream.id)
+
+        stream = self._admit(request, sink, self.options.window_policy())
+        try:
+            while True:
+                item = await chunks.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.cancel(stream.id)
+
+    def synthesize(self, request: SynthesisRequest, streaming_windows: bool = False) -> SynthesisResult:
+        """Whole utterance at once. By default each sentence decodes in one call (fastest); with
+        `streaming_windows` it uses the streaming windows (equal to `stream` output)."""
+        chunks: queue.Queue = queue.Queue()
+        policy = self.options.window_policy() if streaming_windows else ONE_SHOT
+        stream = self._admit(request, chunks.put, policy)
+        pieces = [c.audio for c in self._iterate(stream.id, chunks)]
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+        return SynthesisResult(audio, stream.pipeline.sample_rate, stream.timings())
+
+    def cancel(self, stream_id: int) -> bool:
+        """Remove a stream from every queue at once. Safe to call twice or after it finished."""
+        with self._cond:
+            stream = self._streams.pop(stream_id, None)
+            if stream is None:
+                return False
+            removed = self._scheduler.remove_stream(stream_id)
+            stream.finished = True
+        log.debug("stream %d cancelled (%d queued items dropped)", stream_id, removed)
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {
+                "active_streams": len(self._streams),
+                "queue_depths": self._scheduler.depths(),
+                "batch_sizes": {stage: dict(sorted(c.items())) for stage, c in self._batch_sizes.items()},
+                "stage_seconds": dict(self._stage_seconds),
+            }
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish queued work, then stop the worker."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._worker.join(timeout)
+        for pipeline in self._pipelines.values():
+            pipeline.backend.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- admission -------------------------------------------------------------------------------
+
+    def _admit(self, request: SynthesisRequest, sink: Callable[[Any], None], policy: WindowPolicy) -> _Stream:
+        if not isinstance(request, SynthesisRequest):
+            raise InputError("request", "expected a SynthesisRequest")
+        pipeline = self.pipeline(request.voice)
+        started = time.perf_counter()
+        seed = request.seed if request.seed is not None else secrets.randbits(63)
+        with self._cond:
+            if self._stopping:
+                raise OverloadedError("the engine is shutting down")
+            if len(self._streams) >= self.options.max_active_streams:
+                raise OverloadedError(f"overloaded: {len(self._streams)} active streams (limit reached)")
+            stream_id = self._next_id
+            self._next_id += 1
+        segments = pipeline.segments_for(request, stream_id, seed)  # front end: raises on bad input
+        stream = _Stream(stream_id, pipeline, segments, policy, sink, started, time.perf_counter() - started)
+        with self._cond:
+            if len(self._streams) >= self.options.max_active_streams:
+                raise OverloadedError(f"overloaded: {len(self._streams)} active streams (limit reached)")
+            self._streams[stream_id] = stream
+            now = time.monotonic()
+            self._scheduler.add_stream(stream_id, now)
+            self._scheduler.enqueue("prefill", segments[0], stream_id, pipeline.name, now)
+            self._cond.notify_all()
+        return stream
+
+    # ----- the worker ------------------------------------------------------------------------------
+
+    def _run_worker(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    stage, items, wait = self._scheduler.next_batch(now, size_of=_decode_size)
+                    if stage is not None:
+                        break
+                    if self._stopping and wait is None:
+                        return
+                    self._cond.wait(timeout=wait)
+                self._batch_sizes[stage][len(items)] += 1
+            started = time.perf_counter()
+            try:
+                self._execute(stage, items)
+            except Exception as exc:  # a failed batch fails its streams, never the engine
+                log.exception("%s step failed for %d items", stage, len(items))
+                self._fail(items, exc)
+            self._stage_seconds[stage] += time.perf_counter() - started
+
+    def _live(self, segments: Sequence[Segment]) -> list[tuple[Segment, _Stream]]:
+        """The segments whose stream still exists (a stream may be cancelled while its item waits)."""
+        with self._cond:
+            return [(s, self._streams[s.stream_id]) for s in segments if s.stream_id in self._streams]
+
+    def _execute(self, stage: str, items: list[Any]) -> None:
+        segments = [item.segment for item in items] if stage == "decode" else items
+        live = self._live(segments)
+        if not live:
+            return
+        pipeline = live[0][1].pipeline  # a batch never mixes voices (the scheduler groups by voice)
+        if stage == "prefill":
+            pipeline.prefill([segment for segment, _ in live])
+            with self._cond:
+                now = time.monotonic()
+                for segment, stream in live:
+                    self._scheduler.enqueue("flow", segment, stream.id, pipeline.name, now)
+        elif stage == "flow":
+            # Each stream's own window policy: one batch may mix streaming and one-shot requests.
+            by_policy: dict[WindowPolicy, list[Segment]] = {}
+            for segment, stream in live:
+                by_policy.setdefault(stream.policy, []).append(segment)
+            for policy, group in by_policy.items():
+                pipeline.flow(group, policy)
+            with self._cond:
+                now = time.monotonic()
+                for segment, stream in live:
+                    for window in segment.windows:
+                        self._scheduler.enqueue("decode", DecodeJob(segment, window), stream.id, pipeline.name, now)
+                    following = segment.index + 1
+                    if following < len(stream.segments):  # look ahead: prepare the next sentence now
+                        self._scheduler.enqueue("prefill", stream.segments[following], stream.id, pipeline.name, now)
+        else:
+            alive = {id(segment) for segment, _ in live}
+            jobs = [job for job in items if id(job.segment) in alive]
+            for job, samples in zip(jobs, pipeline.decode(jobs), strict=True):
+                self._deliver(job, samples)
+
+    def _deliver(self, job: DecodeJob, samples: np.ndarray) -> None:
+        """Store a decoded window; emit every window that is now next in order."""
+        with self._cond:
+            stream = self._streams.get(job.segment.stream_id)
+            if stream is None:
+                return
+            stream.pending[(job.segment.index, job.window.index)] = samples
+            ready = []
+            while (stream.next_segment, stream.next_window) in stream.pending:
+                key = (stream.next_segment, stream.next_window)
+                segment = stream.segments[stream.next_segment]
+                audio = stream.pending.pop(key)
+                last_window = stream.next_window == len(segment.windows) - 1
+                is_last = last_window and stream.next_segment == len(stream.segments) - 1
+                ready.append(AudioChunk(audio, stream.pipeline.sample_rate, stream.chunks_sent, is_last, segment.index))
+                stream.chunks_sent += 1
+                if last_window:
+                    stream.next_segment, stream.next_window = stream.next_segment + 1, 0
+                else:
+                    stream.next_window += 1
+            now = time.monotonic()
+            for chunk in ready:
+                self._scheduler.audio_sent(stream.id, len(chunk.audio) / chunk.sample_rate, now)
+            finished = bool(ready) and ready[-1].is_last
+            if finished:
+                self._streams.pop(stream.id, None)
+                self._scheduler.remove_stream(stream.id)
+                stream.finished = True
+        for chunk in ready:
+            stream.sink(chunk)
+        if finished:
+            stream.sink(_END)
+
+    def _fail(self, items: list[Any], exc: Exception) -> None:
+        ids = {(item.segment if isinstance(item, DecodeJob) else item).stream_id for item in items}
+        for stream_id in ids:
+            with self._cond:
+                stream = self._streams.pop(stream_id, None)
+                self._scheduler.remove_stream(stream_id)
+            if stream is not None:
+                error = exc if isinstance(exc, VitsrtError) else VitsrtError(f"synthesis failed: {exc}")
+                stream.sink(error)
+
+
+def _decode_size(item: Any) -> int:
+    return item.window.input_frames if isinstance(item, DecodeJob) else 0

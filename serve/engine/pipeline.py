@@ -1,0 +1,224 @@
+"""One voice's synthesis pipeline as batched stage steps over `Segment`s (one sentence of one request).
+
+  prefill  encoder + duration (padded to the longest text in the batch) -> durations, per-item tensors
+  flow     host length regulation + prior sample per item, flow on padded frames -> z per item
+  decode   decoder windows (exact chunked decoding), padded to the longest window in the batch
+
+Every step takes a list of segments from any number of requests and runs one backend call per graph:
+the graphs are masked, so an item's result does not depend on its batch partners. All randomness comes
+from each request's seed (`RequestNoise`), never from the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vitsrt import regulator
+from vitsrt.errors import InputError, NotFoundError
+from vitsrt.serve.backends.base import StageBackend
+from vitsrt.serve.engine.types import SynthesisRequest, VoiceInfo
+from vitsrt.serve.engine.windows import DecodeWindow, WindowPolicy, plan_windows
+from vitsrt.text import make_frontend, prepare_text, split_sentences
+from vitsrt.text.sequence import PhonemeSequence
+from vitsrt.voice import Voice
+
+MAX_SENTENCE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Scales:
+    noise_scale: float
+    noise_scale_w: float
+    length_scale: float
+    sdp_ratio: float
+
+
+@dataclass
+class Segment:
+    """One sentence of one request, carried through the stages. Filled in as it goes."""
+
+    stream_id: int
+    index: int
+    ids: PhonemeSequence
+    sid: int
+    scales: Scales
+    noise: regulator.RequestNoise
+    timings: dict[str, float] = field(default_factory=dict)
+    # after prefill
+    m_p: np.ndarray | None = None  # [C, T]
+    logs_p: np.ndarray | None = None
+    g: np.ndarray | None = None  # [G, 1]
+    durations: np.ndarray | None = None  # [T] int64
+    frames: int = 0
+    # after flow
+    z: np.ndarray | None = None  # [C, F]
+    windows: list[DecodeWindow] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return len(self.ids.phone_ids)
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+
+
+@dataclass
+class DecodeJob:
+    segment: Segment
+    window: DecodeWindow
+
+
+class VoicePipeline:
+    """A loaded voice (manifest + front end + backend) and its batched stage steps."""
+
+    def __init__(self, voice: Voice, backend: StageBackend, max_text_chars: int = 5000):
+        self.voice = voice
+        self.manifest = voice.manifest
+        self.backend = backend
+        self.frontend = make_frontend(self.manifest.front_end)
+        self.max_text_chars = max_text_chars
+        self.hop = self.manifest.hop_length
+        self.sample_rate = self.manifest.sample_rate
+        self.context = self.manifest.decoder_context_frames
+        self.bert_inputs = list(self.manifest.front_end.bert_inputs)
+        self.bert_dim = self.manifest.front_end.bert_dim
+        self.channels = self.manifest.latent_channels
+        self.default_speaker = min(self.manifest.speakers, key=self.manifest.speakers.__getitem__)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def info(self) -> VoiceInfo:
+        fe = self.manifest.front_end
+        return VoiceInfo(
+            name=self.name,
+            sample_rate=self.sample_rate,
+            speakers=tuple(self.manifest.speakers),
+            languages=tuple(fe.languages),
+            frontend=fe.kind,
+        )
+
+    # ----- request admission: everything that can be wrong with a request fails here, in the caller ---
+
+    def segments_for(self, request: SynthesisRequest, stream_id: int, seed: int) -> list[Segment]:
+        speaker = request.speaker or self.default_speaker
+        if speaker not in self.manifest.speakers:
+            raise NotFoundError(f"unknown speaker {speaker!r} for voice {self.name!r}")
+        defaults = self.manifest.inference
+        scales = Scales(
+            noise_scale=_pick(request.noise_scale, defaults.noise_scale),
+            noise_scale_w=_pick(request.noise_scale_w, defaults.noise_scale_w),
+            length_scale=_pick(request.length_scale, defaults.length_scale),
+            sdp_ratio=_pick(request.sdp_ratio, defaults.sdp_ratio),
+        )
+        sequences = self._sequences(request)
+        sid = self.manifest.speakers[speaker]
+        return [
+            Segment(stream_id, i, seq, sid, scales, regulator.RequestNoise(seed, segment=i))
+            for i, seq in enumerate(sequences)
+        ]
+
+    def _sequences(self, request: SynthesisRequest) -> list[PhonemeSequence]:
+        language = request.language or None
+        if request.phonemes is not None:
+            p = request.phonemes
+            if len(p.phone_ids) > self.max_text_chars:
+                raise InputError("phone_ids", f"{len(p.phone_ids)} ids is over the limit of {self.max_text_chars}")
+            return [self.frontend.from_ids(p.phone_ids, p.tone_ids, p.language_ids)]
+        if not self.frontend.accepts_text:
+            raise InputError("text", f"voice {self.name!r} takes phoneme ids only (front end 'ids')")
+        text = prepare_text(request.text or "", self.max_text_chars)
+        sentences = split_sentences(text, max_chars=MAX_SENTENCE_CHARS)
+        if not sentences:
+            raise InputError("text", "contains nothing to speak")
+        return [self.frontend.from_text(sentence, language=language) for sentence in sentences]
+
+    # ----- batched stage steps -------------------------------------------------------------------------
+
+    def prefill(self, segments: Sequence[Segment]) -> None:
+        """Encoder + duration predictor for a batch of segments, padded to the longest text."""
+        started = time.perf_counter()
+        ids = [s.ids for s in segments]
+        phone, lengths = regulator.pad_batch([i.phone_ids for i in ids])
+        tone, _ = regulator.pad_batch([i.tone_ids for i in ids])
+        language, _ = regulator.pad_batch([i.language_ids for i in ids])
+        batch, tokens = phone.shape
+        inputs = {
+            "phone_ids": phone.astype(np.int64),
+            "tone_ids": tone.astype(np.int64),
+            "language_ids": language.astype(np.int64),
+            "lengths": lengths.astype(np.int64),
+            "sid": np.array([s.sid for s in segments], dtype=np.int64),
+        }
+        for name in self.bert_inputs:
+            # No BERT features with a request: zeros (documented; Bert-VITS2 voices then rely on phones only).
+            inputs[name] = np.zeros((batch, self.bert_dim, tokens), dtype=np.float32)
+        enc_out = self.backend.run("encoder", inputs)
+        encoded = time.perf_counter()
+
+        ratios = np.array([s.scales.sdp_ratio for s in segments], dtype=np.float32)
+        dur_inputs = {"enc": enc_out["enc"], "x_mask": enc_out["x_mask"], "g": enc_out["g"]}
+        if not ratios.any() and self.backend.has_stage("duration_dp_only"):
+            logw = self.backend.run("duration_dp_only", dur_inputs)["logw"]
+        else:
+            noise = [s.noise.sdp_noise(s.tokens, s.scales.noise_scale_w) for s in segments]
+            dur_inputs["sdp_noise"] = regulator.pad_batch(noise, axis=-1, size=tokens)[0]
+            dur_inputs["sdp_ratio"] = ratios
+            logw = self.backend.run("duration", dur_inputs)["logw"]
+        length_scales = np.array([s.scales.length_scale for s in segments], dtype=np.float32)
+        durations = regulator.durations_from_logw(logw, enc_out["x_mask"], length_scales)
+        finished = time.perf_counter()
+        for row, segment in enumerate(segments):
+            n = segment.tokens
+            segment.m_p = enc_out["m_p"][row, :, :n]
+            segment.logs_p = enc_out["logs_p"][row, :, :n]
+            segment.g = enc_out["g"][row]
+            segment.durations = durations[row, :n]
+            segment.frames = int(max(segment.durations.sum(), 1))
+            segment.add_time("encoder", encoded - started)
+            segment.add_time("duration", finished - encoded)
+
+    def flow(self, segments: Sequence[Segment], policy: WindowPolicy) -> None:
+        """Length regulation + prior sample per item (host), then the flow on the padded batch."""
+        started = time.perf_counter()
+        z_ps = []
+        for segment in segments:
+            d = segment.durations[None, :]
+            m, logs, y_mask, _ = regulator.expand_by_durations(d, segment.m_p[None], segment.logs_p[None])
+            eps = segment.noise.prior_eps(self.channels, segment.frames)[None]
+            z_ps.append(regulator.sample_prior(m, logs, eps, segment.scales.noise_scale, y_mask)[0])
+        z_p, frames = regulator.pad_batch(z_ps, axis=-1)
+        y_mask = regulator.length_mask(frames, z_p.shape[-1])[:, None, :]
+        regulated = time.perf_counter()
+        g = np.stack([s.g for s in segments])
+        z = self.backend.run("flow", {"z_p": z_p, "y_mask": y_mask, "g": g})["z"]
+        finished = time.perf_counter()
+        for row, segment in enumerate(segments):
+            segment.z = z[row, :, : segment.frames]
+            segment.windows = plan_windows(segment.frames, self.context, policy)
+            segment.add_time("regulator", regulated - started)
+            segment.add_time("flow", finished - regulated)
+
+    def decode(self, jobs: Sequence[DecodeJob]) -> list[np.ndarray]:
+        """Decode windows from any segments as one padded batch; returns each window's cropped audio."""
+        started = time.perf_counter()
+        pieces = [job.segment.z[:, job.window.ctx_start : job.window.ctx_end] for job in jobs]
+        z, frames = regulator.pad_batch(pieces, axis=-1)
+        y_mask = regulator.length_mask(frames, z.shape[-1])[:, None, :]
+        g = np.stack([job.segment.g for job in jobs])
+        audio = self.backend.run("decoder", {"z": z, "y_mask": y_mask, "g": g})["audio"]
+        elapsed = time.perf_counter() - started
+        out = []
+        for row, job in enumerate(jobs):
+            out.append(np.ascontiguousarray(audio[row, 0, job.window.crop(self.hop)], dtype=np.float32))
+            job.segment.add_time("decode", elapsed)
+        return out
+
+
+def _pick(value: float | None, default: float) -> float:
+    return float(default if value is None else value)

@@ -1,0 +1,141 @@
+"""Which stage runs next, on which items: plain data structures, testable without a model.
+
+Three queues (prefill, flow, decode). Each step takes up to `max_batch` items of one stage of one voice.
+Order of service:
+  1. streams whose client buffer is about to run dry (audio sent minus time since first audio < low water),
+  2. streams that have sent no audio yet (oldest first) - time to first audio,
+  3. everything else, the least-buffered stream first.
+Prefill waits up to `max_wait_s` for its batch to fill (new requests arrive from outside); flow and
+decode never wait: nothing can add to them while the worker idles, so waiting would only add latency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+STAGES = ("prefill", "flow", "decode")
+
+
+@dataclass
+class StreamClock:
+    """What the scheduler knows about a stream's playback: drives the priority."""
+
+    created: float
+    first_audio_at: float | None = None
+    audio_seconds_sent: float = 0.0
+
+    def buffered_seconds(self, now: float) -> float:
+        """Audio the client holds that has not played yet (if it started playing at first audio)."""
+        if self.first_audio_at is None:
+            return 0.0
+        return self.audio_seconds_sent - (now - self.first_audio_at)
+
+
+@dataclass
+class _Entry:
+    item: Any
+    stream_id: int
+    group: Hashable  # items batch together only within a group (same voice)
+    enqueued: float
+
+
+class Scheduler:
+    def __init__(self, max_batch: int = 8, max_wait_s: float = 0.005, low_water_s: float = 0.3):
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.low_water_s = low_water_s
+        self._queues: dict[str, list[_Entry]] = {stage: [] for stage in STAGES}
+        self._clocks: dict[int, StreamClock] = {}
+
+    # ----- streams ---------------------------------------------------------------------------------
+
+    def add_stream(self, stream_id: int, now: float) -> StreamClock:
+        clock = StreamClock(created=now)
+        self._clocks[stream_id] = clock
+        return clock
+
+    def remove_stream(self, stream_id: int) -> int:
+        """Drop a stream and every queued item of it (cancel, finish, error). Returns items removed."""
+        self._clocks.pop(stream_id, None)
+        removed = 0
+        for stage, entries in self._queues.items():
+            kept = [e for e in entries if e.stream_id != stream_id]
+            removed += len(entries) - len(kept)
+            self._queues[stage] = kept
+        return removed
+
+    def audio_sent(self, stream_id: int, seconds: float, now: float) -> None:
+        clock = self._clocks.get(stream_id)
+        if clock is None:
+            return
+        if clock.first_audio_at is None:
+            clock.first_audio_at = now
+        clock.audio_seconds_sent += seconds
+
+    @property
+    def active_streams(self) -> int:
+        return len(self._clocks)
+
+    # ----- queues ----------------------------------------------------------------------------------
+
+    def enqueue(self, stage: str, item: Any, stream_id: int, group: Hashable, now: float) -> None:
+        if stream_id not in self._clocks:
+            return  # stream already gone (cancelled while its previous step ran)
+        self._queues[stage].append(_Entry(item, stream_id, group, now))
+
+    def depth(self, stage: str) -> int:
+        return len(self._queues[stage])
+
+    def depths(self) -> dict[str, int]:
+        return {stage: len(q) for stage, q in self._queues.items()}
+
+    def is_empty(self) -> bool:
+        return not any(self._queues.values())
+
+    def _priority(self, entry: _Entry, now: float) -> tuple:
+        clock = self._clocks[entry.stream_id]
+        if clock.first_audio_at is None:
+            return (1, clock.created, entry.enqueued)
+        buffered = clock.buffered_seconds(now)
+        urgency = 0 if buffered < self.low_water_s else 2
+        return (urgency, buffered, entry.enqueued)
+
+    def next_batch(
+        self, now: float, size_of: Callable[[Any], int] | None = None
+    ) -> tuple[str | None, list[Any], float | None]:
+        """Pick the next step. Returns (stage, items, None) to run now, or (None, [], wait_s) to wait
+        (wait_s None = nothing queued at all). `size_of(item)` (e.g. decode input frames) keeps short
+        and long decode windows apart so short ones are not padded to long ones."""
+        best: tuple | None = None
+        for stage_rank, stage in enumerate(reversed(STAGES)):  # ties: later stages first (finish work)
+            for entry in self._queues[stage]:
+                key = (*self._priority(entry, now), stage_rank)
+                if best is None or key < best[0]:
+                    best = (key, stage, entry)
+        if best is None:
+            return None, [], None
+        _, stage, head = best
+        queue = self._queues[stage]
+        # sorted() is stable: equal priorities keep enqueue order (a stream's windows stay in order).
+        candidates = sorted((e for e in queue if e.group == head.group), key=lambda e: self._priority(e, now))
+        if size_of is not None and stage == "decode":
+            head_size = size_of(head.item)
+            same = [e for e in candidates if size_of(e.item) == head_size]
+            other = [e for e in candidates if size_of(e.item) < head_size]
+            candidates = same + other
+        chosen = [head, *[e for e in candidates if e is not head][:self.max_batch - 1]]
+        if stage == "prefill" and len(chosen) < self.max_batch:
+            oldest = min(e.enqueued for e in chosen)
+            remaining = self.max_wait_s - (now - oldest)
+            if remaining > 0 and self._only_prefill_waiting():
+                return None, [], remaining
+        chosen_ids = {id(e) for e in chosen}
+        self._queues[stage] = [e for e in queue if id(e) not in chosen_ids]
+        return stage, [e.item for e in chosen], None
+
+    def _only_prefill_waiting(self) -> bool:
+        return not self._queues["flow"] and not self._queues["decode"]

@@ -1,0 +1,69 @@
+"""Translation between the wire messages (`vitsrt.v1`) and the engine's request/result types.
+
+All validation that can be phrased as "field X is wrong" ends up as `InputError(field, ...)`, which the
+server maps to INVALID_ARGUMENT with the field in the message; nothing here talks gRPC.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from vitsrt.audio import Encoding
+from vitsrt.errors import InputError
+from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest, VoiceInfo
+from vitsrt.serve.proto import tts_pb2
+
+_SCALES = ("length_scale", "noise_scale", "noise_scale_w", "sdp_ratio")
+
+
+def encoding_from_wire(value: int) -> Encoding:
+    try:
+        return Encoding.from_wire(value)
+    except ValueError:
+        raise InputError("encoding", f"unknown AudioEncoding {value}") from None
+
+
+def request_from_proto(message: tts_pb2.SynthesizeRequest, max_text_chars: int) -> tuple[SynthesisRequest, Encoding]:
+    """The engine request and the wanted encoding; InputError naming the field if anything is off.
+
+    `max_text_chars` bounds text length (characters) and, for phoneme input, the number of ids: both are
+    cheap to check here, before any work is queued.
+    """
+    encoding = encoding_from_wire(message.encoding)
+    which = message.WhichOneof("input")
+    text: str | None = None
+    phonemes: PhonemeIds | None = None
+    if which == "text":
+        text = message.text
+        if not text.strip():
+            raise InputError("text", "is empty")
+        if len(text) > max_text_chars:
+            raise InputError("text", f"has {len(text)} characters, the limit is {max_text_chars}")
+    elif which == "phonemes":
+        ids = message.phonemes
+        if not ids.phone_ids:
+            raise InputError("phonemes.phone_ids", "is empty")
+        if len(ids.phone_ids) > max_text_chars:
+            raise InputError("phonemes.phone_ids", f"has {len(ids.phone_ids)} ids, the limit is {max_text_chars}")
+        for name in ("tone_ids", "language_ids"):
+            given = len(getattr(ids, name))
+            if given and given != len(ids.phone_ids):
+                raise InputError(f"phonemes.{name}", f"has {given} ids, phone_ids has {len(ids.phone_ids)}")
+        phonemes = PhonemeIds(phone_ids=list(ids.phone_ids), tone_ids=list(ids.tone_ids) or None,
+                              language_ids=list(ids.language_ids) or None)
+    else:
+        raise InputError("input", "set text or phonemes")
+    optional = {name: getattr(message, name) for name in (*_SCALES, "seed") if message.HasField(name)}
+    try:
+        request = SynthesisRequest(voice=message.voice, speaker=message.speaker, text=text, phonemes=phonemes,
+                                   language=message.language, **optional)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "request"
+        raise InputError(field, first["msg"]) from None
+    return request, encoding
+
+
+def voice_to_proto(info: VoiceInfo) -> tts_pb2.Voice:
+    return tts_pb2.Voice(name=info.name, sample_rate=info.sample_rate, speakers=list(info.speakers),
+                         languages=list(info.languages), frontend=info.frontend)
