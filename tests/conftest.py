@@ -21,3 +21,85 @@ def fixture_dir() -> Path:
 @pytest.fixture(scope="session")
 def fixture_config_dict(fixture_dir: Path) -> dict:
     return json.loads((fixture_dir / "config.json").read_text())
+
+
+# ----- exported voices, built once per test session -------------------------------------------------
+
+SMALL_22K_CONFIG = {
+    "version": "2.3",
+    "train": {"segment_size": 8192},
+    "data": {"sampling_rate": 22050, "filter_length": 1024, "hop_length": 256, "win_length": 1024,
+             "n_speakers": 3, "spk2id": {"ann": 0, "ben": 1, "cat": 2}},
+    "model": {"inter_channels": 24, "hidden_channels": 32, "filter_channels": 64, "n_heads": 2, "n_layers": 3,
+              "gin_channels": 16, "upsample_initial_channel": 64, "upsample_rates": [8, 8, 2, 2],
+              "upsample_kernel_sizes": [16, 16, 4, 4], "resblock": "2", "resblock_kernel_sizes": [3, 5, 7],
+              "resblock_dilation_sizes": [[1, 2], [2, 6], [3, 12]], "use_transformer_flow": False},
+}
+
+
+def make_random_checkpoint(directory: Path, raw_config: dict, seed: int = 0) -> tuple[Path, Path]:
+    """A randomly initialised generator saved in the upstream format, with its config.json.
+
+    The decoder's weight-norm gains are raised so its weights have std 1/sqrt(fan-in) (as the fixture
+    does): with the plain init an untrained decoder outputs a near-constant offset, which would leave
+    audio comparisons blind to decoder bugs.
+    """
+    import math
+
+    import torch
+
+    from vitsrt.config import parse_config
+    from vitsrt.train.checkpoint import save_checkpoint
+    from vitsrt.train.models.synthesizer import SynthesizerTrn
+
+    config = parse_config(raw_config)
+    torch.manual_seed(seed)
+    model = SynthesizerTrn(config)
+    with torch.no_grad():
+        for module in model.dec.modules():
+            if not hasattr(module, "weight_g"):
+                continue
+            if isinstance(module, torch.nn.ConvTranspose1d):
+                stride = module.stride[0]
+                module.weight_g.mul_(math.sqrt(3 * stride * module.out_channels / module.in_channels))
+            else:
+                module.weight_g.mul_(math.sqrt(3))
+    directory.mkdir(parents=True, exist_ok=True)
+    checkpoint, config_path = directory / "G_0.pth", directory / "config.json"
+    save_checkpoint(checkpoint, model)
+    config_path.write_text(config.to_json())
+    return checkpoint, config_path
+
+
+def default_size_config() -> dict:
+    """Upstream's default 2.3 sizes (hidden 192, upsample 512, 44.1 kHz) with 4 speakers."""
+    return {"version": "2.3", "data": {"n_speakers": 4, "spk2id": {"s0": 0, "s1": 1, "s2": 2, "s3": 3}},
+            "model": {"n_layers_trans_flow": 6}}
+
+
+@pytest.fixture(scope="session")
+def fixture_voice(fixture_dir: Path, tmp_path_factory) -> Path:
+    """The upstream parity checkpoint exported to a voice bundle."""
+    from vitsrt.export.bundle import export_voice
+
+    out = tmp_path_factory.mktemp("voices") / "tiny"
+    return export_voice(fixture_dir / "G_0.pth", fixture_dir / "config.json", out, name="tiny", verify=False)
+
+
+@pytest.fixture(scope="session")
+def small_22k_voice(tmp_path_factory) -> Path:
+    """A random 22.05 kHz resblock-2 voice with a residual-coupling flow (7 frames of decoder context)."""
+    from vitsrt.export.bundle import export_voice
+
+    root = tmp_path_factory.mktemp("small22k")
+    checkpoint, config = make_random_checkpoint(root / "ckpt", SMALL_22K_CONFIG, seed=3)
+    return export_voice(checkpoint, config, root / "voice", name="small22k", verify=False)
+
+
+@pytest.fixture(scope="session")
+def default_size_voice(tmp_path_factory) -> Path:
+    from vitsrt.export.bundle import export_voice
+
+    root = tmp_path_factory.mktemp("default")
+    checkpoint, config = make_random_checkpoint(root / "ckpt", default_size_config(), seed=5)
+    return export_voice(checkpoint, config, root / "voice", name="default", verify=False)

@@ -193,7 +193,7 @@ class VoicePipeline:
             eps = segment.noise.prior_eps(self.channels, segment.frames)[None]
             z_ps.append(regulator.sample_prior(m, logs, eps, segment.scales.noise_scale, y_mask)[0])
         z_p, frames = regulator.pad_batch(z_ps, axis=-1)
-        y_mask = regulator.length_mask(frames, z_p.shape[-1])[:, None, :]
+        y_mask = regulator.length_mask(frames, z_p.shape[-1])
         regulated = time.perf_counter()
         g = np.stack([s.g for s in segments])
         z = self.backend.run("flow", {"z_p": z_p, "y_mask": y_mask, "g": g})["z"]
@@ -209,7 +209,7 @@ class VoicePipeline:
         started = time.perf_counter()
         pieces = [job.segment.z[:, job.window.ctx_start : job.window.ctx_end] for job in jobs]
         z, frames = regulator.pad_batch(pieces, axis=-1)
-        y_mask = regulator.length_mask(frames, z.shape[-1])[:, None, :]
+        y_mask = regulator.length_mask(frames, z.shape[-1])
         g = np.stack([job.segment.g for job in jobs])
         audio = self.backend.run("decoder", {"z": z, "y_mask": y_mask, "g": g})["audio"]
         elapsed = time.perf_counter() - started
