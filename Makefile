@@ -10,7 +10,7 @@ TORCH_VERSION ?= 2.13.0
 FIXTURE ?= ../shared/fixtures/bertvits2-2.3-tiny
 OUT ?= out
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo clean protos
 
 install: $(VENV)/.installed
 
@@ -27,8 +27,18 @@ lint: install
 test: install lint
 	$(PY) -m pytest -q -m "not slow and not gpu"
 
+# Regenerate the committed gRPC stubs in serve/proto/ from protos/vitsrt/v1/tts.proto (pinned grpcio-tools;
+# tests/test_grpc_protos.py fails when they are stale).
+protos: install
+	$(PY) -m vitsrt.serve.proto.generate
+
+# Until a trained default voice ships, the demo runs the whole path on the upstream parity checkpoint
+# (random weights: noise-like audio): inspect -> export (with verification) -> stream a WAV.
+DEMO_IDS ?= 0 12 0 45 0 67 0 23 0 89 0 34 0 56 0 78 0 90 0 11 0 22 0 33 0 44 0 55 0 66 0 77 0 88 0 99 0 10 0
 demo: install
 	$(VENV)/bin/vitsrt info $(FIXTURE)/G_0.pth -c $(FIXTURE)/config.json
+	$(VENV)/bin/vitsrt export $(FIXTURE)/G_0.pth -c $(FIXTURE)/config.json -o $(OUT)/tiny-voice --force
+	$(VENV)/bin/vitsrt synth -v $(OUT)/tiny-voice --ids "$(DEMO_IDS)" --stream --seed 1 -o $(OUT)/demo.wav
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache *.egg-info

@@ -23,7 +23,8 @@ def test_every_package_directory_is_listed_in_pyproject():
 
 def test_core_and_serve_do_not_import_torch():
     code = (
-        "import sys, vitsrt, vitsrt.config, vitsrt.errors, vitsrt.cli, vitsrt.serve\n"
+        "import sys, vitsrt, vitsrt.config, vitsrt.errors, vitsrt.cli, vitsrt.serve, vitsrt.text, vitsrt.voice\n"
+        "import vitsrt.regulator, vitsrt.serve.engine.engine, vitsrt.serve.backends.onnxruntime_backend\n"
         "from vitsrt.cli import build_parser\n"
         "build_parser()\n"
         "leaked = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
