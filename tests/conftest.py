@@ -79,11 +79,10 @@ def default_size_config() -> dict:
 
 @pytest.fixture(scope="session")
 def fixture_voice(fixture_dir: Path, tmp_path_factory) -> Path:
-    """The upstream parity checkpoint exported to a voice bundle."""
-    from vitsrt.export.bundle import export_voice
+    """The upstream parity checkpoint exported (and verified) to a voice bundle, shared with the export tests."""
+    from export_helpers import exported_fixture_voice
 
-    out = tmp_path_factory.mktemp("voices") / "tiny"
-    return export_voice(fixture_dir / "G_0.pth", fixture_dir / "config.json", out, name="tiny", verify=False)
+    return exported_fixture_voice(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

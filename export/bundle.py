@@ -1,0 +1,216 @@
+"""``vitsrt export``: checkpoint + config -> a voice bundle (``voice.json`` + stage graphs).
+
+The bundle is assembled in a hidden staging directory beside the target and renamed into place only
+after every graph exported, passed the TensorRT checks, (optionally) matched PyTorch and the manifest
+validated by loading it back. So a failed or interrupted export never leaves a partial bundle where a
+server could pick it up. An existing non-empty target is refused unless ``force=True``; then the old
+bundle is swapped out in one rename and deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from vitsrt.errors import VitsrtError
+from vitsrt.export.onnx_export import DEFAULT_OPSET, ExportError, check_opset, export_stages, stage_io
+from vitsrt.export.verify import verify_and_report
+from vitsrt.train.loading import LoadedGenerator, load_generator
+from vitsrt.voice import (
+    MANIFEST_NAME,
+    FrontEnd,
+    Graphs,
+    GraphSpec,
+    InferenceDefaults,
+    ModelInfo,
+    ParityReport,
+    StageName,
+    VoiceManifest,
+    load_voice,
+    sha256_file,
+)
+
+__all__ = ["bert_vits2_symbols", "build_manifest", "export_voice"]
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+# Bert-VITS2 2.0-2.3 symbol inventory (its text/symbols.py; later upstream revisions added Japanese
+# symbols and no longer have 112 entries): ids index the encoder's embedding table as
+# pad, then the union of the Chinese, Japanese and English phone sets sorted by code point, then
+# punctuation and the silence/unknown markers. Stored so ids in voice.json can be read as phones.
+_ZH_PHONES = (
+    "E En a ai an ang ao b c ch d e ei en eng er f g h i i0 ia ian iang iao ie in ing iong ir iu j k l m n o "
+    "ong ou p q r s sh t u ua uai uan uang ui un uo v van ve vn w x y z zh AA EE OO"
+)
+_JA_PHONES = "N a a: b by ch d dy e e: f g gy h hy i i: j k ky m my n ny o o: p py q r ry s sh t ts ty u u: w y z zy"
+_EN_PHONES = "aa ae ah ao aw ay b ch d dh eh er ey f g hh ih iy jh k l m n ng ow oy p r s sh t th uh uw V w y z zh"
+_TAIL_SYMBOLS = ("!", "?", "…", ",", ".", "'", "-", "SP", "UNK")
+_STANDARD_LANGUAGES = {"ZH": 0, "JP": 1, "EN": 2}
+
+
+def bert_vits2_symbols() -> list[str]:
+    """The 112-entry Bert-VITS2 2.x symbol table (index = phone id)."""
+    phones = set(_ZH_PHONES.split()) | set(_JA_PHONES.split()) | set(_EN_PHONES.split())
+    return ["_", *sorted(phones), *_TAIL_SYMBOLS]
+
+
+def _symbols_for(n_vocab: int) -> list[str]:
+    standard = bert_vits2_symbols()
+    if n_vocab == len(standard):
+        return standard
+    log.warning("the model has %d symbols, not Bert-VITS2's %d: symbol names are placeholders", n_vocab, len(standard))
+    return [f"#{i}" for i in range(n_vocab)]
+
+
+def build_manifest(
+    loaded: LoadedGenerator,
+    graph_files: Mapping[StageName, str | os.PathLike[str]],
+    *,
+    name: str,
+    opset: int,
+    parity: ParityReport | None = None,
+) -> VoiceManifest:
+    """The voice.json for `loaded` whose graphs were written to `graph_files` (files named as the
+    bundle will hold them: the manifest stores the base names)."""
+    model, config = loaded.model, loaded.config
+    sizes = model.symbols
+    languages = (
+        dict(_STANDARD_LANGUAGES)
+        if sizes.num_languages == len(_STANDARD_LANGUAGES)
+        else {f"L{i}": i for i in range(sizes.num_languages)}
+    )
+    graphs: dict[str, GraphSpec] = {}
+    for stage, path in graph_files.items():
+        io = stage_io(model, stage)
+        graphs[stage] = GraphSpec(
+            file=Path(path).name,
+            sha256=sha256_file(path),
+            inputs=list(io.inputs),
+            outputs=list(io.outputs),
+            opset=opset,
+        )
+    return VoiceManifest(
+        name=name,
+        model=ModelInfo(family="bert-vits2", version=loaded.version),
+        sample_rate=config.sampling_rate,
+        hop_length=config.hop_length,
+        latent_channels=config.model.inter_channels,
+        num_speakers=model.emb_g.num_embeddings,
+        speakers=config.speakers(),
+        front_end=FrontEnd(
+            kind="ids",
+            num_symbols=sizes.n_vocab,
+            symbols=_symbols_for(sizes.n_vocab),
+            add_blank=config.data.add_blank,
+            blank_id=0,
+            languages=languages,
+            num_languages=sizes.num_languages,
+            num_tones=sizes.num_tones,
+            bert_inputs=["bert", "ja_bert", "en_bert"],
+            bert_dim=model.enc_p.bert_proj.in_channels,
+        ),
+        inference=InferenceDefaults(),
+        decoder_context_frames=model.decoder_context_frames(),
+        graphs=Graphs(**graphs),
+        parity=parity,
+    )
+
+
+# ----- the directory dance ----------------------------------------------------------------------------
+
+
+def _voice_name(name: str | None, out_dir: Path) -> str:
+    if name is not None:
+        if not _NAME.match(name) or len(name) > 128:
+            raise ExportError(f"invalid voice name {name!r}: use letters, digits, '.', '_' and '-'")
+        return name
+    derived = re.sub(r"[^A-Za-z0-9._-]+", "-", out_dir.resolve().name).lstrip("._-")[:128]
+    return derived or "voice"
+
+
+def _check_target(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"output {out_dir} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ExportError(f"output directory {out_dir} is not empty (use --force to replace it)")
+
+
+def _make_staging(out_dir: Path) -> Path:
+    """A fresh hidden directory beside the target (same filesystem, so the final rename is atomic)."""
+    parent = out_dir.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=parent))
+    except OSError as exc:
+        raise ExportError(f"cannot write to {parent}: {exc.strerror or exc}") from None
+    return staging
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Move the finished bundle into place; an existing target (empty, or forced) is replaced."""
+    os.chmod(staging, 0o755)  # mkdtemp made it private
+    if not out_dir.exists():
+        os.rename(staging, out_dir)
+        return
+    retired = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(out_dir, retired)
+    try:
+        os.rename(staging, out_dir)
+    except OSError:
+        os.rename(retired, out_dir)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def export_voice(
+    checkpoint: str | os.PathLike[str],
+    config: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+    force: bool = False,
+    threads: int | None = None,
+) -> Path:
+    """Export a Bert-VITS2 generator checkpoint to a voice directory; returns its path.
+
+    Raises a VitsrtError subclass with a one-line reason on bad input (CheckpointError, ConfigError),
+    an unusable output location or a failed TensorRT check (ExportError), or a parity failure
+    (ParityError); nothing is left at `out_dir` in that case. `threads` limits onnxruntime's intra-op
+    threads during verification.
+    """
+    out_dir = Path(out_dir)
+    check_opset(opset)
+    voice_name = _voice_name(name, out_dir)
+    _check_target(out_dir, force)
+    staging = _make_staging(out_dir)
+    try:
+        loaded = load_generator(checkpoint, config)
+        log.info("loaded Bert-VITS2 %s generator (%s)", loaded.version, checkpoint)
+        graphs = export_stages(loaded.model, staging, opset=opset)
+        parity = verify_and_report(loaded.model, graphs, threads=threads) if verify else None
+        manifest = build_manifest(loaded, graphs, name=voice_name, opset=opset, parity=parity)
+        manifest.write(staging / MANIFEST_NAME)
+        load_voice(staging)  # what a server will do: the bundle must load and its hashes match
+        _publish(staging, out_dir)
+    except VitsrtError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        where = exc.filename or out_dir
+        raise ExportError(f"cannot write the bundle ({where}): {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("wrote voice %r to %s", voice_name, out_dir)
+    return out_dir

@@ -1,0 +1,370 @@
+"""Split a Bert-VITS2 generator into the stage graphs a serving engine runs: encoder, duration,
+duration_dp_only, flow and decoder.
+
+Design choices, and why:
+
+* **Exporter.** The TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``) at opset 17
+  by default. Every stage method of :class:`~vitsrt.train.models.synthesizer.SynthesizerTrn` is
+  written trace-friendly (masks from ``arange`` + compare, relative attention without Python slicing
+  bounds, the duration spline with ``where``-selection), so one trace at a padded batch of two with
+  distinct lengths yields graphs that are exact at every batch size and length. The dynamo exporter
+  would work too but produces larger graphs and is slower; nothing here depends on which one ran.
+* **Randomness lives on the host.** The SDP noise enters ``duration`` as ``sdp_noise`` (already scaled
+  by ``noise_scale_w``) and the prior sample is drawn before ``flow``; graphs are deterministic, which
+  is what makes ONNX Runtime, TensorRT and torch comparable bit for bit up to float rounding.
+* **Duration skip.** ``duration`` computes ``sdp * ratio + dp * (1 - ratio)`` with a per-item
+  ``sdp_ratio [B]``. A second graph, ``duration_dp_only``, holds only the deterministic predictor. A
+  backend runs it instead of ``duration`` when every request in a batch has ``sdp_ratio == 0``, which
+  skips the SDP's conditioning stack and four spline flows. An input switch inside one graph would
+  need an ``If`` (forbidden for TensorRT) or a ``Where`` that still computes both branches, so the
+  choice costs one extra small file instead; the manifest lists it as the optional
+  ``graphs.duration_dp_only``. With ratio 0 both graphs give the same ``logw`` (``sdp * 0`` adds an
+  exact zero), tested in tests/test_export_duration_skip.py.
+* **Weight norm is folded** on a private copy of the model (rebuilt from its state dict: the legacy
+  weight-norm hook cannot be deep-copied), so each conv is one constant in the graph and the caller's
+  model is untouched.
+* **Checked before it ships.** Every graph is finalised with an onnxruntime-loadable IR version and
+  must pass :func:`~vitsrt.export.onnx_checks.find_forbidden_ops` and
+  :func:`~vitsrt.export.onnx_checks.find_value_dependent_shapes`; a finding fails the export.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from vitsrt.errors import VitsrtError
+from vitsrt.export.onnx_checks import (
+    DEFAULT_IR_VERSION,
+    finalize_onnx,
+    find_forbidden_ops,
+    find_value_dependent_shapes,
+    format_findings,
+)
+from vitsrt.train.models.synthesizer import SynthesizerTrn
+from vitsrt.train.models.wavenet import fold_weight_norm
+from vitsrt.voice import StageName, TensorSpec
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "EXPORTED_STAGES",
+    "MAX_OPSET",
+    "MIN_OPSET",
+    "ExportError",
+    "StageIO",
+    "check_graph",
+    "export_stage",
+    "export_stages",
+    "folded_copy",
+    "stage_io",
+    "stage_module",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 17
+# IR 10 (what onnxruntime >= 1.20 loads) covers default-domain opsets up to 22.
+MAX_OPSET = 22
+EXPORTED_STAGES: tuple[StageName, ...] = ("encoder", "duration", "duration_dp_only", "flow", "decoder")
+BERT_INPUTS = ("bert", "ja_bert", "en_bert")
+
+# The trace shapes: two items of different lengths so padding paths are traced, and sizes that
+# coincide with no channel count (a dimension equal to a constant could get folded into the graph).
+_TRACE_TOKENS = (11, 6)
+_TRACE_FRAMES = (29, 13)
+
+
+class ExportError(VitsrtError):
+    """The export cannot proceed or produced something unusable (one-line reason)."""
+
+
+# ----- stage wrappers ---------------------------------------------------------------------------------
+#
+# Thin nn.Modules with graph-facing argument order and names. They call the synthesizer's own stage
+# methods, so the graphs are the same computations the torch reference (and `infer`) uses.
+
+
+class EncoderStage(nn.Module):
+    def __init__(self, model: SynthesizerTrn):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        phone_ids: torch.Tensor,
+        tone_ids: torch.Tensor,
+        language_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        bert: torch.Tensor,
+        ja_bert: torch.Tensor,
+        en_bert: torch.Tensor,
+        sid: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        return self.model.encode(phone_ids, lengths, tone_ids, language_ids, bert, ja_bert, en_bert, sid)
+
+
+class DurationStage(nn.Module):
+    def __init__(self, model: SynthesizerTrn):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        enc: torch.Tensor,
+        x_mask: torch.Tensor,
+        g: torch.Tensor,
+        sdp_noise: torch.Tensor,
+        sdp_ratio: torch.Tensor,
+    ) -> torch.Tensor:
+        # Same arithmetic and order as SynthesizerTrn.predict_logw; the [B] -> [B,1,1] reshape uses a
+        # constant -1 so the traced graph never reads the batch size from a Python int.
+        ratio = sdp_ratio.reshape(-1, 1, 1)
+        logw_sdp = self.model.sdp.infer(enc, x_mask, g, sdp_noise)
+        return logw_sdp * ratio + self.model.predict_logw_dp(enc, x_mask, g) * (1 - ratio)
+
+
+class DurationDpOnlyStage(nn.Module):
+    def __init__(self, model: SynthesizerTrn):
+        super().__init__()
+        self.model = model
+
+    def forward(self, enc: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_logw_dp(enc, x_mask, g)
+
+
+class FlowStage(nn.Module):
+    def __init__(self, model: SynthesizerTrn):
+        super().__init__()
+        self.model = model
+
+    def forward(self, z_p: torch.Tensor, y_mask: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return self.model.flow_reverse(z_p, y_mask, g)
+
+
+class DecoderStage(nn.Module):
+    def __init__(self, model: SynthesizerTrn):
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: torch.Tensor, y_mask: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z, y_mask, g)
+
+
+_WRAPPERS: dict[StageName, type[nn.Module]] = {
+    "encoder": EncoderStage,
+    "duration": DurationStage,
+    "duration_dp_only": DurationDpOnlyStage,
+    "flow": FlowStage,
+    "decoder": DecoderStage,
+}
+
+
+def stage_module(model: SynthesizerTrn, stage: StageName) -> nn.Module:
+    """The export wrapper for one stage (in eval mode)."""
+    return _WRAPPERS[stage](model).eval()
+
+
+# ----- I/O contract -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageIO:
+    """Names, dtypes and symbolic shapes of one stage graph (what goes into voice.json)."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self.outputs]
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """Every symbolic dimension becomes a dynamic axis; 'F*512' is named 'F_x_512' in the graph."""
+        axes: dict[str, dict[int, str]] = {}
+        for spec in (*self.inputs, *self.outputs):
+            named = {
+                axis: dim.replace("*", "_x_").replace(" ", "")
+                for axis, dim in enumerate(spec.shape)
+                if isinstance(dim, str)
+            }
+            if named:
+                axes[spec.name] = named
+        return axes
+
+
+def _spec(name: str, dtype: str, *shape: int | str) -> TensorSpec:
+    return TensorSpec(name=name, dtype=dtype, shape=list(shape))
+
+
+def stage_io(model: SynthesizerTrn, stage: StageName) -> StageIO:
+    """The I/O contract of `stage` for this model's sizes (B, T, F symbolic; channels fixed)."""
+    m = model.config.model
+    hidden, latent, gin, hop = m.hidden_channels, m.inter_channels, m.gin_channels, model.hop_length
+    bert_dim = model.enc_p.bert_proj.in_channels
+    g = _spec("g", "float32", "B", gin, 1)
+    if stage == "encoder":
+        ids = [_spec(n, "int64", "B", "T") for n in ("phone_ids", "tone_ids", "language_ids")]
+        berts = [_spec(n, "float32", "B", bert_dim, "T") for n in BERT_INPUTS]
+        inputs = (*ids, _spec("lengths", "int64", "B"), *berts, _spec("sid", "int64", "B"))
+        outputs = (
+            _spec("enc", "float32", "B", hidden, "T"),
+            _spec("m_p", "float32", "B", latent, "T"),
+            _spec("logs_p", "float32", "B", latent, "T"),
+            _spec("x_mask", "float32", "B", 1, "T"),
+            g,
+        )
+        return StageIO(inputs, outputs)
+    token_side = (_spec("enc", "float32", "B", hidden, "T"), _spec("x_mask", "float32", "B", 1, "T"), g)
+    logw = (_spec("logw", "float32", "B", 1, "T"),)
+    if stage == "duration":
+        extra = (_spec("sdp_noise", "float32", "B", 2, "T"), _spec("sdp_ratio", "float32", "B"))
+        return StageIO((*token_side, *extra), logw)
+    if stage == "duration_dp_only":
+        return StageIO(token_side, logw)
+    frame_mask = _spec("y_mask", "float32", "B", 1, "F")
+    if stage == "flow":
+        return StageIO(
+            (_spec("z_p", "float32", "B", latent, "F"), frame_mask, g),
+            (_spec("z", "float32", "B", latent, "F"),),
+        )
+    if stage == "decoder":
+        return StageIO(
+            (_spec("z", "float32", "B", latent, "F"), frame_mask, g),
+            (_spec("audio", "float32", "B", 1, f"F*{hop}"),),
+        )
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+# ----- trace inputs -----------------------------------------------------------------------------------
+
+
+def _mask(lengths: Sequence[int]) -> torch.Tensor:
+    size = max(lengths)
+    return (torch.arange(size)[None, :] < torch.tensor(lengths)[:, None]).float().unsqueeze(1)
+
+
+def trace_inputs(model: SynthesizerTrn, stage: StageName, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Example inputs for tracing `stage`: a padded batch of two with distinct lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    io = stage_io(model, stage)
+    tokens, frames = _TRACE_TOKENS, _TRACE_FRAMES
+    batch, t_max, f_max = len(tokens), max(tokens), max(frames)
+    sizes = model.symbols
+    n_speakers = model.emb_g.num_embeddings
+    sid = torch.arange(batch) % n_speakers
+    values: dict[str, torch.Tensor] = {
+        "phone_ids": torch.randint(0, sizes.n_vocab, (batch, t_max), generator=gen),
+        "tone_ids": torch.randint(0, sizes.num_tones, (batch, t_max), generator=gen),
+        "language_ids": torch.randint(0, sizes.num_languages, (batch, t_max), generator=gen),
+        "lengths": torch.tensor(tokens),
+        "sid": sid,
+        "x_mask": _mask(tokens),
+        "y_mask": _mask(frames),
+        "g": model.speaker_embedding(sid).detach(),
+        "sdp_ratio": torch.tensor([0.3, 1.0]),
+    }
+    shapes = {"T": t_max, "F": f_max, "B": batch}
+    out = []
+    for spec in io.inputs:
+        if spec.name in values:
+            out.append(values[spec.name])
+        else:
+            shape = [shapes[d] if isinstance(d, str) else d for d in spec.shape]
+            out.append(torch.randn(*shape, generator=gen))
+    return tuple(out)
+
+
+# ----- export -----------------------------------------------------------------------------------------
+
+
+def folded_copy(model: SynthesizerTrn) -> SynthesizerTrn:
+    """A private eval-mode copy of `model` with weight norm folded into plain conv weights."""
+    copy = SynthesizerTrn(model.config, model.symbols)
+    copy.load_state_dict(model.state_dict(), strict=True)
+    folded = fold_weight_norm(copy)
+    log.debug("folded weight norm in %d convs", folded)
+    return copy.eval()
+
+
+def check_opset(opset: int) -> int:
+    if not MIN_OPSET <= int(opset) <= MAX_OPSET:
+        raise ExportError(f"opset {opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} (IR {DEFAULT_IR_VERSION})")
+    return int(opset)
+
+
+def check_graph(path: str | Path, stage: str) -> None:
+    """Fail with ExportError if the graph has TensorRT-hostile ops or value-dependent shapes."""
+    model = onnx.load(str(path), load_external_data=False)
+    findings = find_forbidden_ops(model) + find_value_dependent_shapes(model)
+    if findings:
+        first = format_findings(findings[:3]).replace("\n", "; ")
+        more = f" (and {len(findings) - 3} more)" if len(findings) > 3 else ""
+        raise ExportError(f"{stage} graph is not TensorRT-friendly: {first}{more}")
+
+
+def _check_declared_io(path: Path, stage: str, io: StageIO) -> None:
+    """The written graph must expose exactly the contract's names (the tracer drops unused inputs)."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in initializers]
+    outputs = [o.name for o in graph.output]
+    if inputs != io.input_names or outputs != io.output_names:
+        raise ExportError(
+            f"{stage} graph has inputs {inputs} / outputs {outputs}, expected {io.input_names} / {io.output_names}"
+        )
+
+
+def export_stage(folded: SynthesizerTrn, stage: StageName, path: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
+    """Trace one stage of an already folded model to `path`, finalise and check it."""
+    path = Path(path)
+    io = stage_io(folded, stage)
+    module = stage_module(folded, stage)
+    args = trace_inputs(folded, stage)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter announces its deprecation and emits tracer warnings about Python
+        # values taken from tensor shapes; the graphs are verified numerically instead.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=io.input_names,
+            output_names=io.output_names,
+            dynamic_axes=io.dynamic_axes(),
+            opset_version=check_opset(opset),
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    finalize_onnx(path, ir_version=DEFAULT_IR_VERSION)
+    os.chmod(path, 0o644)  # finalize_onnx rewrites through a private (0600) temp file
+    _check_declared_io(path, stage, io)
+    check_graph(path, stage)
+    log.info("exported %s -> %s (%.1f MB)", stage, path.name, path.stat().st_size / 1e6)
+    return path
+
+
+def export_stages(
+    model: SynthesizerTrn,
+    out_dir: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    stages: Sequence[StageName] = EXPORTED_STAGES,
+) -> Mapping[StageName, Path]:
+    """Export the stages of `model` (weight norm folded on a copy) as ``<stage>.onnx`` into `out_dir`."""
+    check_opset(opset)
+    out_dir = Path(out_dir)
+    folded = folded_copy(model)
+    return {stage: export_stage(folded, stage, out_dir / f"{stage}.onnx", opset=opset) for stage in stages}
