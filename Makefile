@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==$(TORCH_VERSION)"
-	$(PIP) install -q -e ".[torch,ipa,dev]"
+	$(PIP) install -q -e ".[torch,ipa,train,dev]"
 	touch $@
 
 lint: install

@@ -17,13 +17,15 @@ from vitsrt.errors import VitsrtError
 log = logging.getLogger("vitsrt")
 
 # Subcommand modules in vitsrt.commands; each defines HELP, `add_arguments(parser)` and `run(args) -> int`.
-SUBCOMMANDS = ("info", "serve", "client")
+SUBCOMMANDS = (
+    "info", "export", "synth", "serve", "client", "prepare", "train", "bench", "build-engines", "triton-repo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitsrt", description="Deployment engine for VITS-family TTS.")
     parser.add_argument("--version", action="version", version=f"vitsrt {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:

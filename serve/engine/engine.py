@@ -153,17 +153,25 @@ class Engine:
             self.cancel(stream_id)
 
     async def astream(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
-        """asyncio flavour of `stream`; cancelling the consumer cancels the stream in the engine."""
+        """asyncio flavour of `stream`; cancelling the consumer cancels the stream in the engine.
+        Admission (front end: phonemisation can take a while) runs in a thread, not on the event loop."""
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue = asyncio.Queue()
+        admitted: list[_Stream] = []
 
         def sink(item: Any) -> None:
             try:
                 loop.call_soon_threadsafe(chunks.put_nowait, item)
             except RuntimeError:  # the consumer's loop is closed: nobody will read this stream
-                self.cancel(stream.id)
+                self.cancel(admitted[0].id)
 
-        stream = self._admit(request, sink, self.options.window_policy())
+        admission = asyncio.ensure_future(asyncio.to_thread(self._admit, request, sink, self.options.window_policy()))
+        try:
+            stream = await asyncio.shield(admission)
+        except asyncio.CancelledError:  # the thread still finishes admitting: cancel what it admits
+            admission.add_done_callback(lambda done: done.exception() or self.cancel(done.result().id))
+            raise
+        admitted.append(stream)
         try:
             while True:
                 item = await chunks.get()

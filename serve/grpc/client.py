@@ -13,9 +13,10 @@ translate them, so callers can branch on `err.code()` exactly as with any gRPC s
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -107,8 +108,9 @@ class TtsClient:
         server_name_override: str | None = None,
         max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES,
         timeout: float | None = None,
+        options: Sequence[tuple[str, Any]] = (),
     ):
-        options = [("grpc.max_receive_message_length", max_receive_bytes)]
+        options = [("grpc.max_receive_message_length", max_receive_bytes), *options]  # extra channel options
         if server_name_override:
             options.append(("grpc.ssl_target_name_override", server_name_override))
         if root_certificates is not None or tls:
@@ -157,7 +159,7 @@ class TtsClient:
         started = time.perf_counter()
         parts: list[bytes] = []
         arrivals: list[float] = []
-        sample_rate, encoding = 0, Encoding.from_wire(request.encoding)
+        sample_rate, encoding = 0, Encoding.PCM_S16LE
         for chunk in self.chunks(request):
             arrivals.append(time.perf_counter() - started)
             parts.append(chunk.audio)

@@ -131,10 +131,11 @@ class TtsServicer:
         await context.abort(code, message)
 
     def _record_cancel(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        code = "DEADLINE_EXCEEDED" if context.time_remaining() is not None and context.time_remaining() <= 0 \
-            else "CANCELLED"
+        # The handler task was cancelled: the client went away, its deadline passed, or shutdown's grace ran out.
+        remaining = context.time_remaining()
+        code = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
         self._metrics.errors.labels(method, code).inc()
-        logger.info("%s %s by the client; engine stream closed", method, code.lower())
+        logger.info("%s %s; its engine stream was closed", method, code.lower())
 
     async def list_voices(self, raw: bytes, context: grpc.aio.ServicerContext) -> tts_pb2.ListVoicesResponse:
         self._metrics.requests.labels("ListVoices").inc()
@@ -258,7 +259,8 @@ class TtsServer:
         server.add_generic_rpc_handlers((self.servicer.generic_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        address = f"{config.host}:{config.port}"
+        host = f"[{config.host}]" if ":" in config.host and not config.host.startswith("[") else config.host  # IPv6
+        address = f"{host}:{config.port}"
         credentials = self._credentials()
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
         if port == 0:

@@ -1,0 +1,117 @@
+"""Shared helpers for tests/test_grpc_*.py: a real engine on the tiny fixture voice, a real grpc.aio server
+on 127.0.0.1 (free port) running in a background event loop, and a metrics scraper.
+
+No mocks: the server wraps the real `Engine` over the voice bundle exported from the upstream parity
+fixture (conftest's `fixture_voice`), and clients talk to it over TCP with the generated stubs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import urllib.request
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def phone_ids(tokens: int, seed: int) -> dict[str, list[int]]:
+    """Blank-interspersed ids in the fixture voice's ranges (112 symbols, 'ZH' tones 1-5, language 0)."""
+    rng = np.random.default_rng(seed)
+    phones = [0 if i % 2 == 0 else int(rng.integers(1, 112)) for i in range(tokens)]
+    tones = [0 if i % 2 == 0 else int(rng.integers(1, 6)) for i in range(tokens)]
+    return {"phone_ids": phones, "tone_ids": tones, "language_ids": [0] * tokens}
+
+
+def ids_request(tokens: int, seed: int, **fields: Any) -> Any:
+    """A SynthesizeRequest for `tokens` ids (the fixture voice has the 'ids' front end: no text)."""
+    from vitsrt.serve.grpc.client import build_request
+
+    return build_request(**phone_ids(tokens, seed), seed=seed, **fields)
+
+
+# Channel options for a client that holds a stream without reading it: with BDP probing off the HTTP/2 window
+# stays small, the server's writes block, and the call stays in flight however fast the machine is.
+HOLDING_CLIENT = (("grpc.http2.bdp_probe", 0),)
+
+
+def open_engine(voice_dir: Path, **options: Any) -> Any:
+    """The real engine on `voice_dir`, one intra-op thread (the test machine has two cores)."""
+    from vitsrt.serve.engine.engine import Engine, EngineOptions
+
+    settings = {"max_batch": 8, "max_wait_ms": 2.0, "threads": 1, "max_active_streams": 64, **options}
+    return Engine.open([voice_dir], options=EngineOptions(**settings))
+
+
+class RunningServer:
+    """A `TtsServer` serving in its own thread's event loop, as a deployed server would (but in-process, so a
+    test can look at the engine and the servicer directly)."""
+
+    def __init__(self, engine: Any, config: Any):
+        from vitsrt.serve.grpc.server import TtsServer
+
+        self.server = TtsServer(engine, config)
+        self.engine = engine
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="grpc-test-server", daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            try:
+                await self.server.start()
+            except BaseException as exc:
+                self._error = exc
+                raise
+            finally:
+                self._ready.set()
+            await self._stop.wait()
+            await self.server.shutdown(grace=2.0, drain=0.0)
+
+        asyncio.run(main())
+
+    def __enter__(self) -> RunningServer:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise TimeoutError("server did not start within 30 s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
+        """Run a coroutine on the server's loop (e.g. shutdown) and wait for its result."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample from the /metrics endpoint (None if absent)."""
+        assert self.server.metrics_port is not None, "start the server with metrics_port=0"
+        return scrape(self.server.metrics_port, name, **labels)
+
+
+def scrape(port: int, name: str, **labels: str) -> float | None:
+    """Read one sample `name{labels}` from a Prometheus text endpoint on 127.0.0.1:`port`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None

@@ -1,0 +1,54 @@
+"""`vitsrt serve -v VOICE_DIR [-v ...]`: the gRPC text-to-speech server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+HELP = "serve voices over gRPC (vitsrt.v1.TextToSpeech, health, reflection, Prometheus metrics)"
+AUTH_TOKEN_ENV = "VITSRT_AUTH_TOKEN"  # same name as vitsrt.serve.grpc.server.AUTH_TOKEN_ENV (kept import-light)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--voice", dest="voices", action="append", required=True, metavar="VOICE_DIR",
+                        help="a voice bundle directory (repeat for more voices; the first is the default)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=50051, help="gRPC port (0: pick a free one)")
+    parser.add_argument("--backend", default="onnxruntime", help="stage backend (onnxruntime, onnxruntime-cuda, ...)")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads per backend session")
+    parser.add_argument("--max-batch", type=int, default=8, help="largest batch per engine stage")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a stage waits to fill a batch")
+    parser.add_argument("--max-concurrent-streams", type=int, default=64,
+                        help="synthesis calls in flight at once; more get RESOURCE_EXHAUSTED")
+    parser.add_argument("--max-text-chars", type=int, default=5000, help="longest text accepted (INVALID_ARGUMENT)")
+    parser.add_argument("--max-message-bytes", type=int, default=1 << 20,
+                        help="largest request message accepted (RESOURCE_EXHAUSTED)")
+    parser.add_argument("--auth-token", default=None,
+                        help=f"require 'authorization: Bearer TOKEN' (default: ${AUTH_TOKEN_ENV}); health stays open")
+    parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain (enables TLS)")
+    parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+    parser.add_argument("--metrics-host", default=None, help="address for the metrics endpoint (default: --host)")
+    parser.add_argument("--grace", type=float, default=10.0,
+                        help="seconds in-flight calls get to finish after SIGTERM before being cancelled")
+    parser.add_argument("--drain", type=float, default=0.0,
+                        help="seconds to keep serving with health NOT_SERVING before refusing new calls")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vitsrt.serve.engine.engine import EngineOptions
+    from vitsrt.serve.grpc.server import ServerConfig, run_server
+
+    token = args.auth_token or os.environ.get(AUTH_TOKEN_ENV) or None
+    config = ServerConfig(
+        host=args.host, port=args.port, max_message_bytes=args.max_message_bytes,
+        max_text_chars=args.max_text_chars, max_concurrent_streams=args.max_concurrent_streams,
+        auth_token=token, tls_cert=args.tls_cert, tls_key=args.tls_key, metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host, grace_seconds=args.grace, drain_seconds=args.drain,
+    )
+    options = EngineOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                            max_active_streams=args.max_concurrent_streams, max_text_chars=args.max_text_chars,
+                            threads=args.threads)
+    run_server(args.voices, config, backend=args.backend, engine_options=options)
+    return 0
