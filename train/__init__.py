@@ -1,1 +1,1 @@
-"""vitsrt.train: the synthesizer definition, checkpoint I/O and (later) the training loop. Needs torch."""
+"""vitsrt.train: the synthesizer definition, checkpoint I/O, data preparation and the training loop. Needs torch."""

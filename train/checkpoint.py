@@ -93,8 +93,13 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     learning_rate: float = 0.0,
     iteration: int = 0,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write `{model, iteration, optimizer, learning_rate}` like upstream, atomically (temp file + rename)."""
+    """Write `{model, iteration, optimizer, learning_rate}` like upstream, atomically (temp file + rename).
+
+    `extra` goes under the key ``vitsrt`` (tensors and plain containers only, so the file still loads
+    with weights_only=True); upstream's loader reads the four keys by name and ignores it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     inner = model.module if hasattr(model, "module") else model
@@ -104,6 +109,8 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else {"state": {}, "param_groups": []},
         "learning_rate": float(learning_rate),
     }
+    if extra is not None:
+        payload["vitsrt"] = extra
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -112,3 +119,47 @@ def save_checkpoint(
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+_STEP_FILE = re.compile(r"^(?P<kind>[A-Za-z]+)_(?P<step>\d+)\.pth$")
+
+
+def checkpoint_steps(directory: str | Path, kind: str) -> list[int]:
+    """Steps of the `{kind}_{step}.pth` files in `directory`, ascending (e.g. kind "G")."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    steps = []
+    for path in directory.iterdir():
+        match = _STEP_FILE.match(path.name)
+        if match and match.group("kind") == kind and path.is_file():
+            steps.append(int(match.group("step")))
+    return sorted(steps)
+
+
+def latest_complete_step(directory: str | Path, kinds: tuple[str, ...]) -> int | None:
+    """The newest step for which every kind's file exists (a crash between the G_ and D_ saves
+    leaves an incomplete newest step, which is then ignored)."""
+    common: set[int] | None = None
+    for kind in kinds:
+        steps = set(checkpoint_steps(directory, kind))
+        common = steps if common is None else common & steps
+    return max(common) if common else None
+
+
+def prune_checkpoints(directory: str | Path, kinds: tuple[str, ...], keep: int) -> list[Path]:
+    """Delete all but the newest `keep` steps of each kind (`keep` 0 keeps everything).
+
+    Step 0 files are never deleted: they are the base checkpoints a fine-tune starts from.
+    """
+    removed: list[Path] = []
+    if keep <= 0:
+        return removed
+    directory = Path(directory)
+    for kind in kinds:
+        steps = [s for s in checkpoint_steps(directory, kind) if s > 0]
+        for step in steps[:-keep]:
+            path = directory / f"{kind}_{step}.pth"
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

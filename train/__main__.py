@@ -1,0 +1,36 @@
+"""`python -m vitsrt.train` / `torchrun --nproc_per_node N -m vitsrt.train -c CONFIG -m RUN_DIR`.
+
+Same arguments as `vitsrt train`. Every rank logs; rank 0 at INFO, the others at WARNING with
+their rank in the prefix, so a problem on any rank reaches the console.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from vitsrt.commands import train as train_command
+from vitsrt.errors import VitsrtError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitsrt.train", description=train_command.HELP)
+    train_command.add_arguments(parser)
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(levelname)s [rank{rank}] %(name)s: %(message)s",
+    )
+    logging.captureWarnings(True)
+    try:
+        return train_command.run(args)
+    except VitsrtError as exc:
+        print(f"vitsrt.train [rank{rank}]: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

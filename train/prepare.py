@@ -1,0 +1,482 @@
+"""`vitsrt prepare`: a folder of recordings + a metadata file -> a training-ready folder.
+
+Output (``OUT``)::
+
+    config.json               the input config with data.training_files/validation_files, spk2id,
+                              n_speakers and a top-level "frontend" section (which symbols mean which ids)
+    filelists/train.list      upstream 7-field filelists (see vitsrt.train.tokens)
+    filelists/val.list
+    wavs/<speaker>/<name>.wav 16-bit mono at the config's rate, silence trimmed, peak-normalised,
+                              a whole number of hops long
+    wavs/<speaker>/<name>.json  what was done (source size/mtime, settings, phonemes): the re-run cache
+    wavs/<speaker>/<name>.spec.pt  cached linear spectrogram (upstream's name and layout)
+    prepare_report.json       counts, hours per speaker, skipped files with reasons
+
+Paths inside the filelists are relative to ``OUT``; the trainer resolves them against the config's
+folder. Re-running only does missing work: an item whose sidecar matches its source file, the audio
+settings and the front end is reused as is. Bad files are skipped and reported, never fatal.
+
+Metadata lines (``|``-separated, ``#`` comments allowed): ``path|speaker|language|text``, upstream's
+7-field filelist (the phoneme fields are ignored and the text is phonemised again with the chosen
+front end), or ``path|text`` (speaker and language from the options). Paths are relative to the
+dataset folder; a missing extension means ``.wav``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import multiprocessing
+import os
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitsrt.config import BertVits2Config, load_config
+from vitsrt.errors import ConfigError, InputError
+from vitsrt.text.inventory import default_phoneme_id_map
+from vitsrt.text.normalize import normalize_text
+from vitsrt.train.audio import AudioError, AudioSettings, clean_audio, write_pcm16
+from vitsrt.train.tokens import FilelistEntry, SymbolTable, write_filelist
+
+log = logging.getLogger(__name__)
+
+METADATA_NAMES = ("metadata.list", "metadata.csv", "metadata.txt", "filelist.txt", "esd.list")
+# Upstream Bert-VITS2 language codes (and bare ISO codes) -> espeak-ng voices, matched case-insensitively,
+# so upstream metadata phonemises out of the box. Other names are taken as espeak-ng voice names.
+LANGUAGE_VOICES = {"en": "en-us", "zh": "cmn", "jp": "ja", "ja": "ja"}
+FRONTENDS = ("ipa", "chars")
+
+
+@dataclass(frozen=True)
+class MetadataItem:
+    source: str  # absolute path of the recording
+    speaker: str
+    language: str
+    text: str
+    line: int
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    frontend: str = "ipa"
+    language: str = "en-us"
+    speaker: str | None = None
+    metadata: str | None = None
+    workers: int = 1
+    seed: int = 1234
+    val_per_speaker: int = 2
+    max_val: int = 12
+    min_seconds: float = 0.3
+    max_seconds: float = 30.0
+
+
+def find_metadata(dataset: Path, explicit: str | None) -> Path:
+    if explicit:
+        path = Path(explicit)
+        path = path if path.is_absolute() else dataset / path
+        if not path.is_file():
+            raise InputError("metadata", f"not found: {path}")
+        return path
+    for name in METADATA_NAMES:
+        if (dataset / name).is_file():
+            return dataset / name
+    raise InputError("metadata", f"no metadata file in {dataset} (looked for {', '.join(METADATA_NAMES)})")
+
+
+def parse_metadata(path: Path, dataset: Path, options: PrepareOptions, skipped: list[Skipped]) -> list[MetadataItem]:
+    """Metadata lines -> items; malformed lines are skipped with a reason."""
+    items: list[MetadataItem] = []
+    default_speaker = options.speaker or dataset.resolve().name
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) == 2:
+            audio, text = fields
+            speaker, language = default_speaker, options.language
+        elif len(fields) in (4, 7):
+            audio, speaker, language, text = fields[:4]
+        else:
+            skipped.append(Skipped(f"{path.name}:{number}", f"expected 2, 4 or 7 fields, found {len(fields)}"))
+            continue
+        if not audio or not text.strip():
+            skipped.append(Skipped(f"{path.name}:{number}", "empty path or text"))
+            continue
+        source = Path(audio)
+        source = source if source.is_absolute() else dataset / source
+        if not source.suffix:
+            source = source.with_suffix(".wav")
+        items.append(MetadataItem(str(source), speaker or default_speaker, language or options.language, text, number))
+    return items
+
+
+def frontend_section(
+    kind: str, languages: Sequence[str], texts: Iterable[str], add_blank: bool, previous: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The config's `frontend` section (voice.json front-end fields). Keeps a previous table when it fits."""
+    previous = previous if previous and previous.get("kind") == ("ipa" if kind == "ipa" else "ids") else None
+    lang_ids: dict[str, int] = dict(previous["languages"]) if previous else {}
+    for language in sorted(set(languages)):
+        if language not in lang_ids:
+            lang_ids[language] = len(lang_ids)
+    if kind == "ipa":
+        id_map = previous["phoneme_id_map"] if previous else default_phoneme_id_map()
+        voices = dict(previous.get("espeak_voices", {})) if previous else {}
+        for language in lang_ids:
+            voices.setdefault(language, LANGUAGE_VOICES.get(language.lower(), language))
+        return {
+            "kind": "ipa",
+            "phoneme_id_map": id_map,
+            "pad": "_",
+            "bos": "^",
+            "eos": "$",
+            "add_blank": add_blank,
+            "espeak_voices": voices,
+            "languages": lang_ids,
+            "num_symbols": 1 + max(max(ids) for ids in id_map.values()),
+            "num_tones": 1,
+            "num_languages": len(lang_ids),
+        }
+    if previous:
+        symbols = list(previous["symbols"])
+    else:
+        chars = sorted({ch for text in texts for ch in _char_text(text)} - {"_"})
+        symbols = ["_", *chars]
+    return {
+        "kind": "ids",
+        "symbols": symbols,
+        "add_blank": add_blank,
+        "blank_id": 0,
+        "languages": lang_ids,
+        "num_symbols": len(symbols),
+        "num_tones": 1,
+        "num_languages": len(lang_ids),
+    }
+
+
+def _char_text(text: str) -> str:
+    return normalize_text(text, keep_newlines=False).lower()
+
+
+class ItemProcessor:
+    """One metadata item -> cleaned WAV + phonemes. Picklable; the front end is built lazily per process."""
+
+    def __init__(self, audio: AudioSettings, frontend: dict[str, Any], settings_key: str):
+        self.audio = audio
+        self.frontend = frontend
+        self.settings_key = settings_key
+        self._ipa = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_ipa"] = None  # espeak handles do not cross processes
+        return state
+
+    def phonemize(self, text: str, language: str) -> list[str]:
+        if self.frontend["kind"] == "ids":
+            table = set(self.frontend["symbols"])
+            return [ch for ch in _char_text(text) if ch in table]
+        if self._ipa is None:
+            from vitsrt.text.ipa import IpaFrontEnd
+
+            self._ipa = IpaFrontEnd(
+                self.frontend["phoneme_id_map"],
+                self.frontend["languages"],
+                espeak_voices=self.frontend["espeak_voices"],
+                add_blank=self.frontend["add_blank"],
+            )
+        return list(self._ipa.from_text(text, language=language).phonemes)
+
+    def process(self, item: MetadataItem, wav_path: str) -> dict[str, Any]:
+        """Returns the sidecar record, or {"error": reason}. Reuses the existing output when it is current."""
+        sidecar = Path(wav_path).with_suffix(".json")
+        try:
+            stat = os.stat(item.source)
+        except OSError as exc:
+            return {"error": f"cannot read file ({exc.strerror or exc})"}
+        key = {
+            "source": item.source,
+            "source_size": stat.st_size,
+            "source_mtime_ns": stat.st_mtime_ns,
+            "settings": self.settings_key,
+            "text": item.text,
+            "language": item.language,
+        }
+        if sidecar.is_file() and Path(wav_path).is_file():
+            try:
+                record = json.loads(sidecar.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                record = {}
+            if record.get("key") == key:
+                record["reused"] = True
+                return record
+        try:
+            clean = clean_audio(item.source, self.audio)
+        except AudioError as exc:
+            return {"error": str(exc)}
+        try:
+            phonemes = self.phonemize(item.text, item.language)
+        except (InputError, ValueError, RuntimeError) as exc:
+            return {"error": f"cannot phonemise text ({exc})"}
+        if not phonemes:
+            return {"error": "text has no symbols the front end knows"}
+        Path(wav_path).parent.mkdir(parents=True, exist_ok=True)
+        write_pcm16(wav_path, clean.samples, self.audio.sampling_rate)
+        record = {
+            "key": key,
+            "phonemes": phonemes,
+            "seconds": len(clean.samples) / self.audio.sampling_rate,
+            "source_rate": clean.source_rate,
+            "source_channels": clean.source_channels,
+        }
+        tmp = sidecar.with_name(f".{sidecar.name}.tmp")
+        tmp.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(sidecar)
+        record["reused"] = False
+        return record
+
+    def process_chunk(self, jobs: list[tuple[MetadataItem, str]]) -> list[dict[str, Any]]:
+        return [self.process(item, wav) for item, wav in jobs]
+
+
+@dataclass
+class PrepareReport:
+    output: str
+    processed: int = 0
+    reused: int = 0
+    train: int = 0
+    val: int = 0
+    seconds_per_speaker: dict[str, float] = field(default_factory=dict)
+    files_per_speaker: dict[str, int] = field(default_factory=dict)
+    resampled: int = 0
+    downmixed: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def render(self) -> str:
+        lines = [f"prepared dataset: {self.output}", "", f"{'speaker':<24}{'files':>8}{'hours':>10}"]
+        for speaker in sorted(self.files_per_speaker):
+            hours = self.seconds_per_speaker[speaker] / 3600
+            lines.append(f"{speaker:<24}{self.files_per_speaker[speaker]:>8}{hours:>10.3f}")
+        total_hours = sum(self.seconds_per_speaker.values()) / 3600
+        lines.append(f"{'total':<24}{sum(self.files_per_speaker.values()):>8}{total_hours:>10.3f}")
+        lines.append("")
+        lines.append(
+            f"train {self.train}, val {self.val}; new {self.processed}, reused {self.reused}; "
+            f"resampled {self.resampled}, downmixed to mono {self.downmixed}"
+        )
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)}:")
+            reasons = Counter(s.reason for s in self.skipped)
+            for skip in self.skipped:
+                lines.append(f"  {skip.path}: {skip.reason}")
+            if len(reasons) > 1:
+                lines.append("  by reason: " + ", ".join(f"{r} x{n}" for r, n in reasons.most_common()))
+        else:
+            lines.append("skipped 0")
+        return "\n".join(lines)
+
+
+def _output_name(item: MetadataItem, dataset: Path) -> str:
+    source = Path(item.source)
+    try:
+        relative = source.resolve().relative_to(dataset.resolve())
+        stem = "__".join(relative.with_suffix("").parts)
+    except ValueError:
+        stem = source.stem
+    safe_speaker = item.speaker.replace("/", "_").replace("\\", "_") or "speaker"
+    return f"wavs/{safe_speaker}/{stem}.wav"
+
+
+def _chunks(jobs: list[Any], size: int) -> list[list[Any]]:
+    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+
+def _run_jobs(processor: ItemProcessor, jobs: list[tuple[MetadataItem, str]], workers: int) -> list[dict[str, Any]]:
+    from tqdm import tqdm
+
+    if workers <= 1 or len(jobs) < 2:
+        return [processor.process(item, wav) for item, wav in tqdm(jobs, desc="prepare", unit="file", disable=None)]
+    chunk_size = max(1, min(32, len(jobs) // (workers * 4) or 1))
+    chunks = _chunks(jobs, chunk_size)
+    results: list[list[dict[str, Any]] | None] = [None] * len(chunks)
+    # spawn: workers must not inherit a parent's torch/OpenMP state or espeak handles.
+    context = multiprocessing.get_context("spawn")
+    with (
+        concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
+        tqdm(total=len(jobs), desc="prepare", unit="file", disable=None) as bar,
+    ):
+        futures = {pool.submit(processor.process_chunk, chunk): i for i, chunk in enumerate(chunks)}
+        for future in concurrent.futures.as_completed(futures):
+            results[futures[future]] = future.result()
+            bar.update(len(chunks[futures[future]]))
+    return [record for chunk in results for record in (chunk or [])]
+
+
+def _write_spectrograms(out: Path, wavs: list[str], config: BertVits2Config) -> None:
+    """Cache upstream-layout linear spectrograms ([n_fft/2+1, frames] float32) next to each WAV."""
+    import soundfile as sf
+    import torch
+    from tqdm import tqdm
+
+    from vitsrt.train.mel import SpectrogramTransform
+
+    transform = SpectrogramTransform.from_config(config.data)
+    for rel in tqdm(wavs, desc="spectrograms", unit="file", disable=None):
+        wav = out / rel
+        spec_path = wav.with_suffix(".spec.pt")
+        if spec_path.is_file() and spec_path.stat().st_mtime_ns >= wav.stat().st_mtime_ns:
+            continue
+        samples, _ = sf.read(str(wav), dtype="float32")
+        spec = transform.linear(torch.from_numpy(samples))
+        tmp = spec_path.with_name(f".{spec_path.name}.tmp")
+        torch.save(spec.contiguous(), tmp)
+        tmp.replace(spec_path)
+
+
+def _split(entries: list[FilelistEntry], options: PrepareOptions) -> tuple[list[FilelistEntry], list[FilelistEntry]]:
+    """Seeded per-speaker validation picks; every speaker keeps at least one training item."""
+    rng = random.Random(options.seed)
+    by_speaker: dict[str, list[FilelistEntry]] = defaultdict(list)
+    for entry in sorted(entries, key=lambda e: e.audio):
+        by_speaker[entry.speaker].append(entry)
+    train: list[FilelistEntry] = []
+    val: list[FilelistEntry] = []
+    for speaker in sorted(by_speaker):
+        group = by_speaker[speaker]
+        rng.shuffle(group)
+        take = min(options.val_per_speaker, len(group) - 1, options.max_val - len(val))
+        take = max(take, 0)
+        val.extend(group[:take])
+        train.extend(group[take:])
+    return train, val
+
+
+def prepare_dataset(
+    dataset_dir: str | Path, output_dir: str | Path, config_path: str | Path, options: PrepareOptions
+) -> PrepareReport:
+    dataset = Path(dataset_dir)
+    out = Path(output_dir)
+    if not dataset.is_dir():
+        raise InputError("dataset", f"not a folder: {dataset}")
+    if options.frontend not in FRONTENDS:
+        raise InputError("frontend", f"must be one of {', '.join(FRONTENDS)}")
+    config = load_config(config_path)
+    report = PrepareReport(output=str(out))
+    metadata = find_metadata(dataset, options.metadata)
+    items = parse_metadata(metadata, dataset, options, report.skipped)
+    if not items:
+        raise InputError("metadata", f"{metadata} lists no usable recordings")
+
+    previous_out = out / "config.json"
+    previous = None
+    if previous_out.is_file():
+        previous = (load_config(previous_out).model_extra or {}).get("frontend")
+    frontend = frontend_section(
+        options.frontend, [i.language for i in items], [i.text for i in items], config.data.add_blank, previous
+    )
+    audio = AudioSettings(
+        config.data.sampling_rate,
+        config.data.hop_length,
+        min_seconds=options.min_seconds,
+        max_seconds=options.max_seconds,
+    )
+    settings_key = json.dumps({"audio": asdict(audio), "frontend": options.frontend}, sort_keys=True)
+    processor = ItemProcessor(audio, frontend, settings_key)
+
+    out.mkdir(parents=True, exist_ok=True)
+    names: dict[str, int] = Counter()
+    jobs: list[tuple[MetadataItem, str]] = []
+    for item in items:
+        name = _output_name(item, dataset)
+        names[name] += 1
+        if names[name] > 1:  # the same recording listed twice: keep the first
+            report.skipped.append(Skipped(item.source, f"listed twice (metadata line {item.line})"))
+            continue
+        jobs.append((item, str(out / name)))
+    records = _run_jobs(processor, jobs, options.workers)
+
+    entries: list[FilelistEntry] = []
+    for (item, wav), record in zip(jobs, records, strict=True):
+        if "error" in record:
+            report.skipped.append(Skipped(item.source, record["error"]))
+            log.warning("skipped %s: %s", item.source, record["error"])
+            continue
+        report.reused += int(record.get("reused", False))
+        report.processed += int(not record.get("reused", False))
+        report.resampled += int(record["source_rate"] != audio.sampling_rate)
+        report.downmixed += int(record["source_channels"] > 1)
+        phonemes = record["phonemes"]
+        entries.append(
+            FilelistEntry(
+                str(Path(wav).relative_to(out).as_posix()),
+                item.speaker,
+                item.language,
+                " ".join(item.text.split()),
+                phonemes,
+                [0] * len(phonemes),
+                [1] * len(phonemes),
+            )
+        )
+        report.seconds_per_speaker[item.speaker] = report.seconds_per_speaker.get(item.speaker, 0.0) + record["seconds"]
+        report.files_per_speaker[item.speaker] = report.files_per_speaker.get(item.speaker, 0) + 1
+    if not entries:
+        raise InputError("dataset", "no recording could be prepared:\n" + report.render())
+
+    # The table must cover every symbol used (a reused "ids" table may lack characters of new text).
+    table = SymbolTable(frontend)
+    kept = []
+    for entry in entries:
+        missing = sorted({s for s in entry.phonemes if not table.known(s)})
+        if missing:
+            report.skipped.append(Skipped(entry.audio, f"symbols missing from the voice's table: {missing}"))
+            continue
+        kept.append(entry)
+
+    _write_spectrograms(out, [e.audio for e in kept], config)
+    train, val = _split(kept, options)
+    (out / "filelists").mkdir(exist_ok=True)
+    write_filelist(out / "filelists" / "train.list", train)
+    write_filelist(out / "filelists" / "val.list", val)
+    report.train, report.val = len(train), len(val)
+
+    speakers = sorted({e.speaker for e in kept})
+    old_ids = {name: sid for name, sid in config.data.spk2id.items() if name in speakers}
+    spk2id = dict(old_ids)
+    for name in speakers:
+        if name not in spk2id:
+            spk2id[name] = max(spk2id.values(), default=-1) + 1
+    raw = json.loads(config.to_json())
+    raw["data"]["training_files"] = "filelists/train.list"
+    raw["data"]["validation_files"] = "filelists/val.list"
+    raw["data"]["spk2id"] = spk2id
+    raw["data"]["n_speakers"] = max(spk2id.values()) + 1
+    raw["frontend"] = frontend
+    _write_json(out / "config.json", raw)
+    _write_json(out / "prepare_report.json", asdict(report))
+    return report
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_prepared_config(path: str | Path) -> BertVits2Config:
+    """A prepared config, checked to carry the front-end section the trainer needs."""
+    config = load_config(path)
+    if not (config.model_extra or {}).get("frontend"):
+        raise ConfigError(f"{path} has no 'frontend' section; run `vitsrt prepare` to make a training config")
+    return config
