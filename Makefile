@@ -18,7 +18,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==$(TORCH_VERSION)"
-	$(PIP) install -q -e ".[torch,ipa,train,dev]"
+	$(PIP) install -q -e ".[torch,ipa,train,triton,bench,dev]"
+	# tritonserver (Python backend, runs on CPU) for the Triton tests. --no-deps: its pins (numpy<2,
+	# protobuf<7 through tritonclient[grpc]) conflict with ours, and none of them is needed to run it.
+	$(PIP) install -q --no-deps "nvidia-pytriton==0.7.0"
 	touch $@
 
 lint: install

@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from vitsrt.errors import VitsrtError
 from vitsrt.export.onnx_export import DEFAULT_OPSET, ExportError, check_opset, export_stages, stage_io
 from vitsrt.export.verify import verify_and_report
@@ -105,7 +107,23 @@ def build_manifest(
         latent_channels=config.model.inter_channels,
         num_speakers=model.emb_g.num_embeddings,
         speakers=config.speakers(),
-        front_end=FrontEnd(
+        front_end=_front_end(loaded, languages),
+        inference=InferenceDefaults(),
+        decoder_context_frames=model.decoder_context_frames(),
+        graphs=Graphs(**graphs),
+        parity=parity,
+    )
+
+
+def _front_end(loaded: LoadedGenerator, languages: dict[str, int]) -> FrontEnd:
+    """The config's `frontend` section (written by `vitsrt prepare` for our own voices), else the
+    Bert-VITS2 ids front end. Either way its tables must fit the model's embedding tables."""
+    model, config = loaded.model, loaded.config
+    sizes = model.symbols
+    bert = {"bert_inputs": ["bert", "ja_bert", "en_bert"], "bert_dim": model.enc_p.bert_proj.in_channels}
+    section = (config.model_extra or {}).get("frontend")
+    if section is None:
+        return FrontEnd(
             kind="ids",
             num_symbols=sizes.n_vocab,
             symbols=_symbols_for(sizes.n_vocab),
@@ -114,14 +132,17 @@ def build_manifest(
             languages=languages,
             num_languages=sizes.num_languages,
             num_tones=sizes.num_tones,
-            bert_inputs=["bert", "ja_bert", "en_bert"],
-            bert_dim=model.enc_p.bert_proj.in_channels,
-        ),
-        inference=InferenceDefaults(),
-        decoder_context_frames=model.decoder_context_frames(),
-        graphs=Graphs(**graphs),
-        parity=parity,
-    )
+            **bert,
+        )
+    try:
+        front = FrontEnd.model_validate({**section, **bert})
+    except ValidationError as exc:
+        raise ExportError(f"config 'frontend' section is invalid: {exc.errors()[0]['msg']}") from None
+    for field, table in (("num_symbols", sizes.n_vocab), ("num_tones", sizes.num_tones),
+                         ("num_languages", sizes.num_languages)):
+        if getattr(front, field) > table:
+            raise ExportError(f"config frontend.{field} = {getattr(front, field)} exceeds the model's table ({table})")
+    return front
 
 
 # ----- the directory dance ----------------------------------------------------------------------------

@@ -102,3 +102,28 @@ def default_size_voice(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("default")
     checkpoint, config = make_random_checkpoint(root / "ckpt", default_size_config(), seed=5)
     return export_voice(checkpoint, config, root / "voice", name="default", verify=False)
+
+
+@pytest.fixture(scope="session")
+def ipa_voice(tmp_path_factory) -> Path:
+    """A random voice with our own IPA front end (as `vitsrt prepare` writes it), exported."""
+    import copy
+
+    import torch
+
+    from vitsrt.config import parse_config
+    from vitsrt.export.bundle import export_voice
+    from vitsrt.train.checkpoint import save_checkpoint
+    from vitsrt.train.models.synthesizer import SymbolSizes, SynthesizerTrn
+    from vitsrt.train.prepare import frontend_section
+
+    pytest.importorskip("phonemizer", reason="the IPA front end needs the 'ipa' extra (phonemizer, espeakng-loader)")
+    raw = copy.deepcopy(SMALL_22K_CONFIG)
+    raw["frontend"] = frontend_section("ipa", ["en-us"], [], True, None)
+    config = parse_config(raw)
+    sizes = SymbolSizes(raw["frontend"]["num_symbols"], raw["frontend"]["num_tones"], raw["frontend"]["num_languages"])
+    torch.manual_seed(11)
+    root = tmp_path_factory.mktemp("ipa")
+    save_checkpoint(root / "G_0.pth", SynthesizerTrn(config, sizes))
+    (root / "config.json").write_text(config.to_json())
+    return export_voice(root / "G_0.pth", root / "config.json", root / "voice", name="ipa-en", verify=False)

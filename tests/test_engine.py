@@ -195,3 +195,23 @@ def test_over_capacity_is_refused(fixture_voice):
             small.synthesize(ids_request(5, seed=2))
         held.close()
         assert len(small.synthesize(ids_request(5, seed=2)).audio) > 0
+
+
+def test_text_through_the_ipa_front_end(ipa_voice):
+    """Text -> sentences -> espeak-ng phonemes -> ids -> audio, streamed and one-shot."""
+    text = "Dr. Smith arrived at 10:30. He paid 3.14 dollars! Was it enough?"
+    with Engine.open([ipa_voice], options=EngineOptions(threads=1)) as engine:
+        info = engine.voices["ipa-en"]
+        assert info.frontend == "ipa" and "en-us" in info.languages
+        req = SynthesisRequest(text=text, seed=5)
+        chunks = list(engine.stream(req))
+        assert sorted({c.sentence_index for c in chunks}) == [0, 1, 2]  # three sentences, in order
+        streamed = np.concatenate([c.audio for c in chunks])
+        one_shot = engine.synthesize(req).audio
+        assert streamed.shape == one_shot.shape and np.abs(streamed - one_shot).max() <= 1e-5
+        with pytest.raises(InputError) as info_error:
+            engine.synthesize(SynthesisRequest(text=text, language="tlh"))
+        assert info_error.value.field == "language"
+        with pytest.raises(InputError) as too_long:
+            engine.synthesize(SynthesisRequest(text="word " * 2000))
+        assert too_long.value.field == "text"

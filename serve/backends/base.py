@@ -34,7 +34,7 @@ class StageBackend(Protocol):
     def close(self) -> None: ...
 
 
-BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch", "torch-cuda")
+BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt", "triton", "torch", "torch-cuda")
 
 
 def open_backend(name: str, voice: Voice, **options: Any) -> StageBackend:
@@ -55,4 +55,12 @@ def open_backend(name: str, voice: Voice, **options: Any) -> StageBackend:
         from vitsrt.serve.backends.torch_backend import TorchBackend
 
         return TorchBackend(voice, device="cuda" if name == "torch-cuda" else options.pop("device", "cpu"), **options)
+    if name in ("tensorrt", "trt"):
+        from vitsrt.serve.backends.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(voice, **options)
+    if name == "triton":
+        from vitsrt.serve.backends.triton_backend import TritonBackend
+
+        return TritonBackend(voice, **options)
     raise VoiceError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
