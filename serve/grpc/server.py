@@ -317,13 +317,14 @@ async def serve_until_signal(engine: Engine, config: ServerConfig,
 
 
 def run_server(voice_dirs: Sequence[str | Path], config: ServerConfig, backend: str = "onnxruntime",
-               engine_options: Any = None) -> None:
+               engine_options: Any = None, backend_options: dict[str, Any] | None = None) -> None:
     """Open the engine on `voice_dirs`, serve until SIGTERM/SIGINT, close the engine (the `vitsrt serve` body)."""
     from vitsrt.serve.engine.engine import Engine, EngineOptions
 
     options = engine_options or EngineOptions(max_text_chars=config.max_text_chars,
                                               max_active_streams=config.max_concurrent_streams)
-    engine = Engine.open([str(path) for path in voice_dirs], backend=backend, options=options)
+    engine = Engine.open([str(path) for path in voice_dirs], backend=backend, options=options,
+                         backend_options=backend_options)
     try:
         asyncio.run(serve_until_signal(engine, config))
     finally:

@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=50051, help="gRPC port (0: pick a free one)")
     parser.add_argument("--backend", default="onnxruntime", help="stage backend (onnxruntime, onnxruntime-cuda, ...)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads per backend session")
+    parser.add_argument("--triton-url", default=None,
+                        help="with --backend triton: the Triton gRPC endpoint running the stage models (HOST:PORT)")
     parser.add_argument("--max-batch", type=int, default=8, help="largest batch per engine stage")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a stage waits to fill a batch")
     parser.add_argument("--max-concurrent-streams", type=int, default=64,
@@ -50,5 +52,6 @@ def run(args: argparse.Namespace) -> int:
     options = EngineOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                             max_active_streams=args.max_concurrent_streams, max_text_chars=args.max_text_chars,
                             threads=args.threads)
-    run_server(args.voices, config, backend=args.backend, engine_options=options)
+    backend_options = {"url": args.triton_url} if args.triton_url else None
+    run_server(args.voices, config, backend=args.backend, engine_options=options, backend_options=backend_options)
     return 0
