@@ -148,7 +148,7 @@ class Profile:
 
 def window_frames_range(context: int, policy: WindowPolicy) -> tuple[int, int, int]:
     """(min, opt, max) frames of one streaming decoder call (see the module docstring)."""
-    widest = max(policy.first_frames, policy.frames) + 2 * context
+    widest = max(policy.first_frames, policy.frames, policy.max_frames) + 2 * context
     widest = max(widest, policy.one_shot_frames)  # short utterances decode in one call
     return 1, min(policy.frames + 2 * context, widest), widest
 

@@ -87,6 +87,7 @@ class RepoOptions:
     gpu: str | None = None  # tensorrt: substring of the GPU name when plans for several GPUs are recorded
     first_window_frames: int = 16
     window_frames: int = 64
+    max_window_frames: int = 256
     one_shot_frames: int = 32
     max_concurrent_streams: int = 16
     bls_instances: int = 1
@@ -103,7 +104,8 @@ class RepoOptions:
             raise TritonRepoError(f"--kind must be cpu or gpu, not {self.kind!r}")
         if self.stage_backend == "tensorrt" and self.resolved_kind != "gpu":
             raise TritonRepoError("TensorRT plans run on GPUs only: use --kind gpu")
-        for name in ("instances", "max_batch", "first_window_frames", "window_frames", "max_concurrent_streams",
+        for name in ("instances", "max_batch", "first_window_frames", "window_frames", "max_window_frames",
+                     "max_concurrent_streams",
                      "bls_instances"):
             if getattr(self, name) < 1:
                 raise TritonRepoError(f"{name} must be >= 1")
@@ -186,6 +188,7 @@ def render_bls_config(name: str, options: RepoOptions, stages: list[str], stream
         "stages": ",".join(stages),
         "first_window_frames": str(options.first_window_frames),
         "window_frames": str(options.window_frames),
+        "max_window_frames": str(options.max_window_frames),
         "one_shot_frames": str(options.one_shot_frames),
         "max_concurrent_streams": str(options.max_concurrent_streams),
     }

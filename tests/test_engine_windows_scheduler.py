@@ -10,9 +10,9 @@ from vitsrt.serve.engine.scheduler import Scheduler
 from vitsrt.serve.engine.windows import ONE_SHOT, WindowPolicy, plan_windows
 
 
-@pytest.mark.parametrize("total", [1, 2, 15, 16, 17, 32, 33, 80, 81, 144, 145, 500])
+@pytest.mark.parametrize("total", [1, 2, 15, 16, 17, 32, 33, 80, 81, 144, 145, 208, 209, 500, 2000])
 def test_windows_tile_the_utterance_exactly(total):
-    policy = WindowPolicy(first_frames=16, frames=64, one_shot_frames=32)
+    policy = WindowPolicy(first_frames=16, frames=64, one_shot_frames=32, max_frames=256)
     windows = plan_windows(total, context=13, policy=policy)
     assert windows[0].start == 0 and windows[-1].end == total
     for before, after in itertools.pairwise(windows):
@@ -24,8 +24,10 @@ def test_windows_tile_the_utterance_exactly(total):
     if total <= 32:
         assert len(windows) == 1
     else:
-        assert windows[0].end - windows[0].start == 16
-        assert all(w.end - w.start == 64 for w in windows[1:-1])
+        sizes = [w.end - w.start for w in windows]
+        expected = [16, 64, 128] + [256] * len(windows)
+        assert sizes[:-1] == expected[: len(sizes) - 1]  # 16, then doubling from 64, capped at 256
+        assert 0 < sizes[-1] <= expected[len(sizes) - 1]
 
 
 def test_one_shot_policy_is_a_single_window():

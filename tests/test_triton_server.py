@@ -157,10 +157,18 @@ def test_concurrent_streams_batch_in_the_decoder_and_stay_exact(server, engine):
         got = np.concatenate(chunks[key])
         assert got.shape == want.shape, key
         assert np.abs(got - want).max() <= TOLERANCE, key
-    after = client.get_inference_statistics("vitsrt_decoder", as_json=True)["model_stats"][0]
-    inferences = int(after.get("inference_count", 0)) - int(before.get("inference_count", 0))
-    executions = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
-    assert inferences > executions > 0, (inferences, executions)  # Triton merged windows of different streams
+    # Triton merges decoder windows of different streams when equal shapes arrive within the queue delay.
+    # Whether they do is timing (a loaded 2-core machine may serialise one round), so send rounds of
+    # four identically shaped streams until one merges; five rounds without any merge is a failure.
+    same = {f"s{i}": _inputs(_ids(80, seed=7), 300) for i in range(4)}
+    for _ in range(5):
+        _stream(client, same)
+        after = client.get_inference_statistics("vitsrt_decoder", as_json=True)["model_stats"][0]
+        inferences = int(after.get("inference_count", 0)) - int(before.get("inference_count", 0))
+        executions = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
+        if inferences > executions > 0:
+            break
+    assert inferences > executions > 0, (inferences, executions)
 
 
 def test_bad_request_is_an_error_and_the_server_keeps_serving(server):

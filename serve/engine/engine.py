@@ -49,12 +49,14 @@ class EngineOptions(BaseModel):
     max_text_chars: int = Field(5000, ge=1)
     threads: int | None = Field(None, ge=1, description="intra-op threads per backend (None: runtime default)")
     first_window_frames: int = Field(16, ge=1)
-    window_frames: int = Field(64, ge=1)
+    window_frames: int = Field(64, ge=1, description="second window; later ones double up to max_window_frames")
+    max_window_frames: int = Field(256, ge=1)
     one_shot_frames: int = Field(32, ge=0, description="utterances up to this many frames decode in one call")
     low_water_ms: float = Field(300.0, ge=0)
 
     def window_policy(self) -> WindowPolicy:
-        return WindowPolicy(self.first_window_frames, self.window_frames, self.one_shot_frames)
+        widest = max(self.max_window_frames, self.window_frames)
+        return WindowPolicy(self.first_window_frames, self.window_frames, self.one_shot_frames, widest)
 
 
 @dataclass

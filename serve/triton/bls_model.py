@@ -160,6 +160,7 @@ class TritonPythonModel:
             WindowPolicy(
                 first_frames=int(params.get("first_window_frames", "16")),
                 frames=int(params.get("window_frames", "64")),
+                max_frames=int(params.get("max_window_frames", "256")),
                 one_shot_frames=int(params.get("one_shot_frames", "32")),
             )
             if self.streaming
