@@ -10,7 +10,7 @@ TORCH_VERSION ?= 2.13.0
 FIXTURE ?= ../shared/fixtures/bertvits2-2.3-tiny
 OUT ?= out
 
-.PHONY: install test lint demo clean protos
+.PHONY: install test lint demo clean protos corpus debian-deps
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==$(TORCH_VERSION)"
-	$(PIP) install -q -e ".[torch,ipa,train,triton,bench,dev]"
+	$(PIP) install -q -e ".[torch,ipa,train,triton,bench,eval,dev]"
 	# tritonserver (Python backend, runs on CPU) for the Triton tests. --no-deps: its pins (numpy<2,
 	# protobuf<7 through tritonclient[grpc]) conflict with ours, and none of them is needed to run it.
 	$(PIP) install -q --no-deps "nvidia-pytriton==0.7.0"
@@ -27,7 +27,22 @@ $(VENV)/.installed: pyproject.toml Makefile
 lint: install
 	$(PY) -m ruff check .
 
-test: install lint
+# Debian *main* packages for the default voice's corpus (flite: CMU Flite voices slt, rms, awb, kal16 and the
+# public-domain Alice text). Needs root; elsewhere the tests that need flite skip with a reason.
+DEBIAN_PACKAGES ?= flite
+debian-deps:
+	@if command -v flite >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
+	else echo "debian-deps: no flite and no root apt-get: corpus tests will skip"; fi
+
+# The default voice's corpus (recipes/default-voice/README.md): CORPUS_HOURS of flite speech + metadata.csv.
+CORPUS ?= $(OUT)/corpus
+CORPUS_HOURS ?= 2
+corpus: install debian-deps
+	$(PY) -m vitsrt.corpus $(CORPUS) --hours $(CORPUS_HOURS) --heldout recipes/default-voice/heldout.txt
+
+test: install lint debian-deps
 	$(PY) -m pytest -q -m "not slow and not gpu"
 
 # Regenerate the committed gRPC stubs in serve/proto/ from protos/vitsrt/v1/tts.proto (pinned grpcio-tools;
