@@ -55,3 +55,21 @@ def fused_add_tanh_sigmoid_multiply(a: torch.Tensor, b: torch.Tensor, n_channels
     """WaveNet gate: tanh(first half) * sigmoid(second half) of a + b."""
     in_act = a + b
     return torch.tanh(in_act[:, :n_channels]) * torch.sigmoid(in_act[:, n_channels:])
+
+
+class CouplingStack(nn.Module):
+    """`flows` = (coupling layer, Flip) pairs. forward: x -> z_p direction; reverse=True (inference):
+    the prior sample back to the latent. Subclasses only fill `self.flows` (upstream key layout)."""
+
+    flows: nn.ModuleList
+
+    def forward(
+        self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None, reverse: bool = False
+    ) -> torch.Tensor:
+        if reverse:
+            for flow in reversed(self.flows):
+                x = flow(x, x_mask, g=g, reverse=True)
+            return x
+        for flow in self.flows:
+            x, _ = flow(x, x_mask, g=g, reverse=False)
+        return x

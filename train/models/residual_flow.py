@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vitsrt.train.models.common import Flip
+from vitsrt.train.models.common import CouplingStack, Flip
 from vitsrt.train.models.wavenet import WN, fold_weight_norm
 
 
@@ -68,7 +68,7 @@ class ResidualCouplingLayer(nn.Module):
         return torch.cat([kept, moved], 1), torch.sum(log_scale, [1, 2])
 
 
-class ResidualCouplingBlock(nn.Module):
+class ResidualCouplingBlock(CouplingStack):
     """``n_flows`` mean-only couplings, each followed by a channel flip (VITS2 / Bert-VITS2 layout)."""
 
     def __init__(
@@ -96,18 +96,6 @@ class ResidualCouplingBlock(nn.Module):
                 )
             )
             self.flows.append(Flip())
-
-    def forward(
-        self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None, reverse: bool = False
-    ) -> torch.Tensor:
-        """x [B, C, T] -> same shape. reverse=True maps the prior sample z_p back to the latent z."""
-        if reverse:
-            for flow in reversed(self.flows):
-                x = flow(x, x_mask, g=g, reverse=True)
-            return x
-        for flow in self.flows:
-            x, _ = flow(x, x_mask, g=g, reverse=False)
-        return x
 
     def remove_weight_norm(self) -> None:
         fold_weight_norm(self)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from vitsrt.train.models.attentions import Encoder
-from vitsrt.train.models.common import Flip
+from vitsrt.train.models.common import CouplingStack, Flip
 
 
 class TransformerCouplingLayer(nn.Module):
@@ -73,7 +73,7 @@ class TransformerCouplingLayer(nn.Module):
         return torch.cat([x0, shift + x1 * x_mask], dim=1), logdet
 
 
-class TransformerCouplingBlock(nn.Module):
+class TransformerCouplingBlock(CouplingStack):
     """``n_flows`` (coupling, flip) pairs. Reverse (inference) maps the prior sample z_p to z."""
 
     def __init__(
@@ -104,19 +104,3 @@ class TransformerCouplingBlock(nn.Module):
                 )
             )
             self.flows.append(Flip())
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        x_mask: torch.Tensor,
-        g: torch.Tensor | None = None,
-        reverse: bool = False,
-    ) -> torch.Tensor:
-        """x: [B, C, T']; x_mask: [B, 1, T']; g: [B, gin, 1] or None. Returns [B, C, T']."""
-        if reverse:
-            for flow in reversed(self.flows):
-                x = flow(x, x_mask, g=g, reverse=True)
-        else:
-            for flow in self.flows:
-                x, _ = flow(x, x_mask, g=g, reverse=False)
-        return x
