@@ -94,6 +94,8 @@ def test_stream_equals_synthesize_and_has_several_chunks(engine):
     one_shot = engine.synthesize(req).audio
     streamed = np.concatenate([c.audio for c in chunks])
     assert len(chunks) > 1 and chunks[-1].is_last and [c.index for c in chunks] == list(range(len(chunks)))
+    assert {"frontend", "encoder", "duration", "regulator", "flow", "decode"} <= set(chunks[-1].timings)
+    assert all(c.timings is None for c in chunks[:-1])
     assert streamed.shape == one_shot.shape
     assert np.abs(streamed - one_shot).max() <= 1e-5
 

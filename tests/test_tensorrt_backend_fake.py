@@ -74,7 +74,7 @@ def test_plans_are_found_for_this_gpu_and_missing_ones_explained(fakes, voice_wi
     assert backend.name == "tensorrt-fp32" and backend.key == KEY
     assert all(backend.has_stage(s) for s in ("encoder", "duration", "duration_dp_only", "flow", "decoder"))
     decoder = backend._stages["decoder"]
-    assert [p.ranges["z"][2][2] for p in decoder.profiles] == [90, 600]  # window profile first
+    assert [p.ranges["z"][2][2] for p in decoder.profiles] == [282, 600]  # window profile (256 + 2*13) first
     backend.close()
     with pytest.raises(VoiceError, match="vitsrt build-engines"):
         open_backend("tensorrt", load_voice(voice_with_fake_plans), precision="fp16")

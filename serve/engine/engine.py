@@ -271,13 +271,11 @@ class Engine:
                         return
                     self._cond.wait(timeout=wait)
                 self._batch_sizes[stage][len(items)] += 1
-            started = time.perf_counter()
             try:
                 self._execute(stage, items)
             except Exception as exc:  # a failed batch fails its streams, never the engine
                 log.exception("%s step failed for %d items", stage, len(items))
                 self._fail(items, exc)
-            self._stage_seconds[stage] += time.perf_counter() - started
 
     def _live(self, segments: Sequence[Segment]) -> list[tuple[Segment, _Stream]]:
         """The segments whose stream still exists (a stream may be cancelled while its item waits)."""
@@ -285,6 +283,7 @@ class Engine:
             return [(s, self._streams[s.stream_id]) for s in segments if s.stream_id in self._streams]
 
     def _execute(self, stage: str, items: list[Any]) -> None:
+        started = time.perf_counter()
         segments = [item.segment for item in items] if stage == "decode" else items
         live = self._live(segments)
         if not live:
@@ -293,6 +292,7 @@ class Engine:
         if stage == "prefill":
             pipeline.prefill([segment for segment, _ in live])
             with self._cond:
+                self._stage_seconds[stage] += time.perf_counter() - started
                 now = time.monotonic()
                 for segment, stream in live:
                     self._scheduler.enqueue("flow", segment, stream.id, pipeline.name, now)
@@ -304,6 +304,7 @@ class Engine:
             for policy, group in by_policy.items():
                 pipeline.flow(group, policy)
             with self._cond:
+                self._stage_seconds[stage] += time.perf_counter() - started
                 now = time.monotonic()
                 for segment, stream in live:
                     for window in segment.windows:
@@ -314,7 +315,10 @@ class Engine:
         else:
             alive = {id(segment) for segment, _ in live}
             jobs = [job for job in items if id(job.segment) in alive]
-            for job, samples in zip(jobs, pipeline.decode(jobs), strict=True):
+            decoded = pipeline.decode(jobs)
+            with self._cond:  # booked before delivery: a client that sees its stream end sees its time counted
+                self._stage_seconds[stage] += time.perf_counter() - started
+            for job, samples in zip(jobs, decoded, strict=True):
                 self._deliver(job, samples)
 
     def _deliver(self, job: DecodeJob, samples: np.ndarray) -> None:
@@ -342,6 +346,7 @@ class Engine:
                 self._scheduler.audio_sent(stream.id, len(chunk.audio) / chunk.sample_rate, now)
             finished = bool(ready) and ready[-1].is_last
             if finished:
+                ready[-1].timings = stream.timings()
                 self._streams.pop(stream.id, None)
                 self._scheduler.remove_stream(stream.id)
                 stream.finished = True

@@ -66,6 +66,7 @@ class AudioChunk:
     index: int
     is_last: bool
     sentence_index: int = 0
+    timings: dict[str, float] | None = None  # on the last chunk: seconds per stage spent on this request
 
 
 @dataclass
