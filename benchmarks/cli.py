@@ -75,6 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     eng.add_argument("--first-window-frames", type=int)
     eng.add_argument("--window-frames", type=int)
     eng.add_argument("--one-shot-frames", type=int)
+    eng.add_argument("--max-window-frames", type=int)
+    eng.add_argument("--spinning", choices=("on", "off"), help="onnxruntime intra-op threads spin-wait between calls")
 
     work = parser.add_argument_group("workload")
     work.add_argument("--texts", type=Path, help="one request text per line (default: the built-in sentences)")
@@ -162,9 +164,11 @@ def target_options(args: argparse.Namespace) -> Any:
     engine = {
         name: getattr(args, name)
         for name in ("max_batch", "max_wait_ms", "max_active_streams", "first_window_frames", "window_frames",
-                     "one_shot_frames")
+                     "one_shot_frames", "max_window_frames")
         if getattr(args, name) is not None
     }
+    if args.spinning is not None:
+        engine["spinning"] = args.spinning == "on"
     return TargetOptions(
         voice=voice, speaker=args.speaker, stream=args.stream, label=args.label, threads=args.threads,
         backend=args.backend, engine=engine, checkpoint=checkpoint, config=config, device=args.device,

@@ -14,7 +14,9 @@ from vitsrt.voice import STAGES, Voice
 log = logging.getLogger(__name__)
 
 
-def session_options(intra_op_threads: int | None, inter_op_threads: int | None = 1) -> ort.SessionOptions:
+def session_options(
+    intra_op_threads: int | None, inter_op_threads: int | None = 1, spinning: bool = False
+) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -22,6 +24,10 @@ def session_options(intra_op_threads: int | None, inter_op_threads: int | None =
         options.intra_op_num_threads = intra_op_threads
     if inter_op_threads:
         options.inter_op_num_threads = inter_op_threads
+    if not spinning:
+        # Idle intra-op threads sleep instead of spin-waiting for the next call, leaving the cores to the
+        # engine worker, the server's event loop and other sessions.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -57,11 +63,12 @@ class OnnxRuntimeBackend:
         device: str = "cpu",
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = 1,
+        spinning: bool = False,
         device_id: int = 0,
     ):
         self.name = f"onnxruntime-{device}"
         self.device = device
-        options = session_options(intra_op_threads, inter_op_threads)
+        options = session_options(intra_op_threads, inter_op_threads, spinning)
         providers = providers_for(device, device_id, voice.root / "engines" / "ort-trt-cache")
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._outputs: dict[str, list[str]] = {}

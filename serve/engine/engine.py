@@ -48,6 +48,9 @@ class EngineOptions(BaseModel):
     max_active_streams: int = Field(64, ge=1)
     max_text_chars: int = Field(5000, ge=1)
     threads: int | None = Field(None, ge=1, description="intra-op threads per backend (None: runtime default)")
+    # Off by default: spin-waiting intra-op threads compete with the engine worker and the server's event
+    # loop (measured: +24-41% throughput with it off, benchmarks/results/README.md, 2026-11-22 spinning).
+    spinning: bool = Field(False, description="onnxruntime: idle intra-op threads spin-wait for the next call")
     first_window_frames: int = Field(16, ge=1)
     window_frames: int = Field(64, ge=1, description="second window; later ones double up to max_window_frames")
     max_window_frames: int = Field(256, ge=1)
@@ -119,6 +122,7 @@ class Engine:
             extra = dict(backend_options or {})
             if backend.startswith("onnxruntime") or backend.startswith("ort"):
                 extra.setdefault("intra_op_threads", options.threads)
+                extra.setdefault("spinning", options.spinning)
             stage_backend = open_backend(backend, voice, **extra)
             pipelines.append(VoicePipeline(voice, stage_backend, max_text_chars=options.max_text_chars))
         return cls(pipelines, options)
