@@ -22,6 +22,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from vitsrt import regulator
+from vitsrt.serve.backends.onnxruntime_backend import session_options
 from vitsrt.voice import StageName, load_voice
 
 __all__ = ["PipelineResult", "StageRunner", "synthesize_batch"]
@@ -46,13 +47,8 @@ class StageRunner:
         threads: int | None = None,
         spinning: bool = True,
     ) -> None:
-        options = ort.SessionOptions()
+        options = session_options(threads, inter_op_threads=1, spinning=spinning)
         options.log_severity_level = 3
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        if not spinning:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions = {
             stage: ort.InferenceSession(os.fspath(path), sess_options=options, providers=["CPUExecutionProvider"])
             for stage, path in graphs.items()
