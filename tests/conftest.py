@@ -37,46 +37,6 @@ SMALL_22K_CONFIG = {
 }
 
 
-def make_random_checkpoint(directory: Path, raw_config: dict, seed: int = 0) -> tuple[Path, Path]:
-    """A randomly initialised generator saved in the upstream format, with its config.json.
-
-    The decoder's weight-norm gains are raised so its weights have std 1/sqrt(fan-in) (as the fixture
-    does): with the plain init an untrained decoder outputs a near-constant offset, which would leave
-    audio comparisons blind to decoder bugs.
-    """
-    import math
-
-    import torch
-
-    from vitsrt.config import parse_config
-    from vitsrt.train.checkpoint import save_checkpoint
-    from vitsrt.train.models.synthesizer import SynthesizerTrn
-
-    config = parse_config(raw_config)
-    torch.manual_seed(seed)
-    model = SynthesizerTrn(config)
-    with torch.no_grad():
-        for module in model.dec.modules():
-            if not hasattr(module, "weight_g"):
-                continue
-            if isinstance(module, torch.nn.ConvTranspose1d):
-                stride = module.stride[0]
-                module.weight_g.mul_(math.sqrt(3 * stride * module.out_channels / module.in_channels))
-            else:
-                module.weight_g.mul_(math.sqrt(3))
-    directory.mkdir(parents=True, exist_ok=True)
-    checkpoint, config_path = directory / "G_0.pth", directory / "config.json"
-    save_checkpoint(checkpoint, model)
-    config_path.write_text(config.to_json())
-    return checkpoint, config_path
-
-
-def default_size_config() -> dict:
-    """Upstream's default 2.3 sizes (hidden 192, upsample 512, 44.1 kHz) with 4 speakers."""
-    return {"version": "2.3", "data": {"n_speakers": 4, "spk2id": {"s0": 0, "s1": 1, "s2": 2, "s3": 3}},
-            "model": {"n_layers_trans_flow": 6}}
-
-
 @pytest.fixture(scope="session")
 def fixture_voice(fixture_dir: Path, tmp_path_factory) -> Path:
     """The upstream parity checkpoint exported (and verified) to a voice bundle, shared with the export tests."""
@@ -87,11 +47,12 @@ def fixture_voice(fixture_dir: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_22k_voice(tmp_path_factory) -> Path:
-    """A random 22.05 kHz resblock-2 voice with a residual-coupling flow (7 frames of decoder context)."""
+    """A random 22.05 kHz resblock-2 voice with a residual-coupling flow (11 frames of decoder context)."""
+    from vitsrt.benchmarks.voices import build_random_checkpoint
     from vitsrt.export.bundle import export_voice
 
     root = tmp_path_factory.mktemp("small22k")
-    checkpoint, config = make_random_checkpoint(root / "ckpt", SMALL_22K_CONFIG, seed=3)
+    checkpoint, config = build_random_checkpoint(root / "ckpt", SMALL_22K_CONFIG, seed=3)
     return export_voice(checkpoint, config, root / "voice", name="small22k", verify=False)
 
 
@@ -100,7 +61,9 @@ def default_size_voice(tmp_path_factory) -> Path:
     from vitsrt.export.bundle import export_voice
 
     root = tmp_path_factory.mktemp("default")
-    checkpoint, config = make_random_checkpoint(root / "ckpt", default_size_config(), seed=5)
+    from vitsrt.benchmarks.voices import build_random_checkpoint, default_size_config
+
+    checkpoint, config = build_random_checkpoint(root / "ckpt", default_size_config(), seed=5)
     return export_voice(checkpoint, config, root / "voice", name="default", verify=False)
 
 
