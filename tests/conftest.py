@@ -58,11 +58,10 @@ def small_22k_voice(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def default_size_voice(tmp_path_factory) -> Path:
+    from vitsrt.benchmarks.voices import build_random_checkpoint, default_size_config
     from vitsrt.export.bundle import export_voice
 
     root = tmp_path_factory.mktemp("default")
-    from vitsrt.benchmarks.voices import build_random_checkpoint, default_size_config
-
     checkpoint, config = build_random_checkpoint(root / "ckpt", default_size_config(), seed=5)
     return export_voice(checkpoint, config, root / "voice", name="default", verify=False)
 
