@@ -17,12 +17,14 @@ import tempfile
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import ValidationError
 
 from vitsrt.errors import VitsrtError
-from vitsrt.export.onnx_export import DEFAULT_OPSET, ExportError, check_opset, export_stages, stage_io
-from vitsrt.export.verify import verify_and_report
+from vitsrt.export.onnx_export import DEFAULT_OPSET, ExportError, check_graph, check_opset, export_stages, stage_io
+from vitsrt.export.verify import FP16_WEIGHT_TOLERANCES, verify_and_report
+from vitsrt.export.weight_storage import store_weights_fp16
 from vitsrt.train.loading import LoadedGenerator, load_generator
 from vitsrt.voice import (
     MANIFEST_NAME,
@@ -79,6 +81,8 @@ def build_manifest(
     name: str,
     opset: int,
     parity: ParityReport | None = None,
+    inference: InferenceDefaults | None = None,
+    weights: Literal["fp32", "fp16"] = "fp32",
 ) -> VoiceManifest:
     """The voice.json for `loaded` whose graphs were written to `graph_files` (files named as the
     bundle will hold them: the manifest stores the base names)."""
@@ -108,9 +112,10 @@ def build_manifest(
         num_speakers=model.emb_g.num_embeddings,
         speakers=config.speakers(),
         front_end=_front_end(loaded, languages),
-        inference=InferenceDefaults(),
+        inference=inference or InferenceDefaults(),
         decoder_context_frames=model.decoder_context_frames(),
         graphs=Graphs(**graphs),
+        weights=weights,
         parity=parity,
     )
 
@@ -143,6 +148,21 @@ def _front_end(loaded: LoadedGenerator, languages: dict[str, int]) -> FrontEnd:
         if getattr(front, field) > table:
             raise ExportError(f"config frontend.{field} = {getattr(front, field)} exceeds the model's table ({table})")
     return front
+
+
+def _store_fp16(loaded: LoadedGenerator, graphs: Mapping[StageName, Path], parity: ParityReport | None,
+                threads: int | None) -> ParityReport | None:
+    """Rewrite the verified float32 graphs with float16-stored weights; check and (if `parity`) verify them."""
+    for stage, path in graphs.items():
+        stored = store_weights_fp16(path)
+        check_graph(path, stage)
+        log.info("%s: %d weights stored as fp16, %.2f -> %.2f MB", stage, stored.converted,
+                 stored.bytes_before / 1e6, stored.bytes_after / 1e6)
+    if parity is None:
+        return None
+    fp16 = verify_and_report(loaded.model, graphs, threads=threads, tolerances=FP16_WEIGHT_TOLERANCES)
+    stages = {**parity.stages, **{f"{stage}+fp16-weights": figures for stage, figures in fp16.stages.items()}}
+    return parity.model_copy(update={"stages": stages})
 
 
 # ----- the directory dance ----------------------------------------------------------------------------
@@ -201,13 +221,18 @@ def export_voice(
     verify: bool = True,
     force: bool = False,
     threads: int | None = None,
+    inference: InferenceDefaults | None = None,
+    weights: Literal["fp32", "fp16"] = "fp32",
 ) -> Path:
     """Export a Bert-VITS2 generator checkpoint to a voice directory; returns its path.
 
     Raises a VitsrtError subclass with a one-line reason on bad input (CheckpointError, ConfigError),
     an unusable output location or a failed TensorRT check (ExportError), or a parity failure
     (ParityError); nothing is left at `out_dir` in that case. `threads` limits onnxruntime's intra-op
-    threads during verification.
+    threads during verification. `inference` sets the voice's sampling defaults in voice.json (default:
+    upstream's web UI values). `weights="fp16"` stores the weights as float16 (half the size, computed in
+    float32; :mod:`vitsrt.export.weight_storage`); with `verify` the parity record then holds both the
+    float32 graphs' figures and the stored-fp16 graphs' (stages suffixed ``+fp16-weights``).
     """
     out_dir = Path(out_dir)
     check_opset(opset)
@@ -219,7 +244,10 @@ def export_voice(
         log.info("loaded Bert-VITS2 %s generator (%s)", loaded.version, checkpoint)
         graphs = export_stages(loaded.model, staging, opset=opset)
         parity = verify_and_report(loaded.model, graphs, threads=threads) if verify else None
-        manifest = build_manifest(loaded, graphs, name=voice_name, opset=opset, parity=parity)
+        if weights == "fp16":
+            parity = _store_fp16(loaded, graphs, parity, threads)
+        manifest = build_manifest(loaded, graphs, name=voice_name, opset=opset, parity=parity, inference=inference,
+                                  weights=weights)
         manifest.write(staging / MANIFEST_NAME)
         load_voice(staging)  # what a server will do: the bundle must load and its hashes match
         _publish(staging, out_dir)

@@ -59,8 +59,10 @@ def test_recipe_end_to_end_reports_numbers(tmp_path: Path, monkeypatch: pytest.M
     heldout = tmp_path / "heldout.txt"
     heldout.write_text("\n".join(corpus.heldout_sentences()[:2]) + "\n", encoding="utf-8")
     assert vitsrt_main(["-q", "eval", str(voice), "--heldout", str(heldout), "--speakers", "kal",
-                        "--reference-dir", str(data), "-o", str(results), "--name", "tiny"]) == 0
+                        "--reference-dir", str(data), "-o", str(results), "--name", "tiny",
+                        "--noise-scale", "0.3", "--sdp-ratio", "0"]) == 0
     report = json.loads(next(results.glob("*-eval-tiny.json")).read_text(encoding="utf-8"))
+    assert report["sampling"] == {"noise_scale": 0.3, "sdp_ratio": 0.0}
     rows = {(r["speaker"], r["source"]): r for r in report["results"]}
     assert set(rows) == {("kal", "voice"), ("kal", "ceiling")}
     for row in rows.values():

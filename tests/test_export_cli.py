@@ -164,3 +164,24 @@ def test_force_replaces_a_stale_bundle(tmp_path, capsys):
     assert _leftovers(tmp_path) == []
     assert oct(out.stat().st_mode & 0o777) == oct(0o755)
     assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == {oct(0o644)}
+
+
+def test_sampling_defaults_and_fp16_weights_through_the_cli(tmp_path, capsys):
+    checkpoint, config = fixture_files()
+    out = tmp_path / "voice"
+    code, _, err = _cli(capsys, str(checkpoint), "-c", str(config), "-o", str(out), "--no-verify",
+                        "--noise-scale", "0.3", "--sdp-ratio", "0", "--weights", "fp16")
+    assert code == 0, err
+    manifest = load_voice(out).manifest
+    assert (manifest.inference.noise_scale, manifest.inference.sdp_ratio) == (0.3, 0.0)
+    assert manifest.inference.noise_scale_w == 0.9 and manifest.weights == "fp16"  # unset: upstream's value
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--noise-scale", "-1"), ("--sdp-ratio", "1.5"),
+                                             ("--length-scale", "0")])
+def test_bad_sampling_default_is_one_line_and_writes_nothing(tmp_path, capsys, flag, value):
+    checkpoint, config = fixture_files()
+    out = tmp_path / "voice"
+    code, _, err = _cli(capsys, str(checkpoint), "-c", str(config), "-o", str(out), "--no-verify", flag, value)
+    _assert_one_line_error(code, err, flag)
+    assert not out.exists() and _leftovers(tmp_path) == []

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 import wave
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -232,8 +232,10 @@ def _score_speaker(speaker: str, source: str, sentences: Sequence[str], clips: S
 
 
 def evaluate_voice(voice_dir: Path, sentences: Sequence[str], asr: Transcriber,
-                   speakers: Sequence[str] | None = None, seed: int = 0, threads: int = 1) -> list[SpeakerResult]:
-    """Synthesise every sentence for every speaker through the engine and score the transcripts."""
+                   speakers: Sequence[str] | None = None, seed: int = 0, threads: int = 1,
+                   sampling: Mapping[str, float] | None = None) -> list[SpeakerResult]:
+    """Synthesise every sentence for every speaker through the engine and score the transcripts.
+    `sampling` overrides the voice's defaults (noise_scale, noise_scale_w, length_scale, sdp_ratio)."""
     from vitsrt.serve.engine.engine import Engine, EngineOptions
     from vitsrt.serve.engine.types import SynthesisRequest
 
@@ -248,7 +250,7 @@ def evaluate_voice(voice_dir: Path, sentences: Sequence[str], asr: Transcriber,
             clips = []
             started = time.perf_counter()
             for text in sentences:
-                result = engine.synthesize(SynthesisRequest(text=text, speaker=speaker, seed=seed))
+                result = engine.synthesize(SynthesisRequest(text=text, speaker=speaker, seed=seed, **(sampling or {})))
                 clips.append((result.audio, result.sample_rate))
             took = time.perf_counter() - started
             results.append(_score_speaker(speaker, "voice", sentences, clips, asr, took))

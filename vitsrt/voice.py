@@ -53,7 +53,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "voice.json"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: `weights` (how the graphs store their weights)
 SUPPORTED_FORMAT_MAJOR = 1
 
 StageName = Literal["encoder", "duration", "duration_dp_only", "flow", "decoder"]
@@ -329,6 +329,8 @@ class VoiceManifest(_Strict):
     inference: InferenceDefaults = Field(default_factory=InferenceDefaults)
     decoder_context_frames: int = Field(ge=0, description="decoder receptive field, one side, in frames")
     graphs: Graphs
+    weights: Literal["fp32", "fp16"] = Field(
+        default="fp32", description="how the graphs store their weights; fp16: rounded once, computed in float32")
     parity: ParityReport | None = None
     engines: list[TensorRTEngine] = Field(default_factory=list)
 

@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="only the first N held-out sentences")
     parser.add_argument("--seed", type=int, default=0, help="synthesis noise seed")
     parser.add_argument("--threads", type=int, default=1, help="threads for synthesis and ASR (default: 1)")
+    for flag, what in (("--noise-scale", "prior noise"), ("--noise-scale-w", "duration noise"),
+                       ("--length-scale", "speaking rate"), ("--sdp-ratio", "stochastic duration share")):
+        parser.add_argument(flag, type=float, help=f"{what} (default: the voice's)")
     parser.add_argument("--name", help="report name (default: the voice folder's name)")
     parser.add_argument("-o", "--output-dir", default="benchmarks/results", help="where the .md and .json go")
 
@@ -32,13 +35,15 @@ def run(args: argparse.Namespace) -> int:
     if args.limit:
         sentences = sentences[: args.limit]
     asr = evaluation.open_asr(args.asr, model=args.model, threads=args.threads)
+    sampling = {k: v for k in ("noise_scale", "noise_scale_w", "length_scale", "sdp_ratio")
+                if (v := getattr(args, k)) is not None}
     results = evaluation.evaluate_voice(Path(args.voice), sentences, asr, speakers=args.speakers,
-                                        seed=args.seed, threads=args.threads)
+                                        seed=args.seed, threads=args.threads, sampling=sampling)
     if args.reference_dir:
         results += evaluation.evaluate_ceiling(Path(args.reference_dir), sentences, asr, speakers=args.speakers)
     name = args.name or Path(args.voice).resolve().name
     meta = {"voice": str(args.voice), "asr": asr.name, "heldout": str(args.heldout), "sentences": len(sentences),
-            "seed": args.seed, "reference": str(args.reference_dir or "")}
+            "seed": args.seed, "sampling": sampling, "reference": str(args.reference_dir or "")}
     path = evaluation.write_report(results, Path(args.output_dir), name, meta)
     for r in results:
         print(f"{r.speaker:>8} {r.source:>7}  WER {r.wer:.3f}  CER {r.cer:.3f}  ({r.sentences} sentences)")

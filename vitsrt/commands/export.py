@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vitsrt.voice import InferenceDefaults
 
 HELP = "export a Bert-VITS2 checkpoint to a voice bundle (voice.json + encoder/duration/flow/decoder ONNX graphs)"
 
@@ -24,6 +28,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty VOICE_DIR")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads for --verify")
+    parser.add_argument("--weights", choices=["fp32", "fp16"], default="fp32",
+                        help="how the graphs store their weights: fp16 halves the bundle (computed in float32; "
+                        "verified against PyTorch at looser tolerances)")
+    defaults = parser.add_argument_group("sampling defaults stored in voice.json (default: upstream's web UI values)")
+    defaults.add_argument("--noise-scale", type=float, help="prior noise (upstream 0.6)")
+    defaults.add_argument("--noise-scale-w", type=float, help="stochastic duration noise (upstream 0.9)")
+    defaults.add_argument("--length-scale", type=float, help="speaking rate, >1 slower (upstream 1.0)")
+    defaults.add_argument("--sdp-ratio", type=float, help="stochastic share of the durations, 0..1 (upstream 0.5)")
+
+
+def inference_defaults(args: argparse.Namespace) -> InferenceDefaults:
+    """The sampling defaults the command line sets (unset ones keep InferenceDefaults' values)."""
+    from pydantic import ValidationError
+
+    from vitsrt.errors import InputError
+    from vitsrt.voice import InferenceDefaults
+
+    given = {k: getattr(args, k) for k in InferenceDefaults.model_fields if getattr(args, k, None) is not None}
+    try:
+        return InferenceDefaults(**given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise InputError(f"--{str(error['loc'][0]).replace('_', '-')}", error["msg"]) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         verify=args.verify,
         force=args.force,
         threads=args.threads,
+        inference=inference_defaults(args),
+        weights=args.weights,
     )
     print(out)
     return 0

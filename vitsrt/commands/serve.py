@@ -11,8 +11,9 @@ AUTH_TOKEN_ENV = "VITSRT_AUTH_TOKEN"  # same name as vitsrt.serve.grpc.server.AU
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--voice", dest="voices", action="append", required=True, metavar="VOICE_DIR",
-                        help="a voice bundle directory (repeat for more voices; the first is the default)")
+    parser.add_argument("-v", "--voice", dest="voices", action="append", metavar="VOICE_DIR",
+                        help="a voice bundle directory (repeat for more voices; the first is the default; "
+                        "default: the shipped default voice)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=50051, help="gRPC port (0: pick a free one)")
     parser.add_argument("--backend", default="onnxruntime", help="stage backend (onnxruntime, onnxruntime-cuda, ...)")
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vitsrt.serve.engine.engine import EngineOptions
     from vitsrt.serve.grpc.server import ServerConfig, run_server
+    from vitsrt.voices import default_voice_dir
 
     token = args.auth_token or os.environ.get(AUTH_TOKEN_ENV) or None
     config = ServerConfig(
@@ -53,5 +55,6 @@ def run(args: argparse.Namespace) -> int:
                             max_active_streams=args.max_concurrent_streams, max_text_chars=args.max_text_chars,
                             threads=args.threads)
     backend_options = {"url": args.triton_url} if args.triton_url else None
-    run_server(args.voices, config, backend=args.backend, engine_options=options, backend_options=backend_options)
+    voices = args.voices or [default_voice_dir()]
+    run_server(voices, config, backend=args.backend, engine_options=options, backend_options=backend_options)
     return 0

@@ -19,7 +19,7 @@ def _int_list(value: str) -> list[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="?", help="text to speak (voices with a text front end)")
-    parser.add_argument("-v", "--voice", required=True, help="voice bundle directory (voice.json + graphs)")
+    parser.add_argument("-v", "--voice", help="voice bundle directory (default: the shipped default voice)")
     parser.add_argument("--ids", type=_int_list, help="phone ids instead of text, e.g. '0 12 0 45 0'")
     parser.add_argument("--tones", type=_int_list, help="tone ids (default zeros)")
     parser.add_argument("--languages", type=_int_list, help="language ids (default zeros)")
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from vitsrt.errors import InputError
     from vitsrt.serve.engine.engine import Engine, EngineOptions
     from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest
+    from vitsrt.voices import default_voice_dir
 
     if (args.text is None) == (args.ids is None):
         raise InputError("input", "give either TEXT or --ids")
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         noise_scale_w=args.noise_scale_w,
         sdp_ratio=args.sdp_ratio,
     )
-    with Engine.open([args.voice], backend=args.backend, options=EngineOptions(threads=args.threads)) as engine:
+    voice = args.voice or default_voice_dir()
+    with Engine.open([voice], backend=args.backend, options=EngineOptions(threads=args.threads)) as engine:
         sample_rate = engine.voices[engine.default_voice].sample_rate
         started = time.perf_counter()
         first_audio = None
