@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--target", choices=TARGETS, default="engine",
                       help="engine: in-process engine; grpc: a `vitsrt serve` server; triton: a Triton server; "
                            "torch: PyTorch eager infer on the checkpoint (default: engine)")
-    what.add_argument("--voice", help="engine: voice bundle directory; grpc/triton: voice name on the server "
+    what.add_argument("--voice", help="engine: voice bundle directory (default: the shipped default voice); "
+                                      "grpc/triton: voice name on the server "
                                       "(or the bundle directory, for its id tables)")
     what.add_argument("--random-voice", type=int, nargs="?", const=0, default=None, metavar="SEED",
                       help="benchmark a random default-size Bert-VITS2 2.3 voice (built and exported once, "
@@ -161,6 +162,10 @@ def target_options(args: argparse.Namespace) -> Any:
         voice = voice or str(built.voice_dir)
         checkpoint = checkpoint or str(built.checkpoint)
         config = config or str(built.config)
+    if not voice and args.target == "engine":
+        from vitsrt.voices import default_voice_dir
+
+        voice = str(default_voice_dir())
     engine = {
         name: getattr(args, name)
         for name in ("max_batch", "max_wait_ms", "max_active_streams", "first_window_frames", "window_frames",

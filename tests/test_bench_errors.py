@@ -41,8 +41,11 @@ def test_unknown_speaker(capsys, fixture_voice):
     _fails_cleanly(capsys, ["--voice", str(fixture_voice), "--speaker", "nobody"], "no speaker 'nobody'")
 
 
-def test_engine_target_without_a_voice(capsys):
-    _fails_cleanly(capsys, ["--target", "engine"], "--voice")
+def test_engine_target_without_a_voice_when_no_default_voice_is_installed(capsys, monkeypatch, tmp_path):
+    from vitsrt import voices
+
+    monkeypatch.setattr(voices, "DEFAULT_VOICE_DIR", tmp_path / "absent")
+    _fails_cleanly(capsys, ["--target", "engine"], "default voice is not installed", "--voice")
 
 
 def test_torch_target_without_checkpoint(capsys):

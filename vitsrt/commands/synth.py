@@ -65,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
     )
     voice = args.voice or default_voice_dir()
     with Engine.open([voice], backend=args.backend, options=EngineOptions(threads=args.threads)) as engine:
-        sample_rate = engine.voices[engine.default_voice].sample_rate
+        info = engine.voices[engine.default_voice]
+        sample_rate = info.sample_rate
+        speaker = args.speaker or engine.pipeline().default_speaker
         started = time.perf_counter()
         first_audio = None
         if args.stream:
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - started
     soundfile.write(args.output, audio, sample_rate, subtype="PCM_16")
     seconds = len(audio) / sample_rate
-    summary = f"wrote {args.output}: {seconds:.2f} s of audio at {sample_rate} Hz in {elapsed * 1000:.0f} ms"
+    summary = (f"wrote {args.output} (voice {info.name}, speaker {speaker}): {seconds:.2f} s of audio at "
+               f"{sample_rate} Hz in {elapsed * 1000:.0f} ms")
     if first_audio is not None:
         summary += f", first audio after {first_audio * 1000:.0f} ms"
     print(f"{summary}, real-time factor {elapsed / max(seconds, 1e-9):.3f}")
