@@ -46,6 +46,42 @@ def test_synth_uses_the_default_voice_and_reports_timings(tmp_path: Path, capsys
     assert "first audio after" in printed and "real-time factor" in printed
 
 
+def test_serve_without_a_voice_serves_the_default_voice() -> None:
+    """`vitsrt serve` with no --voice, as a process on 127.0.0.1: lists the default voice, speaks text."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from vitsrt.serve.grpc.client import TtsClient
+    from vitsrt.serve.proto import tts_pb2
+
+    command = [sys.executable, "-m", "vitsrt.cli", "serve", "--port", "0", "--threads", "1"]
+    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    watchdog = threading.Timer(120, process.kill)  # a hung start-up ends the read loop below instead of the suite
+    watchdog.start()
+    try:
+        assert process.stderr is not None
+        port = None
+        for line in process.stderr:  # start-up lines until the banner
+            if match := re.search(r"serving vitsrt-default on 127\.0\.0\.1:(\d+)", line):
+                port = int(match.group(1))
+                break
+        assert port is not None, "server exited without serving"
+        with TtsClient(f"127.0.0.1:{port}", timeout=60) as client:
+            listed = client.list_voices()
+            assert listed.default_voice == "vitsrt-default"
+            assert sorted(listed.voices[0].speakers) == ["awb", "kal", "rms", "slt"]
+            received = client.call_unary(tts_pb2.SynthesizeRequest(text="Where is the little red boat?",
+                                                                   speaker="rms"))
+            assert received.duration_seconds > 1.0
+    finally:
+        watchdog.cancel()
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+
 def test_missing_default_voice_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setattr(voices, "DEFAULT_VOICE_DIR", tmp_path / "nowhere")
