@@ -46,6 +46,14 @@ def fixture_voice(fixture_dir: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fixture_runner(fixture_voice: Path):
+    """onnxruntime sessions (1 thread) over the exported fixture voice's graphs, shared by the export tests."""
+    from vitsrt.export.ort_pipeline import StageRunner
+
+    return StageRunner.from_voice(fixture_voice, threads=1)
+
+
+@pytest.fixture(scope="session")
 def small_22k_voice(tmp_path_factory) -> Path:
     """A random 22.05 kHz resblock-2 voice with a residual-coupling flow (11 frames of decoder context)."""
     from vitsrt.benchmarks.voices import build_random_checkpoint

@@ -15,8 +15,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
-from export_helpers import exported_fixture_voice
-from vitsrt.export.ort_pipeline import PipelineResult, StageRunner, synthesize_batch
+from vitsrt.export.ort_pipeline import PipelineResult, synthesize_batch
 from vitsrt.regulator import pad_batch
 from vitsrt.voice import load_voice
 
@@ -31,19 +30,9 @@ SCALES = {
 }
 
 
-@pytest.fixture(scope="module")
-def voice_dir(tmp_path_factory) -> Path:
-    return exported_fixture_voice(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def runner(voice_dir) -> StageRunner:
-    return StageRunner.from_voice(voice_dir, threads=1)
-
-
-def _items(voice_dir: Path) -> list[dict[str, np.ndarray]]:
+def _items(fixture_voice: Path) -> list[dict[str, np.ndarray]]:
     """Unpadded encoder inputs for each item ([1, T] ids, [1, 1024, T] features)."""
-    fe = load_voice(voice_dir).manifest.front_end
+    fe = load_voice(fixture_voice).manifest.front_end
     rng = np.random.default_rng(2024)
     items = []
     for i, t in enumerate(LENGTHS):
@@ -71,11 +60,11 @@ def _padded(items: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def runs(runner, voice_dir) -> tuple[PipelineResult, list[PipelineResult]]:
-    items = _items(voice_dir)
-    batched = synthesize_batch(runner, _padded(items), seeds=SEEDS, **SCALES)
+def runs(fixture_runner, fixture_voice) -> tuple[PipelineResult, list[PipelineResult]]:
+    items = _items(fixture_voice)
+    batched = synthesize_batch(fixture_runner, _padded(items), seeds=SEEDS, **SCALES)
     alone = [
-        synthesize_batch(runner, item, seeds=[SEEDS[i]], **{k: v[i] for k, v in SCALES.items()})
+        synthesize_batch(fixture_runner, item, seeds=[SEEDS[i]], **{k: v[i] for k, v in SCALES.items()})
         for i, item in enumerate(items)
     ]
     return batched, alone
@@ -119,13 +108,13 @@ def test_decoder_audio(runs):
         assert not batched.audio[i, :, n:].any()
 
 
-def test_negative_control_unmasked_decode(runs, runner):
+def test_negative_control_unmasked_decode(runs, fixture_runner):
     """Decoding the padded batch with an all-ones mask (upstream's unmasked behaviour) breaks the
     shorter items' ends: the comparison above does detect padding leaking in."""
     batched, alone = runs
     z = batched.tensors["z"] * batched.tensors["y_mask"]
     ones = np.ones_like(batched.tensors["y_mask"])
-    audio = runner.run("decoder", {"z": z, "y_mask": ones, "g": batched.tensors["g"]})["audio"]
+    audio = fixture_runner.run("decoder", {"z": z, "y_mask": ones, "g": batched.tensors["g"]})["audio"]
     shortest = int(np.argmin(batched.y_lengths))
     n = int(alone[shortest].y_lengths[0]) * 512
     assert _max_diff(audio[shortest : shortest + 1, :, :n], alone[shortest].audio) > TOL

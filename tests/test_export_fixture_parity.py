@@ -8,8 +8,6 @@ Noise scales are 0 as in the fixture, so the seeds do not matter.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -23,7 +21,6 @@ from export_helpers import (  # noqa: E402
     CASE_NAMES,
     case_scales,
     encoder_inputs,
-    exported_fixture_voice,
     load_cases,
 )
 from vitsrt.export.ort_pipeline import PipelineResult, StageRunner, synthesize_batch  # noqa: E402
@@ -33,24 +30,14 @@ HOP = 512
 
 
 @pytest.fixture(scope="module")
-def voice_dir(tmp_path_factory) -> Path:
-    return exported_fixture_voice(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def runner(voice_dir) -> StageRunner:
-    return StageRunner.from_voice(voice_dir, threads=1)
-
-
-@pytest.fixture(scope="module")
 def cases() -> dict[str, np.ndarray]:
     return load_cases()
 
 
-def _synthesize(runner: StageRunner, cases, name: str, **override) -> PipelineResult:
+def _synthesize(fixture_runner: StageRunner, cases, name: str, **override) -> PipelineResult:
     inputs = encoder_inputs(cases, name)
     scales = {**case_scales(cases, name), **override}
-    return synthesize_batch(runner, inputs, seeds=[7] * len(inputs["lengths"]), **scales)
+    return synthesize_batch(fixture_runner, inputs, seeds=[7] * len(inputs["lengths"]), **scales)
 
 
 def _audio_errors(result: PipelineResult, cases, name: str) -> list[float]:
@@ -65,8 +52,8 @@ def _audio_errors(result: PipelineResult, cases, name: str) -> list[float]:
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
-def test_onnx_pipeline_matches_upstream(runner, cases, name):
-    result = _synthesize(runner, cases, name)
+def test_onnx_pipeline_matches_upstream(fixture_runner, cases, name):
+    result = _synthesize(fixture_runner, cases, name)
     np.testing.assert_array_equal(result.durations, cases[f"{name}_durations"][:, 0, :].astype(np.int64))
     np.testing.assert_array_equal(result.y_lengths, cases[f"{name}_y_lengths"])
     # Intermediates before expansion, whole tensors (masked, zero in padding on both sides).
@@ -79,31 +66,31 @@ def test_onnx_pipeline_matches_upstream(runner, cases, name):
     assert result.audio.shape[-1] == int(cases[f"{name}_y_lengths"].max()) * HOP
 
 
-def test_batched_case_items_each_match_their_single_reference(runner, cases):
-    result = _synthesize(runner, cases, "case4")
+def test_batched_case_items_each_match_their_single_reference(fixture_runner, cases):
+    result = _synthesize(fixture_runner, cases, "case4")
     assert len(result.y_lengths) == 2 and result.y_lengths[0] != result.y_lengths[1]
     errors = _audio_errors(result, cases, "case4")
     assert max(errors) <= TOL, errors
 
 
-def test_negative_control_perturbed_decoder_graph(voice_dir, cases, tmp_path):
+def test_negative_control_perturbed_decoder_graph(fixture_voice, cases, tmp_path):
     """The same comparison fails when one decoder weight tensor is off by 1%."""
-    model = onnx.load(str(voice_dir / "decoder.onnx"))
+    model = onnx.load(str(fixture_voice / "decoder.onnx"))
     weights = [t for t in model.graph.initializer if len(t.dims) == 3]
     target = weights[len(weights) // 2]
     target.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(target) * np.float32(1.01), target.name))
     path = tmp_path / "decoder.onnx"
     onnx.save(model, str(path))
-    graphs = {s: voice_dir / f"{s}.onnx" for s in ("encoder", "duration", "duration_dp_only", "flow")}
+    graphs = {s: fixture_voice / f"{s}.onnx" for s in ("encoder", "duration", "duration_dp_only", "flow")}
     perturbed = StageRunner({**graphs, "decoder": path}, threads=1)
     result = _synthesize(perturbed, cases, "case0")
     np.testing.assert_array_equal(result.durations, cases["case0_durations"][:, 0, :].astype(np.int64))
     assert max(_audio_errors(result, cases, "case0")) > TOL
 
 
-def test_negative_control_durations(runner, cases):
+def test_negative_control_durations(fixture_runner, cases):
     """Durations are compared exactly: a 10% longer length_scale changes them and the audio length."""
     scale = case_scales(cases, "case0")["length_scale"] * 1.1
-    result = _synthesize(runner, cases, "case0", length_scale=scale)
+    result = _synthesize(fixture_runner, cases, "case0", length_scale=scale)
     assert not np.array_equal(result.durations, cases["case0_durations"][:, 0, :].astype(np.int64))
     assert result.y_lengths[0] != cases["case0_y_lengths"][0]

@@ -4,7 +4,6 @@ and a verification step that notices a wrong graph."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 from onnx import helper, numpy_helper  # noqa: E402
 
-from export_helpers import exported_fixture_voice, fixture_files  # noqa: E402
+from export_helpers import fixture_files  # noqa: E402
 from vitsrt.export.onnx_checks import find_forbidden_ops, find_value_dependent_shapes, format_findings  # noqa: E402
 from vitsrt.export.onnx_export import ExportError, check_graph, check_opset, export_stages  # noqa: E402
 from vitsrt.export.verify import ParityError, VerifyCase, check_parity, verify_graphs  # noqa: E402
@@ -26,11 +25,6 @@ STAGES = ("encoder", "duration", "duration_dp_only", "flow", "decoder")
 
 
 @pytest.fixture(scope="module")
-def voice_dir(tmp_path_factory) -> Path:
-    return exported_fixture_voice(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def loaded():
     checkpoint, config = fixture_files()
     torch.set_num_threads(1)  # the machine is shared; oversubscribed OpenMP threads crawl
@@ -38,8 +32,8 @@ def loaded():
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_graph_has_no_trt_blockers(voice_dir, stage):
-    model = onnx.load(str(voice_dir / f"{stage}.onnx"))
+def test_graph_has_no_trt_blockers(fixture_voice, stage):
+    model = onnx.load(str(fixture_voice / f"{stage}.onnx"))
     forbidden = find_forbidden_ops(model)
     dependent = find_value_dependent_shapes(model)
     assert not forbidden, format_findings(forbidden)
@@ -48,9 +42,9 @@ def test_graph_has_no_trt_blockers(voice_dir, stage):
     assert {o.domain or "ai.onnx": o.version for o in model.opset_import}["ai.onnx"] == 17
 
 
-def test_check_graph_rejects_a_nonzero_node(voice_dir, tmp_path):
+def test_check_graph_rejects_a_nonzero_node(fixture_voice, tmp_path):
     """Negative control for the check the exporter applies: a NonZero slipped into a graph fails it."""
-    model = onnx.load(str(voice_dir / "flow.onnx"))
+    model = onnx.load(str(fixture_voice / "flow.onnx"))
     model.graph.node.append(helper.make_node("NonZero", ["y_mask"], ["nz"], name="sneaky"))
     model.graph.output.append(helper.make_tensor_value_info("nz", onnx.TensorProto.INT64, None))
     path = tmp_path / "flow.onnx"
@@ -59,8 +53,8 @@ def test_check_graph_rejects_a_nonzero_node(voice_dir, tmp_path):
         check_graph(path, "flow")
 
 
-def test_manifest_describes_the_bundle(voice_dir, loaded):
-    voice = load_voice(voice_dir)  # also checks every sha256
+def test_manifest_describes_the_bundle(fixture_voice, loaded):
+    voice = load_voice(fixture_voice)  # also checks every sha256
     m = voice.manifest
     assert m.name == "tiny"
     assert (m.model.family, m.model.version) == ("bert-vits2", "2.3")
@@ -79,9 +73,9 @@ def test_manifest_describes_the_bundle(voice_dir, loaded):
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_manifest_io_matches_the_graph(voice_dir, stage):
-    spec = load_voice(voice_dir).manifest.graphs.get(stage)
-    session = ort.InferenceSession(str(voice_dir / spec.file), providers=["CPUExecutionProvider"])
+def test_manifest_io_matches_the_graph(fixture_voice, stage):
+    spec = load_voice(fixture_voice).manifest.graphs.get(stage)
+    session = ort.InferenceSession(str(fixture_voice / spec.file), providers=["CPUExecutionProvider"])
     dtype = {"tensor(float)": "float32", "tensor(int64)": "int64"}
     for declared, actual in ((spec.inputs, session.get_inputs()), (spec.outputs, session.get_outputs())):
         assert [s.name for s in declared] == [a.name for a in actual]
@@ -93,9 +87,9 @@ def test_manifest_io_matches_the_graph(voice_dir, stage):
                 assert isinstance(got, str) if isinstance(want, str) else got == want, (s.name, s.shape, a.shape)
 
 
-def test_parity_figures_recorded(voice_dir):
-    raw = json.loads((voice_dir / "voice.json").read_text())
-    parity = load_voice(voice_dir).manifest.parity
+def test_parity_figures_recorded(fixture_voice):
+    raw = json.loads((fixture_voice / "voice.json").read_text())
+    parity = load_voice(fixture_voice).manifest.parity
     assert parity is not None and raw["parity"]["runtime"].startswith("onnxruntime")
     assert set(parity.stages) == set(STAGES)
     for stage, figures in parity.stages.items():
@@ -104,9 +98,9 @@ def test_parity_figures_recorded(voice_dir):
         assert figures.cases >= 5 and figures.worst_case
 
 
-def test_verify_catches_a_perturbed_graph(voice_dir, loaded, tmp_path):
+def test_verify_catches_a_perturbed_graph(fixture_voice, loaded, tmp_path):
     """Negative control for --verify: nudge one decoder weight, the decoder row must fail."""
-    model = onnx.load(str(voice_dir / "decoder.onnx"))
+    model = onnx.load(str(fixture_voice / "decoder.onnx"))
     biggest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
     values = numpy_helper.to_array(biggest).copy()
     values.flat[: values.size // 4] *= 1.05
@@ -118,7 +112,7 @@ def test_verify_catches_a_perturbed_graph(voice_dir, loaded, tmp_path):
     assert not bad["decoder"].passed, bad["decoder"]
     with pytest.raises(ParityError, match="decoder"):
         check_parity(bad)
-    good = verify_graphs(loaded.model, {"decoder": voice_dir / "decoder.onnx"}, cases=cases)
+    good = verify_graphs(loaded.model, {"decoder": fixture_voice / "decoder.onnx"}, cases=cases)
     assert good["decoder"].passed and good["decoder"].max_abs_diff < 1e-5
 
 
