@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from vitsrt.commands import add_sampling_arguments, sampling_arguments
+
 HELP = "synthesise TEXT on a vitsrt gRPC server; prints time to first audio and real-time factor"
 
 
@@ -24,10 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speaker", default="", help="speaker name (default: the voice's default)")
     parser.add_argument("--language", default="", help="language code for the front end")
     parser.add_argument("--seed", type=int, default=None, help="noise seed (same seed, same audio)")
-    parser.add_argument("--length-scale", type=float, default=None, help="> 1 speaks slower")
-    parser.add_argument("--noise-scale", type=float, default=None)
-    parser.add_argument("--noise-scale-w", type=float, default=None)
-    parser.add_argument("--sdp-ratio", type=float, default=None)
+    add_sampling_arguments(parser, "sampling (unset: the voice's defaults)")
     parser.add_argument("--list-voices", action="store_true", help="print the server's voices and exit")
     parser.add_argument("--token", default=None, help="bearer token (default: $VITSRT_AUTH_TOKEN)")
     parser.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --tls-ca)")
@@ -65,9 +64,7 @@ def run(args: argparse.Namespace) -> int:
         text = sys.stdin.read() if args.text == "-" else args.text
         request = build_request(text, phone_ids=_int_list(args.ids), tone_ids=_int_list(args.tones),
                                 language_ids=_int_list(args.language_ids), voice=args.voice, speaker=args.speaker,
-                                language=args.language,
-                                length_scale=args.length_scale, noise_scale=args.noise_scale,
-                                noise_scale_w=args.noise_scale_w, sdp_ratio=args.sdp_ratio, seed=args.seed)
+                                language=args.language, seed=args.seed, **sampling_arguments(args))
         audio = client.call_streaming(request) if args.stream else client.call_unary(request)
     except grpc.RpcError as exc:
         print(f"vitsrt client: error: {exc.code().name}: {exc.details()}", file=sys.stderr)

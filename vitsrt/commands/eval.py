@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vitsrt.commands import add_sampling_arguments, sampling_arguments
+
 HELP = "intelligibility report: synthesise held-out sentences, transcribe offline, WER/CER per speaker"
 DEFAULT_HELDOUT = "recipes/default-voice/heldout.txt"
 
@@ -21,9 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="only the first N held-out sentences")
     parser.add_argument("--seed", type=int, default=0, help="synthesis noise seed")
     parser.add_argument("--threads", type=int, default=1, help="threads for synthesis and ASR (default: 1)")
-    for flag, what in (("--noise-scale", "prior noise"), ("--noise-scale-w", "duration noise"),
-                       ("--length-scale", "speaking rate"), ("--sdp-ratio", "stochastic duration share")):
-        parser.add_argument(flag, type=float, help=f"{what} (default: the voice's)")
+    add_sampling_arguments(parser, "sampling (unset: the voice's defaults)")
     parser.add_argument("--name", help="report name (default: the voice folder's name)")
     parser.add_argument("-o", "--output-dir", default="benchmarks/results", help="where the .md and .json go")
 
@@ -35,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit:
         sentences = sentences[: args.limit]
     asr = evaluation.open_asr(args.asr, model=args.model, threads=args.threads)
-    sampling = {k: v for k in ("noise_scale", "noise_scale_w", "length_scale", "sdp_ratio")
-                if (v := getattr(args, k)) is not None}
+    sampling = sampling_arguments(args)
     results = evaluation.evaluate_voice(Path(args.voice), sentences, asr, speakers=args.speakers,
                                         seed=args.seed, threads=args.threads, sampling=sampling)
     if args.reference_dir:

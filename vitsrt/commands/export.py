@@ -6,6 +6,8 @@ import argparse
 import logging
 from typing import TYPE_CHECKING
 
+from vitsrt.commands import add_sampling_arguments, sampling_arguments
+
 if TYPE_CHECKING:
     from vitsrt.voice import InferenceDefaults
 
@@ -31,11 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", choices=["fp32", "fp16"], default="fp32",
                         help="how the graphs store their weights: fp16 halves the bundle (computed in float32; "
                         "verified against PyTorch at looser tolerances)")
-    defaults = parser.add_argument_group("sampling defaults stored in voice.json (default: upstream's web UI values)")
-    defaults.add_argument("--noise-scale", type=float, help="prior noise (upstream 0.6)")
-    defaults.add_argument("--noise-scale-w", type=float, help="stochastic duration noise (upstream 0.9)")
-    defaults.add_argument("--length-scale", type=float, help="speaking rate, >1 slower (upstream 1.0)")
-    defaults.add_argument("--sdp-ratio", type=float, help="stochastic share of the durations, 0..1 (upstream 0.5)")
+    add_sampling_arguments(parser, "sampling defaults stored in voice.json (unset: upstream's web UI values: "
+                           "length 1.0, noise 0.6, noise_w 0.9, SDP ratio 0.5)")
 
 
 def inference_defaults(args: argparse.Namespace) -> InferenceDefaults:
@@ -45,9 +44,8 @@ def inference_defaults(args: argparse.Namespace) -> InferenceDefaults:
     from vitsrt.errors import InputError
     from vitsrt.voice import InferenceDefaults
 
-    given = {k: getattr(args, k) for k in InferenceDefaults.model_fields if getattr(args, k, None) is not None}
     try:
-        return InferenceDefaults(**given)
+        return InferenceDefaults(**sampling_arguments(args))
     except ValidationError as exc:
         error = exc.errors()[0]
         raise InputError(f"--{str(error['loc'][0]).replace('_', '-')}", error["msg"]) from None

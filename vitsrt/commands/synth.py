@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from vitsrt.commands import add_sampling_arguments, sampling_arguments
+
 HELP = "synthesise text or phoneme ids with a voice bundle and write a WAV file"
 
 log = logging.getLogger(__name__)
@@ -26,10 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", default="", help="language of the text (voice's default if empty)")
     parser.add_argument("--speaker", default="", help="speaker name (voice's first speaker if empty)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same audio)")
-    parser.add_argument("--length-scale", type=float, help="speaking rate: >1 slower (voice default if unset)")
-    parser.add_argument("--noise-scale", type=float)
-    parser.add_argument("--noise-scale-w", type=float)
-    parser.add_argument("--sdp-ratio", type=float)
+    add_sampling_arguments(parser, "sampling (unset: the voice's defaults)")
     parser.add_argument("--stream", action="store_true", help="stream (chunked decoding) and report first-audio time")
     parser.add_argument("--backend", default="onnxruntime", help="onnxruntime | onnxruntime-cuda | torch ...")
     parser.add_argument("--threads", type=int, help="intra-op threads")
@@ -58,10 +57,7 @@ def run(args: argparse.Namespace) -> int:
         language=args.language,
         speaker=args.speaker,
         seed=args.seed,
-        length_scale=args.length_scale,
-        noise_scale=args.noise_scale,
-        noise_scale_w=args.noise_scale_w,
-        sdp_ratio=args.sdp_ratio,
+        **sampling_arguments(args),
     )
     voice = args.voice or default_voice_dir()
     with Engine.open([voice], backend=args.backend, options=EngineOptions(threads=args.threads)) as engine:
