@@ -34,3 +34,12 @@ class NotFoundError(VitsrtError):
 
 class OverloadedError(VitsrtError):
     """The engine is at capacity; the request was refused instead of queued forever."""
+
+
+def clip(text: object, limit: int = 80) -> str:
+    """`text` as a short one-line repr fit for an error message or a log line: a client-sent string is never
+    echoed whole (a 900 KB voice name stays ~80 characters), newlines cannot forge extra log lines."""
+    shown = repr(str(text))
+    if len(shown) <= limit:
+        return shown
+    return f"{shown[: limit - 1]}…(+{len(shown) - limit + 1} chars)"
