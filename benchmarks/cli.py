@@ -97,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     out = parser.add_argument_group("output")
     out.add_argument("--json", type=Path, help="write the report (schema vitsrt.bench/1) to this file")
-    out.add_argument("--plot", type=Path, help="write latency/throughput plots to this PNG")
+    out.add_argument("--plot", type=Path, help="write latency/throughput plots to this PNG (with --compare: the "
+                                                "compared metrics side by side)")
     out.add_argument("--markdown", action="store_true", help="also print the tables as markdown")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--compare", type=Path, nargs="+", metavar="REPORT.json",
@@ -116,10 +117,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(json_schema(), indent=2))
         return 0
     if args.compare:
-        from vitsrt.benchmarks.report import print_compare, read_report
-
-        print_compare([read_report(p) for p in args.compare], markdown=args.markdown)
-        return 0
+        return compare(args)
     if not args.concurrency and not args.rate:
         args.concurrency = [1]
     if args.requests is None and args.duration is None:
@@ -147,6 +145,21 @@ def run(args: argparse.Namespace) -> int:
         log.info("wrote %s", args.json)
     if args.plot:
         plot_report(report, args.plot)
+        log.info("wrote %s", args.plot)
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    """--compare: the table, and with --plot the same metrics as bar charts."""
+    from vitsrt.benchmarks.report import plot_compare, print_compare, read_report
+    from vitsrt.errors import InputError
+
+    if args.json:  # a comparison is not a report: refuse instead of silently writing nothing
+        raise InputError("json", "--json writes the report of a run; --compare only reads reports")
+    reports = [read_report(p) for p in args.compare]
+    print_compare(reports, markdown=args.markdown)
+    if args.plot:
+        plot_compare(reports, args.plot)
         log.info("wrote %s", args.plot)
     return 0
 

@@ -239,17 +239,23 @@ def _gain(base: float | None, other: float | None, higher_is_better: bool) -> st
     return f"{(other / base) if higher_is_better else (base / other):.2f}x"
 
 
-def compare_rows(reports: Sequence[BenchReport]) -> tuple[list[str], list[list[str]]]:
-    """Side by side, the first report is the baseline. Ratio columns read "how many times better than the
-    baseline" whatever the metric's direction (>1: better, <1: worse)."""
+def _shared_levels(reports: Sequence[BenchReport]) -> tuple[list[dict[str, LevelResult]], list[str]]:
+    """Each report's levels by label, and the labels all reports have (in the baseline's order)."""
     if len(reports) < 2:
         raise VitsrtError("--compare needs at least two reports")
-    names = [r.target.label for r in reports]
-    headers = ["load", "metric", *names, *[f"{n} vs {names[0]}" for n in names[1:]]]
     by_label = [{lv.label: lv for lv in r.levels} for r in reports]
     shared = [lv.label for lv in reports[0].levels if all(lv.label in m for m in by_label[1:])]
     if not shared:
         raise VitsrtError("the reports share no load level (compare runs made with the same --concurrency/--rate)")
+    return by_label, shared
+
+
+def compare_rows(reports: Sequence[BenchReport]) -> tuple[list[str], list[list[str]]]:
+    """Side by side, the first report is the baseline. Ratio columns read "how many times better than the
+    baseline" whatever the metric's direction (>1: better, <1: worse)."""
+    names = [r.target.label for r in reports]
+    headers = ["load", "metric", *names, *[f"{n} vs {names[0]}" for n in names[1:]]]
+    by_label, shared = _shared_levels(reports)
     rows = []
     for label in shared:
         levels = [m[label] for m in by_label]
@@ -279,9 +285,7 @@ def _series(levels: Sequence[LevelResult], get) -> list[float]:
     return [float("nan") if (v := get(lv)) is None else float(v) for lv in levels]
 
 
-def plot_report(report: BenchReport, path: str | Path) -> None:
-    """Six panels over the load levels: TTFA and latency percentiles, throughput, RTF, stream smoothness,
-    and the engine's stage time (or per-request RTF spread for other targets)."""
+def _pyplot():
     try:
         import matplotlib
 
@@ -289,7 +293,36 @@ def plot_report(report: BenchReport, path: str | Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise VitsrtError("--plot needs matplotlib: pip install 'vitsrt[bench]'") from None
+    return plt
 
+
+def plot_compare(reports: Sequence[BenchReport], path: str | Path) -> None:
+    """One panel per compared metric (the rows of `compare_rows`): bars per shared load level, one colour
+    per report, the first report being the baseline."""
+    by_label, shared = _shared_levels(reports)
+    plt = _pyplot()
+    width = 0.8 / len(reports)
+    fig, axes = plt.subplots(2, 4, figsize=(18, 8.5))
+    for ax, (metric, get, higher) in zip(axes.flat, COMPARE_METRICS, strict=False):
+        for i, (report, levels) in enumerate(zip(reports, by_label, strict=True)):
+            values = _series([levels[label] for label in shared], get)
+            ax.bar([x + i * width for x in range(len(shared))], values, width, label=report.target.label)
+        ax.set_title(f"{metric} ({'higher' if higher else 'lower'} is better)")
+        ax.set_xticks([x + width * (len(reports) - 1) / 2 for x in range(len(shared))], shared)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(COMPARE_METRICS):]:
+        ax.axis("off")
+    fig.suptitle(f"vitsrt bench: {' vs '.join(r.target.label for r in reports)}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_report(report: BenchReport, path: str | Path) -> None:
+    """Six panels over the load levels: TTFA and latency percentiles, throughput, RTF, stream smoothness,
+    and the engine's stage time (or per-request RTF spread for other targets)."""
+    plt = _pyplot()
     levels = report.levels
     x = list(range(len(levels)))
     labels = [lv.label for lv in levels]

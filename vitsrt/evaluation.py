@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from vitsrt.errors import InputError
+from vitsrt.errors import InputError, clip
 
 log = logging.getLogger(__name__)
 
@@ -224,11 +224,33 @@ class SpeakerResult:
 
 
 def read_heldout(path: Path) -> list[str]:
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError("heldout", f"cannot read {clip(path)}: {getattr(exc, 'strerror', None) or exc}") from None
+    lines = [line.strip() for line in text.splitlines()]
     sentences = [line for line in lines if line and not line.startswith("#")]
     if not sentences:
         raise InputError("heldout", f"{path}: no sentences")
     return sentences
+
+
+def heldout_for(path: Path | None) -> tuple[list[str], str]:
+    """The sentences of `path`, or without one the default voice's held-out list shipped in the package (the
+    recipe's file is not installed, and a path relative to a checkout breaks in any other folder)."""
+    if path is not None:
+        return read_heldout(path), str(path)
+    from vitsrt.heldout import DEFAULT_VOICE_HELDOUT
+
+    return list(DEFAULT_VOICE_HELDOUT), "vitsrt.heldout (the default voice's held-out sentences)"
+
+
+def default_output_dir(cwd: Path | None = None) -> Path:
+    """Where reports go without --output-dir: a checkout's benchmarks/results (the committed records) when
+    run from its root, else the current folder, so no repository layout is made up elsewhere."""
+    here = cwd or Path.cwd()
+    records = here / "benchmarks" / "results"
+    return records if records.is_dir() else here
 
 
 def _score_speaker(speaker: str, source: str, sentences: Sequence[str], clips: Sequence[tuple[np.ndarray, int]],

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vitsrt.errors import InputError
+from vitsrt.errors import InputError, VitsrtError
 from vitsrt.text.ids import DEFAULT_MAX_IDS, IdsFrontEnd
 from vitsrt.text.inventory import BOS, EOS, PAD, default_phoneme_id_map
 from vitsrt.text.normalize import normalize_text
@@ -224,6 +224,11 @@ def join_pieces(pieces: Sequence[TextPiece], phonemes: Sequence[str]) -> str:
     return "".join(out)
 
 
+class MissingExtraError(VitsrtError):
+    """The optional `ipa` extra is not installed. A VitsrtError, so the CLI prints one line and the server
+    answers with the message instead of "internal error"."""
+
+
 def _configure_bundled_espeak(wrapper: Any) -> None:
     """Point phonemizer at the libespeak-ng and espeak-ng-data inside the espeakng-loader wheel.
 
@@ -235,8 +240,8 @@ def _configure_bundled_espeak(wrapper: Any) -> None:
     try:
         import espeakng_loader
     except ImportError as exc:
-        raise RuntimeError(
-            "the ipa front end needs espeak-ng: pip install 'espeakng-loader' 'phonemizer' "
+        raise MissingExtraError(
+            "the ipa front end needs espeak-ng: pip install 'vitsrt[ipa]' "
             "(or set PHONEMIZER_ESPEAK_LIBRARY to a libespeak-ng)"
         ) from exc
     wrapper.set_library(espeakng_loader.get_library_path())
@@ -296,8 +301,8 @@ class EspeakPhonemizer:
             from phonemizer.backend import EspeakBackend
             from phonemizer.backend.espeak.wrapper import EspeakWrapper
         except ImportError as exc:
-            raise RuntimeError(
-                "the ipa front end needs the phonemizer package: pip install 'phonemizer' 'espeakng-loader'"
+            raise MissingExtraError(
+                "the ipa front end (text input) needs phonemizer and espeak-ng: pip install 'vitsrt[ipa]'"
             ) from exc
         _configure_bundled_espeak(EspeakWrapper)
         try:
