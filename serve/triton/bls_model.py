@@ -14,8 +14,11 @@ batchers (decoder windows of equal size batch together).
 
 Inputs (all optional except one of TEXT / PHONE_IDS): TEXT, SPEAKER, LANGUAGE (BYTES [1]);
 PHONE_IDS, TONE_IDS, LANGUAGE_IDS (INT64 [-1]); SPEAKER_ID (INT64 [1], instead of SPEAKER); SEED (UINT64
-[1]); LENGTH_SCALE, NOISE_SCALE, NOISE_SCALE_W, SDP_RATIO (FP32 [1]). The string inputs need numpy 1.x
-in the stub's environment (see :mod:`vitsrt.serve.triton.pb_tensors`); the numeric ones work anywhere.
+[1]); LENGTH_SCALE, NOISE_SCALE, NOISE_SCALE_W, SDP_RATIO (FP32 [1]). The strings can also come as
+request parameters "text", "speaker", "language" (a parameter wins over the tensor). Under numpy 2 the
+Python-backend stub of Triton 2.51 (the nvidia-pytriton wheel) loses string tensors before this code
+runs (see :mod:`vitsrt.serve.triton.pb_tensors`): such a request gets an error naming the parameter to
+use instead, and the model keeps serving.
 Outputs: AUDIO (FP32 [-1], mono in [-1, 1]), SAMPLE_RATE (INT32 [1]), CHUNK_INDEX (INT32 [1]),
 IS_LAST (BOOL [1]).
 """
@@ -32,16 +35,23 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from vitsrt.errors import InputError, VitsrtError
+from vitsrt.errors import InputError, NotFoundError, OverloadedError, VitsrtError, clip
 from vitsrt.serve.engine.pipeline import DecodeJob, VoicePipeline
 from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest
 from vitsrt.serve.engine.windows import ONE_SHOT, WindowPolicy
 from vitsrt.serve.triton.layout import from_wire, stage_layouts, stage_model_name, to_wire
-from vitsrt.serve.triton.pb_tensors import from_pb_tensor, to_pb_tensor
+from vitsrt.serve.triton.pb_tensors import UNREADABLE, from_pb_tensor, patch_bytes_inputs, to_pb_tensor
 from vitsrt.voice import Voice, read_manifest
 
 _SCALES = {"LENGTH_SCALE": "length_scale", "NOISE_SCALE": "noise_scale", "NOISE_SCALE_W": "noise_scale_w",
            "SDP_RATIO": "sdp_ratio"}
+
+# String inputs reachable as request parameters too: under numpy 2 the stub cannot deliver the tensors.
+_STRING_PARAMETERS = {"TEXT": "text", "SPEAKER": "speaker", "LANGUAGE": "language"}
+
+# At import, before the first request: the stub decodes a request's string tensors before execute() runs,
+# and its own decoder aborts the stub process on what numpy 2 leaves of them.
+patch_bytes_inputs(pb_utils)
 
 
 class TritonBlsBackend:
@@ -75,7 +85,24 @@ class TritonBlsBackend:
         self._models.clear()
 
 
-def _text(request: Any, name: str) -> str | None:
+def _parameters(request: Any) -> dict[str, Any]:
+    """The request's parameters ({} when the stub predates them or none were sent)."""
+    raw = request.parameters() if hasattr(request, "parameters") else ""
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _text(request: Any, name: str, parameters: dict[str, Any]) -> str | None:
+    key = _STRING_PARAMETERS[name]
+    if key in parameters:
+        if not isinstance(parameters[key], str):
+            raise InputError(key, f"the request parameter must be a string, not {clip(parameters[key])}")
+        return parameters[key]
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
         return None
@@ -83,7 +110,15 @@ def _text(request: Any, name: str) -> str | None:
     if values.size == 0:
         return None
     value = values[0]
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    if value is UNREADABLE:
+        raise InputError(name, f"this server's Python-backend stub cannot read string tensors under numpy 2; "
+                               f"send it as the request parameter {key!r}")
+    if not isinstance(value, bytes):
+        return str(value)
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(name, "is not valid UTF-8") from None
 
 
 def _array(request: Any, name: str) -> np.ndarray | None:
@@ -110,11 +145,12 @@ def parse_request(request: Any, speaker_by_id: dict[int | None, str]) -> Synthes
             tone_ids=None if tones is None else tones.astype(np.int64).tolist(),
             language_ids=None if languages is None else languages.astype(np.int64).tolist(),
         )
+    parameters = _parameters(request)
     fields: dict[str, Any] = {
-        "text": _text(request, "TEXT"),
+        "text": _text(request, "TEXT", parameters),
         "phonemes": phonemes,
-        "speaker": _text(request, "SPEAKER") or speaker_by_id.get(_first_int(request, "SPEAKER_ID"), ""),
-        "language": _text(request, "LANGUAGE") or "",
+        "speaker": _text(request, "SPEAKER", parameters) or speaker_by_id.get(speaker_id, ""),
+        "language": _text(request, "LANGUAGE", parameters) or "",
     }
     seed = _array(request, "SEED")
     if seed is not None and seed.size:
@@ -138,8 +174,18 @@ def _response(audio: np.ndarray, sample_rate: int, index: int, is_last: bool) ->
 
 
 def _error(exc: BaseException) -> Any:
+    """An error response whose gRPC status says whose fault it was (INTERNAL only for our own failures)."""
+    errors = pb_utils.TritonError
+    if isinstance(exc, NotFoundError):
+        code = errors.NOT_FOUND
+    elif isinstance(exc, OverloadedError):
+        code = errors.UNAVAILABLE
+    elif isinstance(exc, InputError):
+        code = errors.INVALID_ARG
+    else:
+        code = errors.INTERNAL
     message = str(exc) if isinstance(exc, VitsrtError) else f"synthesis failed: {exc}"
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+    return pb_utils.InferenceResponse(error=errors(message, code))
 
 
 class TritonPythonModel:

@@ -115,16 +115,21 @@ class TritonServerProcess:
         log_file: str | os.PathLike[str] | None = None,
         startup_timeout: float = 180.0,
         extra_args: tuple[str, ...] = (),
+        grpc_port: int | None = None,
+        http_port: int | None = None,
+        metrics_port: int | None = None,
+        console: bool = False,
     ):
         self.model_repository = Path(model_repository)
         self.host = host
         self.startup_timeout = startup_timeout
         self.extra_args = extra_args
-        self.grpc_port = free_port(host)
-        self.http_port = free_port(host)
-        self.metrics_port = free_port(host)
+        self.grpc_port = grpc_port or free_port(host)
+        self.http_port = http_port or free_port(host)
+        self.metrics_port = metrics_port or free_port(host)
         self._workdir = Path(tempfile.mkdtemp(prefix="vitsrt-triton-"))
         self._own_log = log_file is None
+        self.console = console  # the server writes to our stdout/stderr instead of the log file
         self.log_path = Path(log_file) if log_file else self._workdir / "tritonserver.log"
         self._process: subprocess.Popen | None = None
         self._log_handle = None
@@ -159,12 +164,13 @@ class TritonServerProcess:
     def start(self) -> TritonServerProcess:
         install = find_tritonserver()
         command = self.command(install)
-        self._log_handle = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        if not self.console:
+            self._log_handle = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         log.info("starting %s", " ".join(command))
         self._process = subprocess.Popen(
             command,
             stdout=self._log_handle,
-            stderr=subprocess.STDOUT,
+            stderr=None if self.console else subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=server_environment(install.pytriton_root),
             start_new_session=True,
@@ -176,7 +182,21 @@ class TritonServerProcess:
             raise
         return self
 
+    def wait(self) -> int:
+        """Block until the server exits on its own; its exit status."""
+        if self._process is None:
+            raise TritonServerError("tritonserver is not running")
+        return self._process.wait()
+
+    def terminate(self) -> None:
+        """Ask the server to shut down (SIGTERM) without waiting; safe from a signal handler."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+
     def log_tail(self, lines: int = 40) -> str:
+        if self.console:
+            return "(its output is above)"
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:

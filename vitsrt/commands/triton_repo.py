@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 HELP = "write a Triton model repository (stage models + streaming BLS model) for a voice bundle"
 
@@ -47,5 +48,7 @@ def run(args: argparse.Namespace) -> int:
     )
     models = write_triton_repo(args.voice, args.output, options, force=args.force)
     print(f"wrote {args.output}: {', '.join(models)}")
-    print(f"start it with: tritonserver --model-repository {args.output}  (streaming model: {models[-2]})")
+    # `vitsrt triton-serve` rather than a bare `tritonserver`: the wheel's server is not on PATH and needs
+    # its Python backend and library paths set up (vitsrt.serve.triton.launcher).
+    print(f"start it with: vitsrt triton-serve {shlex.quote(str(args.output))}  (streaming model: {models[-2]})")
     return 0
