@@ -28,6 +28,7 @@ from vitsrt.export.weight_storage import store_weights_fp16
 from vitsrt.train.loading import LoadedGenerator, load_generator
 from vitsrt.voice import (
     MANIFEST_NAME,
+    DecoderInfo,
     FrontEnd,
     Graphs,
     GraphSpec,
@@ -114,9 +115,22 @@ def build_manifest(
         front_end=_front_end(loaded, languages),
         inference=inference or InferenceDefaults(),
         decoder_context_frames=model.decoder_context_frames(),
+        decoder=_decoder_info(loaded),
         graphs=Graphs(**graphs),
         weights=weights,
         parity=parity,
+    )
+
+
+def _decoder_info(loaded: LoadedGenerator) -> DecoderInfo:
+    """The decoder's layout as built, so loaders can recompute (not trust) decoder_context_frames."""
+    dec = loaded.model.dec
+    return DecoderInfo(
+        upsample_rates=list(dec.upsample_rates),
+        upsample_kernel_sizes=list(dec.upsample_kernel_sizes),
+        resblock=dec.resblock,
+        resblock_kernel_sizes=list(dec.resblock_kernel_sizes),
+        resblock_dilation_sizes=[list(d) for d in dec.resblock_dilation_sizes],
     )
 
 

@@ -77,6 +77,13 @@ def make_bundle(root: Path) -> dict:
             "bert_inputs": ["bert", "ja_bert", "en_bert"],
         },
         "decoder_context_frames": 13,
+        "decoder": {  # upstream Bert-VITS2 44.1 kHz layout: hop 512, 13 frames of context
+            "upsample_rates": [8, 8, 2, 2, 2],
+            "upsample_kernel_sizes": [16, 16, 8, 2, 2],
+            "resblock": "1",
+            "resblock_kernel_sizes": [3, 7, 11],
+            "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+        },
         "graphs": {
             "encoder": graph(
                 "encoder.onnx",
@@ -202,7 +209,7 @@ def test_typo_and_wrong_types_are_named(tmp_path: Path):
 def test_missing_graph_file_is_named(tmp_path: Path):
     write_json(tmp_path, make_bundle(tmp_path))
     (tmp_path / "flow.onnx").unlink()
-    with pytest.raises(VoiceError, match=r"flow graph flow\.onnx .* missing"):
+    with pytest.raises(VoiceError, match=r"flow graph 'flow\.onnx' .* missing"):
         load_voice(tmp_path)
 
 

@@ -4,6 +4,10 @@ A voice directory holds ``voice.json`` plus the stage graphs it names (and optio
 manifest is validated strictly: a typo in a hand-edited file, a graph file that went missing or was
 truncated in a copy, or a bundle written by a newer, incompatible vitsrt must fail at load time with a
 message naming the problem, not as a shape error deep inside a batch of other people's requests.
+Hostile files get the same treatment: voice.json and every file it names must be regular files (a FIFO
+would hang start-up), files must stay inside the voice directory after symlinks are resolved, sizes are
+bounded before anything is allocated, and ``decoder_context_frames`` is recomputed from the recorded
+decoder layout rather than trusted.
 
 Compatibility rule: ``format_version`` is ``"MAJOR.MINOR"``. Readers accept any minor of their major
 (minor bumps only add optional fields with defaults); an unknown major is refused with a clear error.
@@ -17,14 +21,16 @@ import logging
 import math
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from vitsrt.errors import VoiceError
+from vitsrt.errors import VoiceError, clip
+from vitsrt.receptive_field import decoder_context_frames
 
 __all__ = [
     "FORMAT_VERSION",
@@ -32,6 +38,7 @@ __all__ = [
     "STAGES",
     "SUPPORTED_FORMAT_MAJOR",
     "BertInput",
+    "DecoderInfo",
     "EngineKey",
     "FrontEnd",
     "GraphSpec",
@@ -53,8 +60,22 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "voice.json"
-FORMAT_VERSION = "1.1"  # 1.1: `weights` (how the graphs store their weights)
+# 1.1: `weights` (how the graphs store their weights); 1.2: `decoder` (its layout, to check the context)
+FORMAT_VERSION = "1.2"
 SUPPORTED_FORMAT_MAJOR = 1
+
+# Upper bounds on what a voice.json may claim. A hostile or corrupted file must not make a server
+# allocate (per request: noise of latent_channels x frames, BERT zeros of bert_dim x tokens) or wait
+# without limit; each bound is far above any VITS-family model (Bert-VITS2: 44.1 kHz, hop 512,
+# 192 latent channels, 112 symbols, 1024-dim BERT, a few hundred speakers).
+MAX_MANIFEST_BYTES = 4 << 20  # real manifests are ~20 KB
+MAX_JSON_DEPTH = 32  # real manifests nest 7 deep; json.loads recurses once per level
+MAX_SAMPLE_RATE = 192_000
+MAX_HOP_LENGTH = 4096
+MAX_CHANNELS = 8192  # latent_channels, bert_dim and every fixed graph dimension
+MAX_TABLE_ROWS = 1 << 16  # num_speakers, num_symbols: rows of embedding tables
+MAX_SMALL_TABLE = 1024  # num_tones, num_languages
+MAX_CONTEXT_FRAMES = 512
 
 StageName = Literal["encoder", "duration", "duration_dp_only", "flow", "decoder"]
 STAGES: tuple[StageName, ...] = ("encoder", "duration", "duration_dp_only", "flow", "decoder")
@@ -80,8 +101,10 @@ class _Strict(BaseModel):
 
 def _check_relative_file(value: str) -> str:
     """Bundle files must stay inside the voice directory: relative, POSIX separators, no '..'."""
-    if not value or value.strip() != value:
+    if not value or value.strip() != value or len(value) > 1024:
         raise ValueError("must be a non-empty relative path without surrounding spaces")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")  # they would forge lines in messages and logs
     path = PurePosixPath(value)
     if "\\" in value or path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", value):
         raise ValueError(f"{value!r} must be a relative path inside the voice directory (POSIX '/', no '..')")
@@ -97,16 +120,16 @@ def _check_sha256(value: str) -> str:
 class TensorSpec(_Strict):
     """One graph input or output. Dimensions are ints (fixed) or symbols ("B", "T", "F", "F*512")."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=256)
     dtype: TensorDType
-    shape: list[int | str]
+    shape: list[int | str] = Field(max_length=8)
 
     @field_validator("shape")
     @classmethod
     def _dims(cls, dims: list[int | str]) -> list[int | str]:
         for dim in dims:
-            if isinstance(dim, int) and dim < 0:
-                raise ValueError(f"fixed dimension {dim} is negative")
+            if isinstance(dim, int) and not 0 <= dim <= MAX_CHANNELS:
+                raise ValueError(f"fixed dimension {dim} is outside 0..{MAX_CHANNELS}")
             if isinstance(dim, str) and not _SYMBOLIC_DIM.match(dim):
                 raise ValueError(f"symbolic dimension {dim!r} is not an expression like 'T' or 'F*512'")
         return dims
@@ -119,7 +142,7 @@ class GraphSpec(_Strict):
     sha256: str
     inputs: list[TensorSpec] = Field(min_length=1)
     outputs: list[TensorSpec] = Field(min_length=1)
-    opset: int = Field(ge=1)
+    opset: int = Field(ge=1, le=1000)
 
     @field_validator("file")
     @classmethod
@@ -252,7 +275,7 @@ class FrontEnd(_Strict):
     """
 
     kind: Literal["ids", "ipa"]
-    num_symbols: int = Field(ge=1)
+    num_symbols: int = Field(ge=1, le=MAX_TABLE_ROWS)
     symbols: list[str] | None = None
     phoneme_id_map: dict[str, list[int]] | None = None
     add_blank: bool
@@ -262,10 +285,10 @@ class FrontEnd(_Strict):
     pad: str = "_"
     espeak_voices: dict[str, str] = Field(default_factory=dict)
     languages: dict[str, int] = Field(min_length=1)
-    num_languages: int = Field(ge=1)
-    num_tones: int = Field(ge=1)
+    num_languages: int = Field(ge=1, le=MAX_SMALL_TABLE)
+    num_tones: int = Field(ge=1, le=MAX_SMALL_TABLE)
     bert_inputs: list[BertInput] = Field(default_factory=list)
-    bert_dim: int = Field(default=1024, ge=1)
+    bert_dim: int = Field(default=1024, ge=1, le=MAX_CHANNELS)
 
     @model_validator(mode="after")
     def _consistent(self) -> FrontEnd:
@@ -314,20 +337,62 @@ class InferenceDefaults(_Strict):
     sdp_ratio: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
 
 
+_Rate = Annotated[int, Field(ge=1, le=64)]
+_Kernel = Annotated[int, Field(ge=1, le=256)]
+_Dilations = Annotated[list[Annotated[int, Field(ge=1, le=64)]], Field(min_length=1, max_length=8)]
+
+
+class DecoderInfo(_Strict):
+    """The HiFi-GAN decoder's layer layout (the model config's fields of the same names).
+
+    Recorded so that a loader can recompute ``decoder_context_frames`` instead of trusting it: a
+    context that is too small does not fail, it silently makes streamed audio differ from one-shot.
+    """
+
+    upsample_rates: list[_Rate] = Field(min_length=1, max_length=8)
+    upsample_kernel_sizes: list[_Kernel] = Field(min_length=1, max_length=8)
+    resblock: Literal["1", "2"]
+    resblock_kernel_sizes: list[_Kernel] = Field(min_length=1, max_length=8)
+    resblock_dilation_sizes: list[_Dilations] = Field(min_length=1, max_length=8)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DecoderInfo:
+        if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
+            raise ValueError("upsample_rates and upsample_kernel_sizes differ in length")
+        for rate, kernel in zip(self.upsample_rates, self.upsample_kernel_sizes, strict=True):
+            if kernel < rate or (kernel - rate) % 2:
+                raise ValueError(f"upsample kernel {kernel} does not fit rate {rate}")
+        if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
+            raise ValueError("resblock_kernel_sizes and resblock_dilation_sizes differ in length")
+        return self
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.upsample_rates)
+
+    def context_frames(self) -> int:
+        """Frames of context per side that make a windowed decode equal the one-shot decode."""
+        return decoder_context_frames(self.upsample_rates, self.upsample_kernel_sizes, self.resblock,
+                                      self.resblock_kernel_sizes, self.resblock_dilation_sizes)
+
+
 class VoiceManifest(_Strict):
     """The whole ``voice.json``."""
 
     format_version: str = FORMAT_VERSION
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     model: ModelInfo
-    sample_rate: int = Field(gt=0)
-    hop_length: int = Field(gt=0)
-    latent_channels: int = Field(ge=1, description="channels C of m_p/logs_p/z_p/z (the prior noise size)")
-    num_speakers: int = Field(ge=1, description="rows of the speaker embedding table")
+    sample_rate: int = Field(gt=0, le=MAX_SAMPLE_RATE)
+    hop_length: int = Field(gt=0, le=MAX_HOP_LENGTH)
+    latent_channels: int = Field(ge=1, le=MAX_CHANNELS, description="channels C of m_p/logs_p/z_p/z (the prior noise)")
+    num_speakers: int = Field(ge=1, le=MAX_TABLE_ROWS, description="rows of the speaker embedding table")
     speakers: dict[str, int] = Field(min_length=1)
     front_end: FrontEnd
     inference: InferenceDefaults = Field(default_factory=InferenceDefaults)
-    decoder_context_frames: int = Field(ge=0, description="decoder receptive field, one side, in frames")
+    decoder_context_frames: int = Field(
+        ge=0, le=MAX_CONTEXT_FRAMES, description="decoder receptive field, one side, in frames")
+    decoder: DecoderInfo | None = Field(
+        default=None, description="the decoder layout that decoder_context_frames is checked against (1.2+)")
     graphs: Graphs
     weights: Literal["fp32", "fp16"] = Field(
         default="fp32", description="how the graphs store their weights; fp16: rounded once, computed in float32")
@@ -347,7 +412,8 @@ class VoiceManifest(_Strict):
             if not name:
                 raise ValueError("speaker names must be non-empty")
             if not 0 <= sid < self.num_speakers:
-                raise ValueError(f"speaker {name!r} has id {sid}, outside 0..{self.num_speakers - 1}")
+                raise ValueError(f"speaker {clip(name)} has id {sid}, outside 0..{self.num_speakers - 1}")
+        self._check_decoder()
         encoder_inputs = {spec.name for spec in self.graphs.encoder.inputs}
         missing = [b for b in self.front_end.bert_inputs if b not in encoder_inputs]
         if missing:
@@ -362,6 +428,18 @@ class VoiceManifest(_Strict):
             if engine.stage == "duration_dp_only" and self.graphs.duration_dp_only is None:
                 raise ValueError("a TensorRT engine is listed for 'duration_dp_only' but that graph is not")
         return self
+
+    def _check_decoder(self) -> None:
+        """The stored context must be the one the decoder layout needs (bundles before 1.2 have no layout)."""
+        if self.decoder is None:
+            return
+        if self.decoder.hop_length != self.hop_length:
+            raise ValueError(f"the decoder's upsample_rates multiply to {self.decoder.hop_length} "
+                             f"but hop_length is {self.hop_length}")
+        needed = self.decoder.context_frames()
+        if needed != self.decoder_context_frames:
+            raise ValueError(f"decoder_context_frames is {self.decoder_context_frames} but the decoder described "
+                             f"in {MANIFEST_NAME} needs {needed}")
 
     @property
     def sdp_skippable(self) -> bool:
@@ -420,39 +498,116 @@ def check_format_version(value: object) -> tuple[int, int]:
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks (graphs can be hundreds of MB)."""
+    """Hex SHA-256 of a regular file, read in chunks (graphs can be hundreds of MB)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with _open_regular(Path(path)) as handle:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
 
 
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _irregular(mode: int) -> str | None:
+    """What a file that is not a regular file is ("a FIFO", ...); None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "a special file")
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Open `path` for reading only if it is a regular file; VoiceError for anything else.
+
+    Opening a FIFO blocks until some writer appears (a server start-up would hang) and a device can
+    read forever, so the type is checked before opening; the open is non-blocking and the check is
+    repeated on the descriptor, in case the path was swapped in between.
+    """
+    kind = _irregular(os.stat(path).st_mode)
+    if kind is None:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        kind = _irregular(os.fstat(fd).st_mode)
+        if kind is None:
+            return os.fdopen(fd, "rb")
+        os.close(fd)
+    raise VoiceError(f"{clip(os.fspath(path), 200)}: is {kind}, not a regular file")
+
+
 def _summarize(err: ValidationError, limit: int = 5) -> str:
     parts = []
     for item in err.errors()[:limit]:
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        where = ".".join(str(p) for p in item["loc"])
         message = item["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
+        parts.append(f"{where}: {message}" if where else message)
     more = len(err.errors()) - limit
     if more > 0:
         parts.append(f"... and {more} more")
     return "; ".join(parts)
 
 
+def _read_text(path: Path) -> str:
+    """The manifest's text, refusing what is not a small regular UTF-8 file before reading much of it."""
+    try:
+        with _open_regular(path) as handle:
+            data = handle.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        raise VoiceError(f"{path}: not found (a voice directory must contain {MANIFEST_NAME})") from None
+    except OSError as exc:
+        raise VoiceError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise VoiceError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; not a voice manifest (those are KBs)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise VoiceError(f"{path}: cannot be read (not UTF-8: {exc.reason} at byte {exc.start})") from None
+
+
+# A JSON string, escapes included; brackets inside strings do not nest.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _nests_deeper_than(text: str, depth: int) -> bool:
+    """Whether JSON brackets nest more than `depth` levels (roughly: up to 2 x `depth` may pass).
+
+    json.loads recurses once per level, so 100,000 nested brackets end in a RecursionError; this looks
+    at the bracket skeleton with string operations only. Each round removes the innermost pairs, at
+    least one level; pairs left after `depth` rounds mean deeper nesting. Unbalanced brackets stop
+    reducing and are left for json.loads to report.
+    """
+    skeleton = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    for _ in range(depth):
+        reduced = skeleton.replace("[]", "").replace("{}", "")
+        if reduced == skeleton:
+            return False
+        skeleton = reduced
+    return "[]" in skeleton or "{}" in skeleton
+
+
+def _parse_json(path: Path, text: str) -> Any:
+    if _nests_deeper_than(text, MAX_JSON_DEPTH):
+        raise VoiceError(f"{path}: JSON nested more than {MAX_JSON_DEPTH} levels deep; not a voice manifest")
+    try:
+        return json.loads(text)
+    except RecursionError:  # unbalanced deep nesting gets past the skeleton check
+        raise VoiceError(f"{path}: JSON nested too deeply; not a voice manifest") from None
+    except json.JSONDecodeError as exc:
+        raise VoiceError(f"{path}: not valid JSON ({exc})") from None
+    except ValueError:  # int() refuses numbers of more than 4300 digits
+        raise VoiceError(f"{path}: not valid JSON (a number with thousands of digits)") from None
+
+
 def read_manifest(path: str | os.PathLike[str]) -> VoiceManifest:
     """Parse and validate one ``voice.json`` file; every failure is a one-line VoiceError."""
     path = Path(path)
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise VoiceError(f"{path}: not found (a voice directory must contain {MANIFEST_NAME})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VoiceError(f"{path}: cannot be read ({exc})") from exc
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise VoiceError(f"{path}: not valid JSON ({exc})") from exc
+    raw = _read_text(path)
+    data = _parse_json(path, raw)
     if not isinstance(data, dict):
         raise VoiceError(f"{path}: the top level must be a JSON object")
     if "format_version" not in data:
@@ -463,9 +618,40 @@ def read_manifest(path: str | os.PathLike[str]) -> VoiceManifest:
         raise VoiceError(f"{path}: {exc}") from None
     try:
         # Validate the JSON text (not the parsed dict) so strict mode applies JSON rules.
-        return VoiceManifest.model_validate_json(raw, strict=True)
+        manifest = VoiceManifest.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         raise VoiceError(f"{path}: invalid voice manifest: {_summarize(exc)}") from None
+    if manifest.decoder is None:
+        logger.warning(
+            "%s: format %s records no decoder layout, so decoder_context_frames (%d) cannot be checked; "
+            "re-export the voice to have it checked", path, manifest.format_version, manifest.decoder_context_frames)
+    return manifest
+
+
+def _bundle_file(root: Path, relative: str, what: str) -> Path | None:
+    """``root / relative`` for a file named in voice.json; None if it does not exist.
+
+    VoiceError if it is not a regular file, or if a symlink (of the file or of a directory on its
+    way) leads out of the voice directory: a bundle must not make a server read arbitrary files. A
+    symlinked voice directory itself is fine: containment is checked against its resolved path.
+    """
+    path = root / relative
+    named = f"{root}: the {what} {clip(relative)} named in {MANIFEST_NAME}"
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        raise VoiceError(f"{named} cannot be resolved (a symlink loop?)") from None
+    if not real.is_relative_to(root.resolve()):
+        raise VoiceError(f"{named} leads outside the voice directory (to {clip(real, 120)}); refusing to follow it")
+    try:
+        kind = _irregular(os.stat(real).st_mode)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise VoiceError(f"{named} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if kind is not None:
+        raise VoiceError(f"{named} is {kind}, not a regular file")
+    return path
 
 
 @dataclass(frozen=True)
@@ -487,39 +673,48 @@ class Voice:
         """Existing TensorRT plans for `key`, by stage (missing plan files are left out)."""
         found = {}
         for stage, engine in self.manifest.engines_for(key).items():
-            path = self.root / engine.file
-            if path.is_file():
+            path = _bundle_file(self.root, engine.file, f"{stage} TensorRT plan")
+            if path is not None:
                 found[stage] = path
         return found
+
+
+def _check_graph(root: Path, stage: StageName, spec: GraphSpec, verify_sha256: bool) -> None:
+    path = _bundle_file(root, spec.file, f"{stage} graph")
+    if path is None:
+        raise VoiceError(f"{root}: the {stage} graph {clip(spec.file)} named in {MANIFEST_NAME} is missing")
+    if verify_sha256:
+        actual = sha256_file(path)
+        if actual != spec.sha256:
+            raise VoiceError(
+                f"{root}: SHA-256 mismatch for the {stage} graph {clip(spec.file)} (manifest {spec.sha256[:12]}..., "
+                f"file {actual[:12]}...); the file is corrupted or was replaced: re-export or re-copy it"
+            )
+
+
+def _check_engine(root: Path, engine: TensorRTEngine, verify_sha256: bool) -> None:
+    path = _bundle_file(root, engine.file, f"{engine.stage} TensorRT plan")
+    if path is None:
+        logger.warning("%s: TensorRT plan %s (%s) is listed but missing", root, clip(engine.file), engine.stage)
+    elif verify_sha256 and engine.sha256 is not None and sha256_file(path) != engine.sha256:
+        raise VoiceError(f"{root}: SHA-256 mismatch for the {engine.stage} TensorRT plan {clip(engine.file)}; "
+                         "rebuild it")
 
 
 def load_voice(voice_dir: str | os.PathLike[str], *, verify_sha256: bool = True) -> Voice:
     """Load and check a voice directory.
 
-    Validates ``voice.json``, checks that every graph file exists and (by default) that its SHA-256
-    matches the manifest, naming the file on a mismatch. TensorRT plans are optional extras: a listed
-    plan that is missing only logs a warning, so a bundle copied without ``engines/`` still serves on
-    other backends.
+    Validates ``voice.json``, checks that every graph file exists inside the voice directory as a
+    regular file and (by default) that its SHA-256 matches the manifest, naming the file on a
+    mismatch. TensorRT plans are optional extras: a listed plan that is missing only logs a warning,
+    so a bundle copied without ``engines/`` still serves on other backends.
     """
     root = Path(voice_dir)
     if not root.is_dir():
         raise VoiceError(f"{root}: not a directory (expected a voice directory containing {MANIFEST_NAME})")
     manifest = read_manifest(root / MANIFEST_NAME)
     for stage, spec in manifest.graphs.items():
-        path = root / spec.file
-        if not path.is_file():
-            raise VoiceError(f"{root}: the {stage} graph {spec.file} named in {MANIFEST_NAME} is missing")
-        if verify_sha256:
-            actual = sha256_file(path)
-            if actual != spec.sha256:
-                raise VoiceError(
-                    f"{path}: SHA-256 mismatch for the {stage} graph (manifest {spec.sha256[:12]}..., "
-                    f"file {actual[:12]}...); the file is corrupted or was replaced: re-export or re-copy it"
-                )
+        _check_graph(root, stage, spec, verify_sha256)
     for engine in manifest.engines:
-        path = root / engine.file
-        if not path.is_file():
-            logger.warning("%s: TensorRT plan %s (%s) is listed but missing", root, engine.file, engine.stage)
-        elif verify_sha256 and engine.sha256 is not None and sha256_file(path) != engine.sha256:
-            raise VoiceError(f"{path}: SHA-256 mismatch for the {engine.stage} TensorRT plan; rebuild it")
+        _check_engine(root, engine, verify_sha256)
     return Voice(root=root, manifest=manifest)

@@ -1,0 +1,89 @@
+"""How far the HiFi-GAN decoder looks past a window edge, computed from the layer layout alone.
+
+The streaming engine decodes frames ``[s, e)`` as a window with ``C`` extra frames on each side and
+keeps only the centre. That is exact when no centre sample depends on anything beyond the window.
+Rather than summing "kernel reach" heuristically, we follow how far an edge disturbance travels:
+``n`` disturbed positions at a layer's input become ``n'`` disturbed positions at its output, layer by
+layer, with the exact index arithmetic of each convolution's padding. At the end the disturbed sample
+count is rounded up to whole frames.
+
+Deliberately torch-free and in core: loading a voice (serving must not import torch) recomputes a
+bundle's ``decoder_context_frames`` from the decoder layout recorded in voice.json.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def _conv_spread(left: int, right: int, kernel: int, dilation: int, padding: int) -> tuple[int, int]:
+    """Stride-1 conv: output ``n`` reads inputs ``n - padding + j*dilation`` for ``j < kernel``."""
+    reach_right = (kernel - 1) * dilation - padding
+    return left + padding, right + reach_right
+
+
+def _transposed_spread(count: int, kernel: int, stride: int, padding: int) -> int:
+    """Transposed conv, either edge: output ``n`` gathers inputs ``i`` with ``0 <= n + padding - i*stride < kernel``.
+
+    Working through the first (last) input index that an output still reads gives the same count on
+    both sides: ``(count - 1) * stride + kernel - padding`` disturbed outputs, never fewer than zero.
+    """
+    return max(0, (count - 1) * stride + kernel - padding)
+
+
+def _resblock_spread(left: int, right: int, resblock: str, kernel: int, dilations: Sequence[int]) -> tuple[int, int]:
+    """One residual block is a chain of 'same' convs (the skip path only adds to the chain's reach)."""
+    if resblock == "1":
+        for d in dilations[:3]:  # ResBlock1 builds convs for the first three dilations only
+            left, right = _conv_spread(left, right, kernel, d, (kernel * d - d) // 2)
+            left, right = _conv_spread(left, right, kernel, 1, (kernel - 1) // 2)
+    elif resblock == "2":
+        for d in dilations[:2]:  # ResBlock2: the first two
+            left, right = _conv_spread(left, right, kernel, d, (kernel * d - d) // 2)
+    else:
+        raise ValueError(f"unknown resblock type {resblock!r} (expected '1' or '2')")
+    return left, right
+
+
+def decoder_edge_samples(
+    upsample_rates: Sequence[int],
+    upsample_kernel_sizes: Sequence[int],
+    resblock: str,
+    resblock_kernel_sizes: Sequence[int],
+    resblock_dilation_sizes: Sequence[Sequence[int]],
+    pre_kernel: int = 7,
+    post_kernel: int = 7,
+) -> tuple[int, int]:
+    """Output samples (left, right) that differ when the frame input is cut at a window edge.
+
+    The input cut itself disturbs zero frames; every layer then widens the disturbed zone.
+    Parallel residual blocks are summed, so the widest of them counts.
+    """
+    left, right = _conv_spread(0, 0, pre_kernel, 1, (pre_kernel - 1) // 2)
+    for rate, kernel in zip(upsample_rates, upsample_kernel_sizes, strict=True):
+        padding = (kernel - rate) // 2
+        left = _transposed_spread(left, kernel, rate, padding)
+        right = _transposed_spread(right, kernel, rate, padding)
+        spreads = [
+            _resblock_spread(left, right, resblock, k, d)
+            for k, d in zip(resblock_kernel_sizes, resblock_dilation_sizes, strict=True)
+        ]
+        left = max(s[0] for s in spreads)
+        right = max(s[1] for s in spreads)
+    return _conv_spread(left, right, post_kernel, 1, (post_kernel - 1) // 2)
+
+
+def decoder_context_frames(
+    upsample_rates: Sequence[int],
+    upsample_kernel_sizes: Sequence[int],
+    resblock: str,
+    resblock_kernel_sizes: Sequence[int],
+    resblock_dilation_sizes: Sequence[Sequence[int]],
+) -> int:
+    """Frames of context needed on each side of a decode window for an exact (one-shot equal) result."""
+    hop = math.prod(upsample_rates)
+    left, right = decoder_edge_samples(
+        upsample_rates, upsample_kernel_sizes, resblock, resblock_kernel_sizes, resblock_dilation_sizes
+    )
+    return -(-max(left, right) // hop)
