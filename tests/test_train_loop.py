@@ -5,9 +5,7 @@ and `vitsrt train --smoke`."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import assert_same_state as _assert_same_state
+from train_helpers import free_port as _free_port
+from train_helpers import prepare as _prepare
+from train_helpers import subprocess_env as _subprocess_env
+from train_helpers import trainer as _trainer
 
 from conftest import REPO_ROOT
 from vitsrt.cli import main as cli_main
 from vitsrt.train.checkpoint import read_checkpoint, save_checkpoint
-from vitsrt.train.distributed import DistContext
 from vitsrt.train.loading import load_generator
-from vitsrt.train.loop import RunSettings, Trainer
-from vitsrt.train.prepare import PrepareOptions, prepare_dataset
-from vitsrt.train.smoke import tiny_config_dict, write_toy_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -35,50 +34,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _prepare(root: Path, n_items: int, val_per_speaker: int, **train) -> Path:
-    write_toy_dataset(root / "raw", n_items=n_items)
-    (root / "base.json").write_text(json.dumps(tiny_config_dict(**train)), encoding="utf-8")
-    options = PrepareOptions(frontend="chars", language="en", val_per_speaker=val_per_speaker)
-    prepare_dataset(root / "raw", root / "prepared", root / "base.json", options)
-    return root / "prepared" / "config.json"
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     return _prepare(tmp_path_factory.mktemp("data"), n_items=8, val_per_speaker=1, eval_interval=3)
-
-
-def _trainer(config: Path, run_dir: Path, max_steps: int, **kwargs) -> Trainer:
-    settings = RunSettings(config=config, run_dir=run_dir, max_steps=max_steps, progress=False, **kwargs)
-    return Trainer(settings, DistContext.from_env(device="cpu"))
-
-
-def _subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = "1"
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _assert_same_state(a: object, b: object, where: str = "") -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for key in a:
-            _assert_same_state(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same_state(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
 
 
 def test_two_process_ddp_keeps_ranks_identical(prepared, tmp_path):

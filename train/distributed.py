@@ -87,6 +87,19 @@ class DistContext:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value / self.world_size
 
+    def max_over_ranks(self, value: int) -> int:
+        """The largest `value` any rank passed (a collective: every rank must call it at the same point).
+
+        Used once per step for the stop flag. Its cost is one 4-byte all-reduce, small next to the step's
+        gradient all-reduces; on GPU its `.item()` waits for the step's kernels, which the loss `.item()`
+        calls of the step have already waited for anyway.
+        """
+        if not self.distributed:
+            return value
+        flag = torch.tensor([value], dtype=torch.int32, device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()

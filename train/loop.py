@@ -9,7 +9,8 @@ update on reconstruction + adversarial losses. The learning rate decays once per
 Exact resume: every checkpoint holds the optimizer, the schedulers and the position (epoch and
 batches done in it); the global RNG is re-seeded from (seed, step, rank) before every step, and
 the sampler's order depends only on (seed, epoch). So stopping after step k and resuming gives the
-same parameters as never stopping.
+same parameters as never stopping. SIGTERM/SIGINT stop the run at the next step boundary with a
+checkpoint (train/stopping.py), so a scheduler's stop is an exact pause.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from vitsrt.train.models.synthesizer import SymbolSizes, SynthesizerTrn
 from vitsrt.train.options import TrainOptions
 from vitsrt.train.prepare import load_prepared_config
 from vitsrt.train.reporting import RunReporter
+from vitsrt.train.stopping import StopSignals, ignore_terminal_interrupt, signal_name
 from vitsrt.train.tokens import SymbolTable
 
 log = logging.getLogger("vitsrt.train")
@@ -69,6 +71,7 @@ class RunSettings:
     backend: str | None = None
     device: str | None = None
     progress: bool = True
+    allow_partial_init: bool = False  # start from a base generator even if only some of its tensors fit
     param_digest: bool = False  # tests: each rank writes a digest of its parameters at the end
     overrides: dict[str, Any] = field(default_factory=dict)  # train-section keys set from the CLI
 
@@ -78,6 +81,11 @@ class Position:
     step: int = 0  # optimizer steps done
     epoch: int = 1  # upstream counts epochs from 1
     epoch_batches: int = 0  # batches of `epoch` already trained on (per rank)
+    stopped_by: str | None = None  # the signal that ended the run early ("SIGTERM"); None: ran to the end
+
+
+# The speaker table is sized by the speaker count, which a fine-tune usually changes: it may start fresh.
+SPEAKER_TABLE = "emb_g.weight"
 
 
 def _seed_for(seed: int, step: int, rank: int) -> int:
@@ -126,6 +134,7 @@ class Trainer:
             batch_sampler=self.sampler,
             collate_fn=collate,
             num_workers=self.options.num_workers,
+            worker_init_fn=ignore_terminal_interrupt,
             pin_memory=self.device.type == "cuda",
         )
 
@@ -299,15 +308,18 @@ class Trainer:
         return {}
 
     def _load_base_weights(self, kinds: dict[str, tuple[nn.Module, torch.optim.Optimizer]]) -> None:
-        """Fine-tuning: copy every tensor whose name and shape match (others keep their fresh init)."""
+        """Fine-tuning: copy every tensor whose name and shape match (others keep their fresh init).
+
+        The generator must fit entirely (see `_check_generator_fit`); the discriminators may fit in part.
+        """
         explicit = {
             "G": self.settings.init_generator,
             "D": self.settings.init_discriminator,
             "DUR": self.settings.init_duration_discriminator,
         }
         for kind, (module, optimizer) in kinds.items():
-            path = explicit[kind] or (self.run_dir / f"{kind}_0.pth")
-            if not Path(path).is_file():
+            path = Path(explicit[kind] or (self.run_dir / f"{kind}_0.pth"))
+            if not path.is_file():
                 if explicit[kind]:
                     raise CheckpointError(f"base checkpoint not found: {path}")
                 continue
@@ -315,8 +327,8 @@ class Trainer:
             state = extract_state_dict(raw, str(path))
             own = module.state_dict()
             fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-            mismatched = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
-            missing = sorted(k for k in own if k not in state)
+            if kind == "G":
+                self._check_generator_fit(f"--init-g {path}" if explicit[kind] else str(path), own, state)
             module.load_state_dict({**own, **fitting})
             if not self.config.train.skip_optimizer and isinstance(raw, dict) and raw.get("optimizer", {}).get("state"):
                 try:
@@ -324,15 +336,48 @@ class Trainer:
                 except ValueError as exc:
                     log.warning("%s: optimizer state not used (%s)", path, exc)
             if self.dist.is_main:
-                log.info("%s: initialised from %s (%d of %d tensors)", kind, path, len(fitting), len(own))
-                if mismatched or missing:
-                    log.warning(
-                        "%s: %d tensors keep their fresh init (shape differs: %s; absent: %s)",
-                        path,
-                        len(mismatched) + len(missing),
-                        ", ".join(mismatched[:5]) or "-",
-                        ", ".join(missing[:5]) or "-",
-                    )
+                self._log_base_fit(kind, path, own, state, len(fitting))
+
+    def _check_generator_fit(self, source: str, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
+        """Refuse a base generator that leaves any tensor at its fresh init, unless --allow-partial-init.
+
+        A partial fit is nearly always the wrong file or config (another model size, version or symbol
+        set), and training from it quietly starts mostly from scratch. The one exception is the speaker
+        table (SPEAKER_TABLE): its size follows the speaker count, which fine-tuning changes.
+        """
+        mismatched = [k for k in own if k in state and own[k].shape != state[k].shape and k != SPEAKER_TABLE]
+        missing = [k for k in own if k not in state and k != SPEAKER_TABLE]
+        if not (mismatched or missing) or self.settings.allow_partial_init:
+            return
+        fitting = sum(1 for k in own if k in state and own[k].shape == state[k].shape)
+        details = []
+        if mismatched:
+            key = mismatched[0]
+            details.append(
+                f"{len(mismatched)} shape mismatches, e.g. {key}: checkpoint {list(state[key].shape)}, "
+                f"this config {list(own[key].shape)}"
+            )
+        if missing:
+            details.append(f"{len(missing)} missing, e.g. {missing[0]}")
+        raise CheckpointError(
+            f"{source} matches {fitting} of {len(own)} generator tensors ({'; '.join(details)}); "
+            "pass --allow-partial-init to start from it anyway"
+        )
+
+    def _log_base_fit(
+        self, kind: str, path: Path, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], fitting: int
+    ) -> None:
+        mismatched = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
+        missing = sorted(k for k in own if k not in state)
+        log.info("%s: initialised from %s (%d of %d tensors)", kind, path, fitting, len(own))
+        if mismatched or missing:
+            log.warning(
+                "%s: %d tensors keep their fresh init (shape differs: %s; absent: %s)",
+                path,
+                len(mismatched) + len(missing),
+                ", ".join(mismatched[:5]) or "-",
+                ", ".join(missing[:5]) or "-",
+            )
 
     def save(self) -> None:
         """Upstream-format G_/D_/DUR_{step}.pth (rank 0), atomically; then keep the newest N."""
@@ -470,14 +515,24 @@ class Trainer:
     # ----- the loop ------------------------------------------------------------------------------
 
     def _finished(self) -> bool:
+        if self.position.stopped_by is not None:
+            return True
         if self.settings.max_steps is not None and self.position.step >= self.settings.max_steps:
             return True
         return self.position.epoch > self.config.train.epochs
 
+    def _stop_requested(self, stop: StopSignals) -> bool:
+        """At a step boundary: was any rank sent SIGTERM/SIGINT? Every rank calls this after every step, so
+        all of them stop after the same step (a rank that stopped alone would hang the others' all-reduce)."""
+        signum = self.dist.max_over_ranks(stop.received)
+        if signum and self.position.stopped_by is None:
+            self.position.stopped_by = signal_name(signum)
+        return bool(signum)
+
     def train(self) -> Position:
         from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
-        t = self.config.train
         total = self.settings.max_steps or self.config.train.epochs * len(self.sampler.epoch_batches())
         bar = tqdm(
             total=total,
@@ -486,46 +541,63 @@ class Trainer:
             disable=not (self.dist.is_main and self.settings.progress) or None,
             dynamic_ncols=True,
         )
-        sr = self.config.data.sampling_rate
+        # While the bar is drawn, log records go through tqdm.write (clear the bar, print the line, redraw):
+        # the console handler alone would append each record to the bar's unfinished line.
+        redirect = nullcontext() if bar.disable else logging_redirect_tqdm()
+        # Under torchrun a second signal is torchrun forwarding the first, not an impatient user.
+        stop = StopSignals(repeated_interrupt_aborts=not self.dist.distributed)
         try:
-            while not self._finished():
-                self.sampler.set_position(self.position.epoch, self.position.epoch_batches)
-                for batch in self.loader:
-                    batch = batch.to(self.device)
-                    scalars = self.train_step(batch)
-                    self.position.step += 1
-                    self.position.epoch_batches += 1
-                    bar.update(1)
-                    audio_seconds = float(batch.audio_lengths.sum()) / sr * self.dist.world_size
-                    self.reporter.count(1, audio_seconds)
-                    self._check_finite(scalars)
-                    self.last_scalars = scalars
-                    self.history.append(scalars)
-                    step = self.position.step
-                    if step % t.log_interval == 0:
-                        self.last_rates = self.reporter.summary(step, self.position.epoch, scalars)
-                    if step % t.eval_interval == 0:
-                        self.evaluate()
-                        self.save()
-                    if self._finished():
-                        break
-                else:
-                    with warnings.catch_warnings():
-                        # A run resumed exactly at an epoch's end decays before its first optimizer step.
-                        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
-                        for scheduler in self.schedulers.values():
-                            scheduler.step()
-                    self.position.epoch += 1
-                    self.position.epoch_batches = 0
-            if self.position.step % t.eval_interval != 0:
-                self.save()
+            with redirect, stop:
+                self._run_epochs(bar, stop)
+                if self.position.step % self.config.train.eval_interval != 0:
+                    self.save()
         finally:
             bar.close()
             self.reporter.close()
+        if self.position.stopped_by and self.dist.is_main:
+            log.info(
+                "%s: stopped after step %d with a checkpoint; the same command resumes from it",
+                self.position.stopped_by,
+                self.position.step,
+            )
         if self.settings.param_digest:
             self._write_param_digest()
         self.dist.barrier()
         return self.position
+
+    def _run_epochs(self, bar: Any, stop: StopSignals) -> None:
+        t = self.config.train
+        sr = self.config.data.sampling_rate
+        while not self._finished():
+            self.sampler.set_position(self.position.epoch, self.position.epoch_batches)
+            for batch in self.loader:
+                batch = batch.to(self.device)
+                scalars = self.train_step(batch)
+                self.position.step += 1
+                self.position.epoch_batches += 1
+                bar.update(1)
+                audio_seconds = float(batch.audio_lengths.sum()) / sr * self.dist.world_size
+                self.reporter.count(1, audio_seconds)
+                self._check_finite(scalars)
+                self.last_scalars = scalars
+                self.history.append(scalars)
+                step = self.position.step
+                if step % t.log_interval == 0:
+                    self.last_rates = self.reporter.summary(step, self.position.epoch, scalars)
+                if step % t.eval_interval == 0:
+                    self.evaluate()
+                    self.save()
+                # The collective first: every rank must take part in it at every step.
+                if self._stop_requested(stop) or self._finished():
+                    break
+            else:
+                with warnings.catch_warnings():
+                    # A run resumed exactly at an epoch's end decays before its first optimizer step.
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+                    for scheduler in self.schedulers.values():
+                        scheduler.step()
+                self.position.epoch += 1
+                self.position.epoch_batches = 0
 
     def _check_finite(self, scalars: dict[str, float]) -> None:
         bad = {k: v for k, v in scalars.items() if k.startswith("loss/") and not math.isfinite(v)}

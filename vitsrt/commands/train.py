@@ -1,4 +1,8 @@
-"""`vitsrt train -c CONFIG -m RUN_DIR`: train or fine-tune a voice (also `torchrun -m vitsrt.train ...`)."""
+"""`vitsrt train -c CONFIG -m RUN_DIR`: train or fine-tune a voice (also `torchrun -m vitsrt.train ...`).
+
+SIGTERM or Ctrl-C stops the run after the current step with a checkpoint and exit status 0; the same
+command resumes it. A second Ctrl-C stops at once (exit 130).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-g", help="base generator to fine-tune from (default: RUN_DIR/G_0.pth if present)")
     parser.add_argument("--init-d", help="base multi-period discriminator (default: RUN_DIR/D_0.pth if present)")
     parser.add_argument("--init-dur", help="base duration discriminator (default: RUN_DIR/DUR_0.pth if present)")
+    parser.add_argument(
+        "--allow-partial-init",
+        action="store_true",
+        help="start from a base generator even if some of its tensors do not fit this config (they keep their "
+        "fresh init); without it such a base is refused (a different speaker count alone is always accepted)",
+    )
     parser.add_argument(
         "--backend", choices=("nccl", "gloo"), help="distributed backend (default: nccl on GPU, gloo on CPU)"
     )
@@ -72,9 +82,13 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         device=args.device,
         progress=not args.no_progress,
+        allow_partial_init=args.allow_partial_init,
         param_digest=args.param_digest,
         overrides=parse_overrides(args.set),
     )
     position = run_training(settings)
-    print(f"finished at step {position.step} (epoch {position.epoch}); checkpoints in {settings.run_dir}")
+    if position.stopped_by:
+        print(f"stopped by {position.stopped_by} at step {position.step}; checkpoint in {settings.run_dir}")
+    else:
+        print(f"finished at step {position.step} (epoch {position.epoch}); checkpoints in {settings.run_dir}")
     return 0
