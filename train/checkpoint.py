@@ -6,10 +6,10 @@ containers is refused before any of its code can run. Every failure becomes a on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -111,14 +111,40 @@ def save_checkpoint(
     }
     if extra is not None:
         payload["vitsrt"] = extra
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _create_temp_file(path)
     try:
-        torch.save(payload, tmp_name)
-        os.replace(tmp_name, path)
+        torch.save(payload, tmp)
+        _fsync(tmp, os.O_RDWR)  # the data is on disk before the name points at it
+        os.replace(tmp, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    # Until the directory is synced, a power cut can still undo the rename: resume would then start from
+    # an older step (or find none).
+    if hasattr(os, "O_DIRECTORY"):  # Windows cannot open a directory; NTFS journals the rename
+        with contextlib.suppress(OSError):  # some network/FUSE mounts refuse it; the file itself is synced
+            _fsync(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _create_temp_file(path: Path) -> Path:
+    """An empty `.NAME.<random>.tmp` beside `path`, created with mode 0o666 so the kernel applies the user's
+    umask (and the folder's default ACL) as for any file they write; mkstemp's files are always 0600."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary file name beside {path}")
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 _STEP_FILE = re.compile(r"^(?P<kind>[A-Za-z]+)_(?P<step>\d+)\.pth$")
