@@ -28,7 +28,8 @@ def test_info_on_corrupt_file_is_one_line_nonzero(fixture_dir, tmp_path):
     result = _vitsrt("info", str(corrupt), "-c", str(fixture_dir / "config.json"))
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "truncated or corrupt" in result.stderr
+    assert result.stderr.startswith("vitsrt info: error: ") and "is truncated or not a checkpoint" in result.stderr
+    assert len(result.stderr.strip()) - len(str(corrupt)) <= 160, result.stderr
 
 
 def test_info_on_unsupported_version(fixture_dir, tmp_path):

@@ -7,84 +7,165 @@ containers is refused before any of its code can run. Every failure becomes a on
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import re
+import stat
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from vitsrt.errors import CheckpointError
+from vitsrt.errors import CheckpointError, clip
+
+log = logging.getLogger(__name__)
 
 _FOREIGN_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+# Lines of torch's loader errors that are advice, not the problem; never shown (one advises weights_only=False).
+_ADVICE = ("weights_only", "Weights only", "trusted source", "file an issue", "documentation", "miniz", "likelihood")
+_ENFORCE_PREFIX = re.compile(r"^\[enforce fail at [^\]]*\]\s*\.?\s*")
+# Up to this many missing/unexpected keys are named one by one; more means the config is not this model's.
+FEW_KEYS = 3
 
 
 def read_checkpoint(path: str | Path) -> Any:
-    """torch.load with weights_only=True, translating every failure into a CheckpointError."""
+    """torch.load with weights_only=True, translating every failure into a one-line CheckpointError."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    _check_regular_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns on stderr about some pickle protocols; a CLI error must stay one line.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = _FOREIGN_GLOBAL.search(str(exc))
-        if found:
-            raise CheckpointError(
-                f"{path}: refusing to load: the pickle references {found.group(1)}, which is not a tensor "
-                "or plain container (possible malicious file)"
-            ) from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(_unpickling_message(path, exc)) from None
     except Exception as exc:  # any failure of the loader on an untrusted file is a bad checkpoint
-        message = _first_line(exc)
-        if "central directory" in message or "zip archive" in message or isinstance(exc, EOFError):
-            raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({message})") from None
-        raise CheckpointError(f"{path}: cannot load checkpoint ({message})") from None
+        raise CheckpointError(_load_failure_message(path, exc)) from None
+    for warning in caught:
+        log.debug("%s: torch.load: %s", path, warning.message)
+    return loaded
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _check_regular_file(path: Path) -> None:
+    """Refuse what torch.load would misreport or block on (a directory, a FIFO, an empty file)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointError(f"{path} is not a regular file (a FIFO, device or socket cannot be a checkpoint)")
+    if info.st_size == 0:
+        raise CheckpointError(f"{path} is empty, not a checkpoint")
+
+
+def _unpickling_message(path: Path, exc: pickle.UnpicklingError) -> str:
+    found = _FOREIGN_GLOBAL.search(str(exc))
+    if not found:
+        return f"{path} is truncated or not a checkpoint ({_reason(exc)})"
+    # posix.system is what os.system pickles as; name it the way people write it.
+    name = re.sub(r"^(posix|nt)\.", "os.", found.group(1))
+    return (
+        f"{path} is not a plain checkpoint: it asks to run code ({_shown(name, 60)}); refused "
+        "(only tensors and plain containers are loaded)"
+    )
+
+
+def _load_failure_message(path: Path, exc: BaseException) -> str:
+    if zipfile.is_zipfile(path):
+        return f"{path} is a zip archive but not a PyTorch checkpoint ({_reason(exc)})"
+    return f"{path} is truncated or not a checkpoint ({_reason(exc)})"
+
+
+def _reason(exc: BaseException) -> str:
+    """The first sentence of a loader error that states the problem, without torch's advice, up to a colon."""
+    for line in str(exc).splitlines():
+        for sentence in _ENFORCE_PREFIX.sub("", line.strip()).split(". "):
+            sentence = sentence.strip().rstrip(".")
+            if sentence and not any(advice in sentence for advice in _ADVICE):
+                return _shown(sentence.split(": ")[0])
+    return type(exc).__name__
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """Short printable text as is; anything else (long, newlines, from the file) through clip()."""
+    return text if len(text) <= limit and text.isprintable() else clip(text, limit)
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """The generator weights from an upstream dict (`model` key) or a bare state_dict; strips `module.`."""
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+    if isinstance(obj, dict) and "model" in obj:
         obj = obj["model"]
-    if not isinstance(obj, dict) or not obj:
-        raise CheckpointError(f"{source}: expected a state_dict or a dict with a 'model' state_dict")
+        if not isinstance(obj, dict):
+            raise CheckpointError(f"{source}: its 'model' entry is a {type(obj).__name__}, not a state_dict")
+    if not isinstance(obj, dict):
+        raise CheckpointError(
+            f"{source}: holds a {type(obj).__name__}; expected a state_dict or a dict with a 'model' state_dict"
+        )
+    if not obj:
+        raise CheckpointError(f"{source}: the state_dict is empty")
     state: dict[str, torch.Tensor] = {}
     for key, value in obj.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{source}: entry {key!r} is not a tensor; not a model state_dict")
+            raise CheckpointError(
+                f"{source}: entry {clip(key, 60)} is a {type(value).__name__}, not a tensor; not a model state_dict"
+            )
         state[key.removeprefix("module.")] = value
     return state
 
 
-def load_state_dict_checked(module: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Strict load with errors that name the key and both shapes (torch's own message lists everything)."""
+def load_state_dict_checked(
+    module: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint", config_source: str | None = None
+) -> None:
+    """Strict load with errors that name the key and both shapes (torch's own message lists everything).
+
+    When more than FEW_KEYS keys are missing or unexpected, the model is not this checkpoint's: one summary
+    line says so (naming `config_source`, the config the module was built from, when given).
+    """
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if len(missing) + len(unexpected) > FEW_KEYS:
+        raise CheckpointError(_mismatch_summary(source, config_source, missing, unexpected, len(state), len(expected)))
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise CheckpointError(
             f"{source}: missing key {missing[0]} (expected shape {list(expected[missing[0]].shape)}){more}"
         )
-    unexpected = [k for k in state if k not in expected]
     if unexpected:
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
         raise CheckpointError(
-            f"{source}: unexpected key {unexpected[0]} (shape {list(state[unexpected[0]].shape)}){more}; "
+            f"{source}: unexpected key {_shown(unexpected[0], 60)} (shape {list(state[unexpected[0]].shape)}){more}; "
             "the config does not describe this checkpoint"
         )
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{source}: shape mismatch for {key}: expected {list(tensor.shape)}, found {list(state[key].shape)}; "
-                "the config does not describe this checkpoint"
-            )
+    mismatched = [k for k, t in expected.items() if tuple(state[k].shape) != tuple(t.shape)]
+    if mismatched:
+        key = mismatched[0]
+        more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+        raise CheckpointError(
+            f"{source}: shape mismatch for {key}: expected {list(expected[key].shape)}, found "
+            f"{list(state[key].shape)}{more}; the config does not describe this checkpoint"
+        )
     module.load_state_dict(state, strict=True)
+
+
+def _mismatch_summary(
+    source: str, config_source: str | None, missing: list[str], unexpected: list[str], n_state: int, n_model: int
+) -> str:
+    examples = [f"missing key {k}" for k in missing[:1]] + [f"unexpected key {_shown(k, 50)}" for k in unexpected[:1]]
+    who = f"{config_source} does not describe {source}" if config_source else f"{source} does not fit the model"
+    question = "; is this the config of this checkpoint?" if config_source else ""
+    return (
+        f"{who}: {len(missing)} of {n_model} model tensors are not in the checkpoint and {len(unexpected)} of "
+        f"{n_state} checkpoint tensors have no place in the model (e.g. {', '.join(examples)}){question}"
+    )
 
 
 def save_checkpoint(

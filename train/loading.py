@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,16 +38,130 @@ def resolve_version(config: BertVits2Config, keys: set[str]) -> tuple[str, str]:
     return from_keys, "checkpoint keys"
 
 
+# Weight-normed convolutions store `weight_v` (upstream), `weight` (norm removed) or a parametrization.
+_WEIGHT_NAMES = ("weight_v", "weight", "parametrizations.weight.original1")
+
+
+def _dimension_checks(config: BertVits2Config) -> list[tuple[str, int, str, int, int]]:
+    """(config field, its value, tensor key, axis, size the config implies on that axis), key tensors first."""
+    m, d = config.model, config.data
+    ffn = "enc_p.encoder.ffn_layers.0.conv_1.weight"
+    checks = [
+        ("model.hidden_channels", m.hidden_channels, "enc_p.emb.weight", 1, m.hidden_channels),
+        ("model.inter_channels", m.inter_channels, "dec.conv_pre.weight", 1, m.inter_channels),
+        ("model.upsample_initial_channel", m.upsample_initial_channel, "dec.conv_pre.weight", 0,
+         m.upsample_initial_channel),
+        ("model.filter_channels", m.filter_channels, ffn, 0, m.filter_channels),
+        ("model.kernel_size", m.kernel_size, ffn, 2, m.kernel_size),
+        ("model.n_heads", m.n_heads, "enc_p.encoder.attn_layers.0.emb_rel_k", 2, m.hidden_channels // m.n_heads),
+        ("model.gin_channels", m.gin_channels, "emb_g.weight", 1, m.gin_channels),
+        ("data.n_speakers", d.n_speakers, "emb_g.weight", 0, d.n_speakers),
+        ("data.filter_length", d.filter_length, "enc_q.pre.weight", 1, config.spec_channels),
+    ]
+    for i, kernel in enumerate(m.upsample_kernel_sizes):
+        checks.append((f"model.upsample_kernel_sizes[{i}]", kernel, f"dec.ups.{i}", 2, kernel))
+    return checks
+
+
+def _count_checks(config: BertVits2Config) -> list[tuple[str, int, str]]:
+    """(config field, its value, key prefix whose numbered children the config implies)."""
+    m = config.model
+    checks = [
+        ("model.n_layers", m.n_layers, "enc_p.encoder.attn_layers."),
+        ("model.n_flow_layer", m.n_flow_layer, "flow.flows."),
+        ("len(model.upsample_rates)", len(m.upsample_rates), "dec.ups."),
+        ("len(model.upsample_rates) x len(model.resblock_kernel_sizes)",
+         len(m.upsample_rates) * len(m.resblock_kernel_sizes), "dec.resblocks."),
+    ]
+    if m.use_transformer_flow:
+        checks.append(("model.n_layers_trans_flow", m.n_layers_trans_flow, "flow.flows.0.enc.attn_layers."))
+    return checks
+
+
+def _tensor(state: dict[str, torch.Tensor], key: str) -> tuple[str, torch.Tensor] | None:
+    if key in state:
+        return key, state[key]
+    for name in _WEIGHT_NAMES:
+        if f"{key}.{name}" in state:
+            return f"{key}.{name}", state[f"{key}.{name}"]
+    return None
+
+
+def _indices(state: dict[str, torch.Tensor], prefix: str) -> set[int]:
+    """The numbers N of the `prefix` + `N.` keys (layers of a ModuleList holding weights)."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return {int(found.group(1)) for key in state if (found := pattern.match(key))}
+
+
+def check_config_fits(config: BertVits2Config, state: dict[str, torch.Tensor], checkpoint: str, source: str) -> None:
+    """Compare the config's sizes with the checkpoint's tensors before any module is built.
+
+    A config that disagrees (a typo, another model's config, hidden_channels=1e6) is reported by field and
+    tensor instead of first allocating a model of the wrong size. Tensors the checkpoint lacks are left to
+    the strict load, which names them.
+    """
+    _check_dimensions(config, state, checkpoint, source)
+    _check_counts(config, state, checkpoint, source)
+    _check_kinds(config, state, checkpoint, source)
+
+
+def _check_dimensions(config: BertVits2Config, state: dict[str, torch.Tensor], checkpoint: str, source: str) -> None:
+    for field, value, key, axis, size in _dimension_checks(config):
+        found = _tensor(state, key)
+        if found is None:
+            continue
+        name, tensor = found
+        shape = list(tensor.shape)
+        if len(shape) > axis and shape[axis] == size:
+            continue
+        expected = [*shape[:axis], size, *shape[axis + 1 :]] if len(shape) > axis else f"{axis + 1}+ dimensions"
+        raise CheckpointError(
+            f"{checkpoint}: shape mismatch for {name}: expected {expected} (from {field} = {value} in {source}), "
+            f"found {shape}; the config does not describe this checkpoint"
+        )
+
+
+def _check_counts(config: BertVits2Config, state: dict[str, torch.Tensor], checkpoint: str, source: str) -> None:
+    for field, value, prefix in _count_checks(config):
+        layers = _indices(state, prefix)
+        if layers and len(layers) != value:
+            raise CheckpointError(
+                f"{checkpoint}: {source} has {field} = {value} but the checkpoint has {len(layers)} {prefix}N; "
+                "the config does not describe this checkpoint"
+            )
+
+
+def _check_kinds(config: BertVits2Config, state: dict[str, torch.Tensor], checkpoint: str, source: str) -> None:
+    """The flow and residual-block types, told apart by the keys only one kind has."""
+    m = config.model
+    transformer, residual = "flow.flows.0.enc.attn_layers.", "flow.flows.0.enc.in_layers."
+    resblock_1, resblock_2 = "dec.resblocks.0.convs1.", "dec.resblocks.0.convs."
+    kinds = (
+        ("model.use_transformer_flow", str(m.use_transformer_flow).lower(),
+         *((transformer, residual) if m.use_transformer_flow else (residual, transformer))),
+        ("model.resblock", f'"{m.resblock}"',
+         *((resblock_1, resblock_2) if m.resblock == "1" else (resblock_2, resblock_1))),
+    )
+    for field, shown, implied, other in kinds:
+        if any(k.startswith(other) for k in state) and not any(k.startswith(implied) for k in state):
+            raise CheckpointError(
+                f"{checkpoint}: {source} has {field} = {shown} but the checkpoint has {other}* keys, not {implied}*; "
+                "the config does not describe this checkpoint"
+            )
+
+
 def load_generator(checkpoint: str | Path, config: str | Path | BertVits2Config) -> LoadedGenerator:
+    source = "the config" if isinstance(config, BertVits2Config) else str(config)
     config = config if isinstance(config, BertVits2Config) else load_config(config)
     raw = read_checkpoint(checkpoint)
     state = extract_state_dict(raw, source=str(checkpoint))
-    version, source = resolve_version(config, set(state))
+    version, version_source = resolve_version(config, set(state))
+    check_config_fits(config, state, str(checkpoint), source)
     try:
         model = SynthesizerTrn(config, SymbolSizes.from_state_dict(state))
     except ValueError as exc:
         raise ConfigError(f"cannot build the model from the config: {exc}") from None
-    load_state_dict_checked(model, state, source=str(checkpoint))
+    load_state_dict_checked(model, state, source=str(checkpoint), config_source=source)
     model.eval()
     iteration = raw.get("iteration") if isinstance(raw, dict) else None
     learning_rate = raw.get("learning_rate") if isinstance(raw, dict) else None
@@ -54,7 +169,7 @@ def load_generator(checkpoint: str | Path, config: str | Path | BertVits2Config)
         model=model,
         config=config,
         version=version,
-        version_source=source,
+        version_source=version_source,
         iteration=int(iteration) if isinstance(iteration, int) else None,
         learning_rate=float(learning_rate) if isinstance(learning_rate, int | float) else None,
         state_dict=state,

@@ -8,19 +8,31 @@ same defaults here, so a checkpoint built from a sparse config gets the same arc
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vitsrt.errors import ConfigError
+from vitsrt.errors import ConfigError, clip
 
 # Symbol-table sizes of upstream Bert-VITS2 2.x (text/symbols.py): 112 symbols, 6 + 2 + 4 tones, 3 languages.
 BERT_VITS2_N_SYMBOLS = 112
 BERT_VITS2_NUM_TONES = 12
 BERT_VITS2_NUM_LANGUAGES = 3
 BERT_DIM = 1024
+
+# Sanity limits. Upstream's largest published configs use 192-512 channels, 6 layers and 44.1 kHz; the limits sit
+# far above that and only stop a typo (hidden_channels=1e6) from allocating gigabytes before anything is checked.
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+MAX_CHANNELS = 8192
+MAX_LAYERS = 64
+MAX_GENERATOR_PARAMETERS = 1_000_000_000  # 4 GB of float32; a default-size generator has ~60 million
+_Kernel = Annotated[int, Field(ge=1, le=1024)]
+_Dilation = Annotated[int, Field(ge=1, le=1024)]
+_Rate = Annotated[int, Field(ge=1, le=64)]
 
 SUPPORTED_VERSIONS = ("2.0", "2.3")
 _UNSUPPORTED_REASONS = {
@@ -33,7 +45,7 @@ _UNSUPPORTED_REASONS = {
 class _Section(BaseModel):
     """A config section: known keys typed, unknown keys kept."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, allow_inf_nan=False)
 
 
 class TrainSection(_Section):
@@ -44,10 +56,10 @@ class TrainSection(_Section):
     learning_rate: float = Field(2e-4, gt=0)
     betas: tuple[float, float] = (0.8, 0.99)
     eps: float = 1e-9
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, le=65536)
     bf16_run: bool = False
     lr_decay: float = Field(0.99995, gt=0, le=1)
-    segment_size: int = Field(16384, ge=1)
+    segment_size: int = Field(16384, ge=1, le=1 << 22)
     init_lr_ratio: float = 1.0
     warmup_epochs: int = 0
     c_mel: float = 45.0
@@ -64,15 +76,15 @@ class DataSection(_Section):
     training_files: str = "filelists/train.list"
     validation_files: str = "filelists/val.list"
     max_wav_value: float = 32768.0
-    sampling_rate: int = Field(44100, gt=0)
-    filter_length: int = Field(2048, gt=0)
-    hop_length: int = Field(512, gt=0)
-    win_length: int = Field(2048, gt=0)
-    n_mel_channels: int = Field(128, gt=0)
+    sampling_rate: int = Field(44100, gt=0, le=384_000)
+    filter_length: int = Field(2048, gt=0, le=65536)
+    hop_length: int = Field(512, gt=0, le=8192)
+    win_length: int = Field(2048, gt=0, le=65536)
+    n_mel_channels: int = Field(128, gt=0, le=1024)
     mel_fmin: float = 0.0
     mel_fmax: float | None = None
     add_blank: bool = True
-    n_speakers: int = Field(256, ge=0)
+    n_speakers: int = Field(256, ge=0, le=100_000)
     cleaned_text: bool = True
     spk2id: dict[str, int] = Field(default_factory=dict)
 
@@ -82,26 +94,28 @@ class ModelSection(_Section):
     use_noise_scaled_mas: bool = False
     use_mel_posterior_encoder: bool = False
     use_duration_discriminator: bool = False
-    inter_channels: int = Field(192, gt=0)
-    hidden_channels: int = Field(192, gt=0)
-    filter_channels: int = Field(768, gt=0)
-    n_heads: int = Field(2, gt=0)
-    n_layers: int = Field(6, gt=0)
-    kernel_size: int = Field(3, gt=0)
+    inter_channels: int = Field(192, gt=0, le=MAX_CHANNELS)
+    hidden_channels: int = Field(192, gt=0, le=MAX_CHANNELS)
+    filter_channels: int = Field(768, gt=0, le=4 * MAX_CHANNELS)
+    n_heads: int = Field(2, gt=0, le=64)
+    n_layers: int = Field(6, gt=0, le=MAX_LAYERS)
+    kernel_size: int = Field(3, gt=0, le=63)
     p_dropout: float = Field(0.1, ge=0, lt=1)
     resblock: Literal["1", "2"] = "1"
-    resblock_kernel_sizes: list[int] = Field(default_factory=lambda: [3, 7, 11])
-    resblock_dilation_sizes: list[list[int]] = Field(default_factory=lambda: [[1, 3, 5]] * 3)
-    upsample_rates: list[int] = Field(default_factory=lambda: [8, 8, 2, 2, 2])
-    upsample_initial_channel: int = Field(512, gt=0)
-    upsample_kernel_sizes: list[int] = Field(default_factory=lambda: [16, 16, 8, 2, 2])
-    n_layers_q: int = 3
+    resblock_kernel_sizes: list[_Kernel] = Field(default_factory=lambda: [3, 7, 11], min_length=1, max_length=16)
+    resblock_dilation_sizes: list[Annotated[list[_Dilation], Field(min_length=1, max_length=16)]] = Field(
+        default_factory=lambda: [[1, 3, 5]] * 3, min_length=1, max_length=16
+    )
+    upsample_rates: list[_Rate] = Field(default_factory=lambda: [8, 8, 2, 2, 2], min_length=1, max_length=16)
+    upsample_initial_channel: int = Field(512, gt=0, le=MAX_CHANNELS)
+    upsample_kernel_sizes: list[_Kernel] = Field(default_factory=lambda: [16, 16, 8, 2, 2], min_length=1, max_length=16)
+    n_layers_q: int = Field(3, ge=0, le=MAX_LAYERS)
     use_spectral_norm: bool = False
-    gin_channels: int = Field(256, ge=0)
+    gin_channels: int = Field(256, ge=0, le=MAX_CHANNELS)
     # Constructor defaults of upstream SynthesizerTrn, applied when the config omits them.
     use_sdp: bool = True
-    n_flow_layer: int = Field(4, gt=0)
-    n_layers_trans_flow: int = Field(4, gt=0)
+    n_flow_layer: int = Field(4, gt=0, le=MAX_LAYERS)
+    n_layers_trans_flow: int = Field(4, gt=0, le=MAX_LAYERS)
     flow_share_parameter: bool = False
     use_transformer_flow: bool = True
     mas_noise_scale_initial: float = 0.01
@@ -120,6 +134,12 @@ class ModelSection(_Section):
         for rate, kernel in zip(self.upsample_rates, self.upsample_kernel_sizes, strict=True):
             if rate <= 0 or kernel < rate or (kernel - rate) % 2:
                 raise ValueError(f"upsample kernel {kernel} must be >= rate {rate} and have the same parity")
+        # Each upsampling stage halves the channels; the last stage must keep at least one.
+        if self.upsample_initial_channel >> len(self.upsample_rates) < 1:
+            raise ValueError(
+                f"upsample_initial_channel ({self.upsample_initial_channel}) must be >= 2**len(upsample_rates) "
+                f"({2 ** len(self.upsample_rates)})"
+            )
         # Upstream asserts this in every speaker-conditioned attention stack (cond_layer_idx = 2).
         if self.use_spk_conditioned_encoder and self.gin_channels > 0 and self.n_layers <= 2:
             raise ValueError(f"n_layers must be > 2 with a speaker-conditioned encoder (got {self.n_layers})")
@@ -149,7 +169,16 @@ class BertVits2Config(BaseModel):
             )
         for name, sid in self.data.spk2id.items():
             if not 0 <= sid < max(self.data.n_speakers, 1):
-                raise ValueError(f"data.spk2id[{name!r}] = {sid} is outside 0..n_speakers-1 ({self.data.n_speakers})")
+                raise ValueError(
+                    f"data.spk2id[{clip(name, 40)}] = {sid} is outside 0..n_speakers-1 ({self.data.n_speakers})"
+                )
+        parameters = approx_generator_parameters(self)
+        if parameters > MAX_GENERATOR_PARAMETERS:
+            raise ValueError(
+                f"the model section describes a generator of about {parameters / 1e9:.1f} billion parameters "
+                f"(limit {MAX_GENERATOR_PARAMETERS / 1e9:.0f} billion): check hidden_channels, filter_channels, "
+                "n_layers and upsample_initial_channel"
+            )
         return self
 
     @property
@@ -176,6 +205,40 @@ class BertVits2Config(BaseModel):
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", exclude_none=False), indent=2, ensure_ascii=False)
+
+
+def _attention_stack_parameters(model: ModelSection, layers: int, kernel: int) -> int:
+    """Weights of `layers` attention + FFN layers (q, k, v, o projections and two convolutions)."""
+    h, f = model.hidden_channels, model.filter_channels
+    return layers * (4 * h * h + 2 * h * f * kernel)
+
+
+def _decoder_parameters(model: ModelSection) -> int:
+    """Weights of the HiFi-GAN decoder's upsampling convolutions and residual blocks."""
+    convs_per_dilation = 2 if model.resblock == "1" else 1
+    channels = model.upsample_initial_channel
+    total = model.inter_channels * channels * 7
+    for kernel in model.upsample_kernel_sizes:
+        out = channels // 2
+        total += channels * out * kernel
+        for size, dilations in zip(model.resblock_kernel_sizes, model.resblock_dilation_sizes, strict=True):
+            total += convs_per_dilation * len(dilations) * out * out * size
+        channels = out
+    return total
+
+
+def approx_generator_parameters(config: BertVits2Config) -> int:
+    """A lower bound on the generator's parameter count (its dominant layers), computed without building it."""
+    m = config.model
+    h = m.hidden_channels
+    wavenet_layer = 2 * h * h * 5 + 2 * h * h  # dilated conv + res/skip conv of one WaveNet layer
+    if m.use_transformer_flow:
+        flow = m.n_flow_layer * _attention_stack_parameters(m, m.n_layers_trans_flow, 5)
+    else:
+        flow = m.n_flow_layer * 4 * wavenet_layer
+    text = _attention_stack_parameters(m, m.n_layers, m.kernel_size) + 3 * BERT_DIM * h
+    posterior = 16 * wavenet_layer + config.spec_channels * m.inter_channels
+    return text + flow + posterior + _decoder_parameters(m) + config.data.n_speakers * m.gin_channels
 
 
 def normalize_version(raw: str) -> str:
@@ -208,18 +271,49 @@ def version_from_state_dict_keys(keys: set[str]) -> str | None:
     return None
 
 
+def _read_config_bytes(path: Path) -> bytes:
+    """The file's bytes: a regular file only, at most MAX_CONFIG_BYTES."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; the fstat below then refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ConfigError(f"config not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"{path} is a directory, not a config file")
+        raise ConfigError(f"{path} is not a regular file (a FIFO, device or socket cannot be a config)")
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    # Read one byte past the cap: a file that grows after the check is still refused.
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB; not a config.json")
+    return data
+
+
 def load_config(path: str | Path) -> BertVits2Config:
     """Read and validate a config.json; any problem becomes a one-line ConfigError."""
     path = Path(path)
+    data = _read_config_bytes(path)
     try:
-        raw: Any = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from None
+        raw: Any = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply to be a config.json") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's 4300-digit limit
+        raise ConfigError(f"{path} is not usable JSON: {_shown(str(exc).split(':')[0])}") from None
     return parse_config(raw, source=str(path))
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """Short printable text as is; anything else (long, newlines) through clip()."""
+    return text if len(text) <= limit and text.isprintable() else clip(text, limit)
 
 
 def parse_config(raw: Any, source: str = "config") -> BertVits2Config:
@@ -229,9 +323,12 @@ def parse_config(raw: Any, source: str = "config") -> BertVits2Config:
         config = BertVits2Config.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        # The location can hold keys from the file (spk2id names): shown clipped.
+        where = _shown(".".join(str(p) for p in first["loc"]) or "(top level)")
         message = str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{source}: invalid {where}: {message}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to be a config") from None
     if config.version is not None:
         check_supported(config.version)
     return config
