@@ -8,7 +8,13 @@ fixture (conftest's `fixture_voice`), and clients talk to it over TCP with the g
 from __future__ import annotations
 
 import asyncio
+import os
+import queue
+import re
+import subprocess
+import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Coroutine
 from pathlib import Path
@@ -99,16 +105,75 @@ class RunningServer:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     def metric(self, name: str, **labels: str) -> float | None:
-        """One sample from the /metrics endpoint (None if absent)."""
+        """One sample from the /metrics endpoint (None if absent); sends the server's token when it has one."""
         assert self.server.metrics_port is not None, "start the server with metrics_port=0"
-        return scrape(self.server.metrics_port, name, **labels)
+        config = self.server.config
+        token = config.auth_token if config.metrics_auth else None
+        return scrape(self.server.metrics_port, name, token=token, **labels)
 
 
-def scrape(port: int, name: str, **labels: str) -> float | None:
-    """Read one sample `name{labels}` from a Prometheus text endpoint on 127.0.0.1:`port`."""
+class ServerProcess:
+    """`python -m vitsrt.cli serve ...` on a free port (`voice` None: the shipped default voice); its log lines
+    are collected as they come."""
+
+    def __init__(self, voice: Path | None, *flags: str, env: dict[str, str] | None = None):
+        from conftest import REPO_ROOT
+
+        voices = ["-v", str(voice)] if voice is not None else []
+        command = [sys.executable, "-m", "vitsrt.cli", "serve", *voices, "--port", "0", "--threads", "1", *flags]
+        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                        text=True, env={**os.environ, **(env or {})})
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.port = int(self.wait_for(r"serving \S+ on [\d.:]+:(\d+)", timeout=120).group(1))
+        self.banner = self.log[-1]
+        self.target = f"127.0.0.1:{self.port}"
+
+    def _pump(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.log.append(line)
+            if match := re.search(pattern, line):
+                return match
+        raise AssertionError(f"no log line matching {pattern!r}; log so far:\n{''.join(self.log)}")
+
+    def rest_of_log(self, timeout: float = 30.0) -> str:
+        """Everything logged, once the process has exited (waits up to `timeout`)."""
+        self.process.wait(timeout)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the pump thread drains the pipe after exit
+            try:
+                self.log.append(self.lines.get(timeout=0.2))
+            except queue.Empty:
+                break
+        return "".join(self.log)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+
+
+def scrape(port: int, name: str, token: str | None = None, **labels: str) -> float | None:
+    """Read one sample `name{labels}` from a Prometheus text endpoint on 127.0.0.1:`port` (with `token`, as
+    `Authorization: Bearer TOKEN`)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as reply:
         text = reply.read().decode()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -3,12 +3,10 @@ streams finish), `vitsrt client`, and no torch anywhere on the serving path."""
 
 from __future__ import annotations
 
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,51 +16,11 @@ import soundfile
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import REPO_ROOT
-from grpc_support import HOLDING_CLIENT, ids_request, phone_ids, scrape
+from grpc_support import HOLDING_CLIENT, ServerProcess, ids_request, phone_ids, scrape
 from vitsrt.serve.grpc.client import TtsClient
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-class ServerProcess:
-    """`python -m vitsrt.cli serve ...` on a free port; its log lines are collected as they come."""
-
-    def __init__(self, voice, *flags: str):
-        command = [sys.executable, "-m", "vitsrt.cli", "serve", "-v", str(voice), "--port", "0", "--threads", "1",
-                   *flags]
-        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                        text=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-        self.port = int(self.wait_for(r"serving tiny on 127\.0\.0\.1:(\d+)").group(1))
-        self.banner = self.log[-1]
-        self.target = f"127.0.0.1:{self.port}"
-
-    def _pump(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.put(line)
-
-    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.1)
-            except queue.Empty:
-                if self.process.poll() is not None and self.lines.empty():
-                    break
-                continue
-            self.log.append(line)
-            if match := re.search(pattern, line):
-                return match
-        raise AssertionError(f"no log line matching {pattern!r}; log so far:\n{''.join(self.log)}")
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(10)
 
 
 @pytest.fixture

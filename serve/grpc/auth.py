@@ -4,6 +4,7 @@ Every RPC must carry `authorization: Bearer <token>` metadata, except the standa
 load balancers and orchestrators probe health without credentials, and a health answer reveals nothing
 but "up or not". Reflection is *not* exempt (it describes the API; grpcurl passes `-H 'authorization: ...'`).
 The comparison is constant-time so the token cannot be guessed byte by byte from response timings.
+`parse_bearer` and `token_matches` are shared with the /metrics endpoint (`metrics.py`), which takes the same token.
 """
 
 from __future__ import annotations
@@ -16,11 +17,21 @@ import grpc
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
+def parse_bearer(value: str) -> str | None:
+    """The token in an `authorization` value of the form 'Bearer TOKEN' (None for any other scheme)."""
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def token_matches(given: str | None, expected: bytes) -> bool:
+    """Constant-time comparison, so the token cannot be guessed byte by byte from response timings."""
+    return given is not None and hmac.compare_digest(given.encode(), expected)
+
+
 def _bearer_token(metadata: object) -> str | None:
     for key, value in metadata or ():  # type: ignore[attr-defined]
         if key.lower() == "authorization":
-            scheme, _, token = str(value).partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else None
+            return parse_bearer(str(value))
     return None
 
 
@@ -58,7 +69,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         if handler_call_details.method.startswith(self._exempt):
             return await continuation(handler_call_details)
         given = _bearer_token(handler_call_details.invocation_metadata)
-        if given is not None and hmac.compare_digest(given.encode(), self._token):
+        if token_matches(given, self._token):
             return await continuation(handler_call_details)
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: let gRPC answer UNIMPLEMENTED as usual

@@ -5,18 +5,26 @@ recorded by the servicer as calls happen. Engine figures (queue depths, batch-si
 from `engine.stats()` at scrape time by `EngineStatsCollector`, so they cost nothing between scrapes and
 are never stale. A per-instance `CollectorRegistry` (not prometheus_client's global one) lets several
 servers live in one process, as the tests do.
+
+The /metrics endpoint can require the server's bearer token (`serve_http(token=...)`): requests without
+`Authorization: Bearer TOKEN` get HTTP 401. Prometheus sends one with `authorization: {credentials_file: ...}`.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from vitsrt.serve.grpc.auth import parse_bearer, token_matches
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +60,37 @@ class EngineStatsCollector(Collector):
         yield batches
 
 
+class _QuietHandler(WSGIRequestHandler):
+    """Request lines go to the debug log, not to stderr (wsgiref's default)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("metrics http: " + format, *args)
+
+
+def _server_class(host: str, port: int) -> type[WSGIServer]:
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]  # IPv6 hosts need an AF_INET6 socket
+
+    class Server(ThreadingMixIn, WSGIServer):
+        address_family = family
+        daemon_threads = True  # a slow scraper never holds up shutdown
+
+    return Server
+
+
+def _require_token(app: Callable[..., Iterable[bytes]], token: str) -> Callable[..., Iterable[bytes]]:
+    """`app` behind the bearer token: 401 without the right `Authorization: Bearer TOKEN` header."""
+    expected = token.encode()
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if token_matches(parse_bearer(environ.get("HTTP_AUTHORIZATION", "")), expected):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                            ("WWW-Authenticate", 'Bearer realm="vitsrt metrics"')])
+        return [b"missing or invalid bearer token\n"]
+
+    return guarded
+
+
 class ServerMetrics:
     """The server's own instruments plus the engine collector, on one registry."""
 
@@ -74,11 +113,16 @@ class ServerMetrics:
         self._http: Any = None
         self._lock = threading.Lock()
 
-    def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
-        """Start the /metrics HTTP endpoint (a daemon thread); returns the bound port (useful with port 0)."""
+    def serve_http(self, port: int, host: str = "127.0.0.1", token: str | None = None) -> int:
+        """Start the /metrics HTTP endpoint (a daemon thread); returns the bound port (useful with port 0).
+        With `token`, every request must carry `Authorization: Bearer TOKEN` (else 401)."""
         with self._lock:
             if self._http is None:
-                self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
+                app = make_wsgi_app(self.registry)
+                if token:
+                    app = _require_token(app, token)
+                self._http = make_server(host, port, app, _server_class(host, port), handler_class=_QuietHandler)
+                threading.Thread(target=self._http.serve_forever, name="vitsrt-metrics", daemon=True).start()
             return int(self._http.server_port)
 
     def close(self) -> None:

@@ -27,16 +27,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-text-chars", type=int, default=5000, help="longest text accepted (INVALID_ARGUMENT)")
     parser.add_argument("--max-message-bytes", type=int, default=1 << 20,
                         help="largest request message accepted (RESOURCE_EXHAUSTED)")
-    parser.add_argument("--auth-token", default=None,
-                        help=f"require 'authorization: Bearer TOKEN' (default: ${AUTH_TOKEN_ENV}); health stays open")
+    parser.add_argument("--max-audio-seconds", type=float, default=300.0,
+                        help="longest audio one request may produce; longer requests get RESOURCE_EXHAUSTED")
+    parser.add_argument("--request-timeout", type=float, default=10.0,
+                        help="seconds a call may take to deliver its request (and a connection its HTTP/2 "
+                        "handshake); slower calls get DEADLINE_EXCEEDED")
+    parser.add_argument("--max-call-seconds", type=float, default=600.0,
+                        help="longest any call may run; longer calls get DEADLINE_EXCEEDED")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--auth-token-file", type=Path, default=None, metavar="PATH",
+                       help="require 'authorization: Bearer TOKEN', the token read from this file (first line); "
+                       f"or set ${AUTH_TOKEN_ENV}. Health stays open; /metrics needs the token too")
+    token.add_argument("--auth-token", default=None,
+                       help="the token itself; visible to other local users in `ps`, prefer --auth-token-file "
+                       f"or ${AUTH_TOKEN_ENV}")
     parser.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain (enables TLS)")
     parser.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
     parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
-    parser.add_argument("--metrics-host", default=None, help="address for the metrics endpoint (default: --host)")
+    parser.add_argument("--metrics-host", default=None,
+                        help="address for the metrics endpoint (default: --host; 127.0.0.1 keeps it local)")
+    parser.add_argument("--metrics-auth", action=argparse.BooleanOptionalAction, default=True,
+                        help="with a token set, /metrics answers 401 without 'Authorization: Bearer TOKEN' "
+                        "(default: on)")
     parser.add_argument("--grace", type=float, default=10.0,
                         help="seconds in-flight calls get to finish after SIGTERM before being cancelled")
     parser.add_argument("--drain", type=float, default=0.0,
                         help="seconds to keep serving with health NOT_SERVING before refusing new calls")
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """--auth-token-file, else --auth-token, else $VITSRT_AUTH_TOKEN, else None (no auth)."""
+    from vitsrt.serve.grpc.server import ServerSetupError
+
+    if args.auth_token_file is None:
+        return args.auth_token or os.environ.get(AUTH_TOKEN_ENV) or None
+    try:
+        lines = args.auth_token_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ServerSetupError(f"--auth-token-file {args.auth_token_file}: cannot read it ({reason})") from None
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise ServerSetupError(f"--auth-token-file {args.auth_token_file}: the first line is empty")
+    return token
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,16 +77,16 @@ def run(args: argparse.Namespace) -> int:
     from vitsrt.serve.grpc.server import ServerConfig, run_server
     from vitsrt.voices import default_voice_dir
 
-    token = args.auth_token or os.environ.get(AUTH_TOKEN_ENV) or None
     config = ServerConfig(
         host=args.host, port=args.port, max_message_bytes=args.max_message_bytes,
         max_text_chars=args.max_text_chars, max_concurrent_streams=args.max_concurrent_streams,
-        auth_token=token, tls_cert=args.tls_cert, tls_key=args.tls_key, metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host, grace_seconds=args.grace, drain_seconds=args.drain,
+        auth_token=_token(args), tls_cert=args.tls_cert, tls_key=args.tls_key, metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host, metrics_auth=args.metrics_auth, grace_seconds=args.grace,
+        drain_seconds=args.drain, request_timeout=args.request_timeout, max_call_seconds=args.max_call_seconds,
     )
     options = EngineOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                             max_active_streams=args.max_concurrent_streams, max_text_chars=args.max_text_chars,
-                            threads=args.threads)
+                            threads=args.threads, max_audio_seconds=args.max_audio_seconds)
     backend_options = {"url": args.triton_url} if args.triton_url else None
     voices = args.voices or [default_voice_dir()]
     run_server(voices, config, backend=args.backend, engine_options=options, backend_options=backend_options)
