@@ -1,28 +1,71 @@
 # vitsrt: `make demo` runs the main job on the default voice, `make test` runs the test suite.
-# Both create the virtual environment and install everything from scratch on a fresh machine.
+# Both create the virtual environment and install from the locks in requirements/ on a fresh machine.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-# A CPU build of torch; an unpinned `torch` would pull a multi-GB CUDA build. pyproject keeps the range open.
-TORCH_VERSION ?= 2.13.0
 FIXTURE ?= ../shared/fixtures/bertvits2-2.3-tiny
 OUT ?= out
 
-.PHONY: install test lint demo demo-export clean protos corpus debian-deps
+# Reproducible installs: every package `make demo` and `make test` install comes from a lock with exact versions
+# and hashes (requirements/*.lock, written by `make lock` from pyproject's open ranges). torch is pinned to a CPU
+# build in requirements/pins.txt: an open `torch` range would resolve a multi-GB CUDA build.
+PIP_VERSION ?= 26.3
+TEST_LOCK := requirements/test.lock
+DEMO_LOCK := requirements/demo.lock
+# The extras each install set brings (tests/test_lock.py checks the locks against pyproject with these lists).
+TEST_EXTRAS := torch ipa train triton bench eval dev
+DEMO_EXTRAS := ipa
+# tritonserver (Python backend, runs on CPU) for the Triton tests. --no-deps: its pins (numpy<2, protobuf<7
+# through tritonclient[grpc]) conflict with ours, and none of them is needed to run it.
+PYTRITON := nvidia-pytriton==0.7.0
 
-install: $(VENV)/.installed
+.PHONY: install install-demo test test-latest lock lint demo demo-export clean protos corpus debian-deps
 
-$(VENV)/.installed: pyproject.toml Makefile
+install: $(VENV)/.installed-test
+install-demo: $(VENV)/.installed-demo
+
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "torch==$(TORCH_VERSION)"
-	$(PIP) install -q -e ".[torch,ipa,train,triton,bench,eval,dev]"
-	# tritonserver (Python backend, runs on CPU) for the Triton tests. --no-deps: its pins (numpy<2,
-	# protobuf<7 through tritonclient[grpc]) conflict with ours, and none of them is needed to run it.
-	$(PIP) install -q --no-deps "nvidia-pytriton==0.7.0"
+	$(PIP) install -q "pip==$(PIP_VERSION)"
+
+# The lock is complete (every dependency pinned and hashed), so pip installs it with --no-deps; vitsrt itself
+# goes in editable, without build isolation (its build backend, setuptools, is in the lock too).
+$(VENV)/.installed-test: $(TEST_LOCK) pyproject.toml Makefile | $(VENV)/bin/python
+	$(PIP) install -q --require-hashes --no-deps -r $(TEST_LOCK)
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PIP) install -q --no-deps "$(PYTRITON)"
+	touch $@ $(VENV)/.installed-demo
+
+$(VENV)/.installed-demo: $(DEMO_LOCK) pyproject.toml Makefile | $(VENV)/bin/python
+	$(PIP) install -q --require-hashes --no-deps -r $(DEMO_LOCK)
+	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# Re-resolve both locks from pyproject's ranges (latest versions that satisfy them), then check them. The demo
+# lock is resolved inside the test lock's versions, so one virtual environment can hold both sets.
+LOCK_TOOLS := $(OUT)/lock-tools
+COMPILE := $(LOCK_TOOLS)/bin/pip-compile -q --strip-extras --allow-unsafe --generate-hashes --no-emit-index-url \
+	--no-emit-find-links --no-header -c requirements/pins.txt
+lock:
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/pip install -q "pip==$(PIP_VERSION)" "pip-tools==7.6.2"
+	$(COMPILE) $(TEST_EXTRAS:%=--extra %) -o $(TEST_LOCK).new pyproject.toml requirements/build.in
+	$(PYTHON) requirements/finish_lock.py $(TEST_LOCK).new $(TEST_LOCK)
+	$(COMPILE) -c $(TEST_LOCK) $(DEMO_EXTRAS:%=--extra %) -o $(DEMO_LOCK).new pyproject.toml requirements/build.in
+	$(PYTHON) requirements/finish_lock.py $(DEMO_LOCK).new $(DEMO_LOCK)
+	@echo "locks written; run make test to install and check them"
+
+# Drift check (not in CI): the suite on the newest versions pyproject allows, in a separate environment.
+LATEST_VENV ?= .venv-latest
+test-latest:
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/pip install -q --upgrade pip
+	$(LATEST_VENV)/bin/pip install -q -c requirements/pins.txt -e ".[$(shell echo $(TEST_EXTRAS) | tr ' ' ,)]"
+	$(LATEST_VENV)/bin/pip install -q --no-deps "$(PYTRITON)"
+	$(LATEST_VENV)/bin/python -m pytest -q -m "not slow and not gpu" --deselect tests/test_lock.py
 
 lint: install
 	$(PY) -m ruff check .
@@ -54,7 +97,7 @@ protos: install
 # corpus, recipes/default-voice/) speaks, streamed through the engine; prints time to first audio and real-time
 # factor and writes out/demo.wav (speaker slt) and out/demo-<speaker>.wav for the others.
 DEMO_TEXT ?= Hello! This is vitsrt, speaking with its default voice. It was trained from scratch on a small free corpus, and it streams its audio as it goes.
-demo: install
+demo: install-demo
 	@mkdir -p $(OUT)
 	$(VENV)/bin/vitsrt synth "$(DEMO_TEXT)" --speaker slt --stream -o $(OUT)/demo.wav
 	@for speaker in rms awb kal; do \
@@ -70,4 +113,4 @@ demo-export: install
 	$(VENV)/bin/vitsrt synth -v $(OUT)/tiny-voice --ids "$(DEMO_IDS)" --stream --seed 1 -o $(OUT)/tiny-demo.wav
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(LATEST_VENV) $(OUT) .pytest_cache .ruff_cache *.egg-info

@@ -314,12 +314,34 @@ def test_find_trt_blockers_combines_both(tmp_path: Path):
 # ---------------------------------------------------------------- IR version
 
 
+def ort_max_ir_version() -> int:
+    """The highest IR version the installed onnxruntime loads, probed with a one-node model."""
+    for ir_version in range(onnx.IR_VERSION, DEFAULT_IR_VERSION - 1, -1):
+        model = clean_model()
+        model.ir_version = ir_version
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception:
+            continue
+        return ir_version
+    raise AssertionError(f"onnxruntime {ort.__version__} loads no IR version >= {DEFAULT_IR_VERSION}")
+
+
+def test_ort_ir_probe_finds_a_loadable_version_and_refuses_a_future_one():
+    accepted = ort_max_ir_version()
+    assert DEFAULT_IR_VERSION <= accepted <= onnx.IR_VERSION
+    model = clean_model()
+    model.ir_version = onnx.IR_VERSION + 50  # no onnxruntime loads an IR version from the future
+    with pytest.raises(Exception, match=r"(?i)ir.?version|unsupported model"):
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
 def test_finalize_makes_default_onnx_output_loadable(tmp_path: Path):
     model = clean_model()
     model.ir_version = onnx.IR_VERSION  # what onnx writes by default (14 with onnx 1.23)
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
-    if onnx.IR_VERSION > 11:
+    if onnx.IR_VERSION > ort_max_ir_version():  # ask the installed onnxruntime, never assume its limit
         with pytest.raises(Exception, match=r"(?i)ir.?version|unsupported model"):
             ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     finalize_onnx(path)
