@@ -106,5 +106,5 @@ def test_decode_batches_group_equal_window_sizes():
     s.add_stream(1, now=0.0)
     for size in (29, 90, 29, 90):
         s.enqueue("decode", size, 1, "v", now=0.0)
-    _, items, _ = s.next_batch(now=0.0, size_of=lambda item: item)
+    _, items, _ = s.next_batch(now=0.0, size_of=lambda stage, item: item)
     assert items == [29, 29]  # the longer windows are not padded onto the short ones

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class VitsrtError(Exception):
     """Base class: an expected failure with a message fit for a user (CLI prints it, server maps it)."""
@@ -36,6 +38,20 @@ class OverloadedError(VitsrtError):
     """The engine is at capacity; the request was refused instead of queued forever."""
 
 
+class BudgetError(OverloadedError):
+    """A request asks for more work than one request may have (e.g. more audio than `max_audio_seconds`).
+    Reported like overload (RESOURCE_EXHAUSTED), but the same request will be refused again."""
+
+
+class TooManyIdsError(InputError):
+    """A sentence that gives more ids than one sentence may have (the engine's `max_phonemes`)."""
+
+
+class NothingToSpeakError(InputError):
+    """A piece of text with nothing pronounceable in it (punctuation runs, symbols): dropped when other
+    sentences of the request can be spoken, an error only when none can."""
+
+
 def clip(text: object, limit: int = 80) -> str:
     """`text` as a short one-line repr fit for an error message or a log line: a client-sent string is never
     echoed whole (a 900 KB voice name stays ~80 characters), newlines cannot forge extra log lines."""
@@ -43,3 +59,9 @@ def clip(text: object, limit: int = 80) -> str:
     if len(shown) <= limit:
         return shown
     return f"{shown[: limit - 1]}…(+{len(shown) - limit + 1} chars)"
+
+
+def name_list(names: Sequence[str], limit: int = 20) -> str:
+    """"a, b, c" for an error message; a voice with hundreds of speakers shows the first `limit`."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names) - limit} more)"

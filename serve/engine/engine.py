@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import secrets
 import threading
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from vitsrt.errors import InputError, NotFoundError, OverloadedError, VitsrtError
+from vitsrt.errors import BudgetError, InputError, NotFoundError, OverloadedError, VitsrtError, clip, name_list
 from vitsrt.serve.backends.base import open_backend
 from vitsrt.serve.engine.pipeline import DecodeJob, Segment, VoicePipeline
 from vitsrt.serve.engine.scheduler import Scheduler
@@ -47,6 +48,21 @@ class EngineOptions(BaseModel):
     max_wait_ms: float = Field(5.0, ge=0)
     max_active_streams: int = Field(64, ge=1)
     max_text_chars: int = Field(5000, ge=1)
+    # The work budget of one request, checked before its work is queued (ids: at admission; audio: as soon
+    # as the durations are known, before the flow and decoder run). Together with the scheduler's per-step
+    # budgets they bound what any request can make the server allocate or make other streams wait for.
+    # Prefill cost grows faster than the length (the encoder's attention): on the default voice, 2 threads,
+    # 640 ids take 51 ms, one full 256-frame decode window 54 ms, 1024 ids 123 ms (2026-12-02). So 640 keeps
+    # one prefill step, the longest thing a request can make the others wait for, at about one window. A text
+    # sentence whose ids pass it is halved at a space, never refused.
+    max_phonemes: int = Field(640, ge=1, description="ids per sentence (phoneme input is one sentence)")
+    long_request_handicap_ms: float = Field(
+        500.0, ge=0, description="a request whose first sentence has max_phonemes ids is ordered for its first "
+        "audio as if it arrived this much later (scaled by the square of its share of the limit, as its prefill "
+        "cost is), so short requests get ahead of long ones queued just before them")
+    max_audio_seconds: float = Field(300.0, gt=0, description="audio one request may produce")
+    max_sentence_seconds: float = Field(
+        60.0, gt=0, description="audio one sentence may produce (the flow runs on a whole sentence at once)")
     threads: int | None = Field(None, ge=1, description="intra-op threads per backend (None: runtime default)")
     # Off by default: spin-waiting intra-op threads compete with the engine worker and the server's event
     # loop (measured: +24-41% throughput with it off, benchmarks/results/README.md, 2026-11-22 spinning).
@@ -77,6 +93,7 @@ class _Stream:
     chunks_sent: int = 0
     finished: bool = False
     first_audio_at: float | None = None
+    planned_frames: int = 0  # frames of the segments prefilled so far: the audio budget's running total
 
     def timings(self) -> dict[str, float]:
         total: Counter[str] = Counter({"frontend": self.frontend_seconds})
@@ -95,7 +112,8 @@ class Engine:
             raise VitsrtError("two voices share one name")
         self.default_voice = pipelines[0].name
         self._scheduler = Scheduler(
-            self.options.max_batch, self.options.max_wait_ms / 1000.0, self.options.low_water_ms / 1000.0
+            self.options.max_batch, self.options.max_wait_ms / 1000.0, self.options.low_water_ms / 1000.0,
+            budgets=self._step_budgets(),
         )
         self._streams: dict[int, _Stream] = {}
         self._next_id = 1
@@ -105,6 +123,14 @@ class Engine:
         self._stage_seconds: Counter[str] = Counter()
         self._worker = threading.Thread(target=self._run_worker, name="vitsrt-engine", daemon=True)
         self._worker.start()
+
+    def _step_budgets(self) -> dict[str, int]:
+        """Per-step work limits: one prefill step holds at most one longest-allowed sentence's tokens, one flow
+        step at most one longest-allowed sentence's frames (padded sizes), so no step runs much longer than the
+        largest decode step, whatever the requests ask for."""
+        frames_per_second = max(p.sample_rate / p.hop for p in self._pipelines.values())
+        return {"prefill": self.options.max_phonemes,
+                "flow": math.ceil(self.options.max_sentence_seconds * frames_per_second)}
 
     @classmethod
     def open(
@@ -124,7 +150,8 @@ class Engine:
                 extra.setdefault("intra_op_threads", options.threads)
                 extra.setdefault("spinning", options.spinning)
             stage_backend = open_backend(backend, voice, **extra)
-            pipelines.append(VoicePipeline(voice, stage_backend, max_text_chars=options.max_text_chars))
+            pipelines.append(VoicePipeline(voice, stage_backend, max_text_chars=options.max_text_chars,
+                                           max_phonemes=options.max_phonemes))
         return cls(pipelines, options)
 
     # ----- public API ------------------------------------------------------------------------------
@@ -136,7 +163,7 @@ class Engine:
     def pipeline(self, voice: str = "") -> VoicePipeline:
         name = voice or self.default_voice
         if name not in self._pipelines:
-            raise NotFoundError(f"unknown voice {name!r}; available: {', '.join(self._pipelines)}")
+            raise NotFoundError(f"unknown voice {clip(name)}; available: {name_list(list(self._pipelines))}")
         return self._pipelines[name]
 
     def stream(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
@@ -256,7 +283,7 @@ class Engine:
                 raise OverloadedError(f"overloaded: {len(self._streams)} active streams (limit reached)")
             self._streams[stream_id] = stream
             now = time.monotonic()
-            self._scheduler.add_stream(stream_id, now)
+            self._scheduler.add_stream(stream_id, now, self._handicap(segments[0]))
             self._scheduler.enqueue("prefill", segments[0], stream_id, pipeline.name, now)
             self._cond.notify_all()
         return stream
@@ -268,7 +295,7 @@ class Engine:
             with self._cond:
                 while True:
                     now = time.monotonic()
-                    stage, items, wait = self._scheduler.next_batch(now, size_of=_decode_size)
+                    stage, items, wait = self._scheduler.next_batch(now, size_of=_work_size)
                     if stage is not None:
                         break
                     if self._stopping and wait is None:
@@ -295,11 +322,15 @@ class Engine:
         pipeline = live[0][1].pipeline  # a batch never mixes voices (the scheduler groups by voice)
         if stage == "prefill":
             pipeline.prefill([segment for segment, _ in live])
+            refused = {stream.id: error for segment, stream in live if (error := self._over_budget(segment, stream))}
             with self._cond:
                 self._stage_seconds[stage] += time.perf_counter() - started
                 now = time.monotonic()
                 for segment, stream in live:
-                    self._scheduler.enqueue("flow", segment, stream.id, pipeline.name, now)
+                    if stream.id not in refused:
+                        self._scheduler.enqueue("flow", segment, stream.id, pipeline.name, now)
+            for stream_id, error in refused.items():
+                self._fail_stream(stream_id, error)
         elif stage == "flow":
             # Each stream's own window policy: one batch may mix streaming and one-shot requests.
             by_policy: dict[WindowPolicy, list[Segment]] = {}
@@ -359,16 +390,40 @@ class Engine:
         if finished:
             stream.sink(_END)
 
+    def _handicap(self, first: Segment) -> float:
+        share = min(first.tokens / self.options.max_phonemes, 1.0)
+        return self.options.long_request_handicap_ms / 1000.0 * share * share
+
+    def _over_budget(self, segment: Segment, stream: _Stream) -> BudgetError | None:
+        """The request's audio budget, checked once a segment's durations are known (before flow and decode)."""
+        frames_per_second = stream.pipeline.sample_rate / stream.pipeline.hop
+        limits = self.options
+        seconds = segment.frames / frames_per_second
+        if seconds > limits.max_sentence_seconds:
+            return BudgetError(f"a sentence would be {seconds:.0f} s of audio, over the limit of "
+                               f"{limits.max_sentence_seconds:g} s per sentence; split it or lower length_scale")
+        stream.planned_frames += segment.frames
+        if stream.planned_frames / frames_per_second > limits.max_audio_seconds:
+            return BudgetError(f"the request would produce more than {limits.max_audio_seconds:g} s of audio, "
+                               "the limit per request; split it or lower length_scale")
+        return None
+
     def _fail(self, items: list[Any], exc: Exception) -> None:
-        ids = {(item.segment if isinstance(item, DecodeJob) else item).stream_id for item in items}
-        for stream_id in ids:
-            with self._cond:
-                stream = self._streams.pop(stream_id, None)
-                self._scheduler.remove_stream(stream_id)
-            if stream is not None:
-                error = exc if isinstance(exc, VitsrtError) else VitsrtError(f"synthesis failed: {exc}")
-                stream.sink(error)
+        error = exc if isinstance(exc, VitsrtError) else VitsrtError(f"synthesis failed: {exc}")
+        for stream_id in {(item.segment if isinstance(item, DecodeJob) else item).stream_id for item in items}:
+            self._fail_stream(stream_id, error)
+
+    def _fail_stream(self, stream_id: int, error: VitsrtError) -> None:
+        with self._cond:
+            stream = self._streams.pop(stream_id, None)
+            self._scheduler.remove_stream(stream_id)
+        if stream is not None:
+            log.info("stream %d failed: %s", stream_id, error)
+            stream.sink(error)
 
 
-def _decode_size(item: Any) -> int:
-    return item.window.input_frames if isinstance(item, DecodeJob) else 0
+def _work_size(stage: str, item: Any) -> int:
+    """An item's work in its stage's unit (the scheduler's budgets): prefill tokens, flow and decode frames."""
+    if stage == "decode":
+        return item.window.input_frames
+    return item.tokens if stage == "prefill" else item.frames

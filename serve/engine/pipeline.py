@@ -11,6 +11,7 @@ from each request's seed (`RequestNoise`), never from the batch.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,15 +19,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vitsrt import regulator
-from vitsrt.errors import InputError, NotFoundError
+from vitsrt.errors import InputError, NotFoundError, NothingToSpeakError, TooManyIdsError, clip, name_list
 from vitsrt.serve.backends.base import StageBackend
 from vitsrt.serve.engine.types import SynthesisRequest, VoiceInfo
 from vitsrt.serve.engine.windows import DecodeWindow, WindowPolicy, plan_windows
-from vitsrt.text import make_frontend, prepare_text, split_sentences
+from vitsrt.text import DEFAULT_MAX_IDS, make_frontend, prepare_text, split_sentences
 from vitsrt.text.sequence import PhonemeSequence
 from vitsrt.voice import Voice
 
 MAX_SENTENCE_CHARS = 300
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,11 +78,13 @@ class DecodeJob:
 class VoicePipeline:
     """A loaded voice (manifest + front end + backend) and its batched stage steps."""
 
-    def __init__(self, voice: Voice, backend: StageBackend, max_text_chars: int = 5000):
+    def __init__(self, voice: Voice, backend: StageBackend, max_text_chars: int = 5000,
+                 max_phonemes: int = DEFAULT_MAX_IDS):
         self.voice = voice
         self.manifest = voice.manifest
         self.backend = backend
-        self.frontend = make_frontend(self.manifest.front_end)
+        # The front end holds the one limit on ids per sentence (phoneme input is one sentence).
+        self.frontend = make_frontend(self.manifest.front_end, max_length=max_phonemes)
         self.max_text_chars = max_text_chars
         self.hop = self.manifest.hop_length
         self.sample_rate = self.manifest.sample_rate
@@ -108,7 +113,8 @@ class VoicePipeline:
     def segments_for(self, request: SynthesisRequest, stream_id: int, seed: int) -> list[Segment]:
         speaker = request.speaker or self.default_speaker
         if speaker not in self.manifest.speakers:
-            raise NotFoundError(f"unknown speaker {speaker!r} for voice {self.name!r}")
+            raise NotFoundError(f"unknown speaker {clip(speaker)} for voice {self.name!r}; "
+                                f"available: {name_list(list(self.manifest.speakers))}")
         defaults = self.manifest.inference
         scales = Scales(
             noise_scale=_pick(request.noise_scale, defaults.noise_scale),
@@ -124,19 +130,36 @@ class VoicePipeline:
         ]
 
     def _sequences(self, request: SynthesisRequest) -> list[PhonemeSequence]:
-        language = request.language or None
         if request.phonemes is not None:
             p = request.phonemes
-            if len(p.phone_ids) > self.max_text_chars:
-                raise InputError("phone_ids", f"{len(p.phone_ids)} ids is over the limit of {self.max_text_chars}")
-            return [self.frontend.from_ids(p.phone_ids, p.tone_ids, p.language_ids)]
+            try:
+                return [self.frontend.from_ids(p.phone_ids, p.tone_ids, p.language_ids)]
+            except InputError as exc:  # the wire's name for the field, whichever door the ids came through
+                raise InputError(f"phonemes.{exc.field}", exc.reason) from None
         if not self.frontend.accepts_text:
             raise InputError("text", f"voice {self.name!r} takes phoneme ids only (front end 'ids')")
         text = prepare_text(request.text or "", self.max_text_chars)
-        sentences = split_sentences(text, max_chars=MAX_SENTENCE_CHARS)
-        if not sentences:
-            raise InputError("text", "contains nothing to speak")
-        return [self.frontend.from_text(sentence, language=language) for sentence in sentences]
+        language = request.language or None
+        sequences = [seq for sentence in split_sentences(text, max_chars=MAX_SENTENCE_CHARS)
+                     for seq in self._spoken(sentence, language)]
+        if not sequences:
+            raise NothingToSpeakError("text", "contains nothing pronounceable")
+        return sequences
+
+    def _spoken(self, sentence: str, language: str | None) -> list[PhonemeSequence]:
+        """One sentence's ids: [] when it has nothing to say (a run of dashes is dropped, not fatal); a
+        sentence whose ids pass the per-sentence limit (e.g. a long number read out) is halved at a space."""
+        try:
+            return [self.frontend.from_text(sentence, language=language)]
+        except NothingToSpeakError:
+            log.debug("dropped a sentence with nothing pronounceable: %s", clip(sentence))
+            return []
+        except TooManyIdsError:
+            if len(sentence) < 2:
+                raise
+            cut = sentence.rfind(" ", 0, len(sentence) // 2 + 1)
+            cut = cut if cut > 0 else len(sentence) // 2
+            return self._spoken(sentence[:cut], language) + self._spoken(sentence[cut:].lstrip(), language)
 
     # ----- batched stage steps -------------------------------------------------------------------------
 

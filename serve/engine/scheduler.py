@@ -3,10 +3,15 @@
 Three queues (prefill, flow, decode). Each step takes up to `max_batch` items of one stage of one voice.
 Order of service:
   1. streams whose client buffer is about to run dry (audio sent minus time since first audio < low water),
-  2. streams that have sent no audio yet (oldest first) - time to first audio,
+  2. streams that have sent no audio yet (oldest first, where a long request counts as having arrived up
+     to `handicap` later: shortest-first with ageing, so a short request is not stuck behind long ones
+     queued a moment before it, and a long one waits at most its handicap) - time to first audio,
   3. everything else, the least-buffered stream first.
 Prefill waits up to `max_wait_s` for its batch to fill (new requests arrive from outside); flow and
 decode never wait: nothing can add to them while the worker idles, so waiting would only add latency.
+A stage may have a work budget (`budgets`, in the units of `size_of`: tokens for prefill, frames for flow): a
+batch is cut where its padded size (largest item x items) would pass it, so one step, and so the wait it
+imposes on every other stream, stays bounded whatever a request asks for.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ class StreamClock:
     """What the scheduler knows about a stream's playback: drives the priority."""
 
     created: float
+    handicap: float = 0.0  # seconds added to `created` when ordering streams that have no audio yet
     first_audio_at: float | None = None
     audio_seconds_sent: float = 0.0
 
@@ -42,10 +48,12 @@ class _Entry:
 
 
 class Scheduler:
-    def __init__(self, max_batch: int = 8, max_wait_s: float = 0.005, low_water_s: float = 0.3):
+    def __init__(self, max_batch: int = 8, max_wait_s: float = 0.005, low_water_s: float = 0.3,
+                 budgets: dict[str, int] | None = None):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.max_batch = max_batch
+        self.budgets = dict(budgets or {})
         self.max_wait_s = max_wait_s
         self.low_water_s = low_water_s
         self._queues: dict[str, list[_Entry]] = {stage: [] for stage in STAGES}
@@ -53,8 +61,8 @@ class Scheduler:
 
     # ----- streams ---------------------------------------------------------------------------------
 
-    def add_stream(self, stream_id: int, now: float) -> StreamClock:
-        clock = StreamClock(created=now)
+    def add_stream(self, stream_id: int, now: float, handicap: float = 0.0) -> StreamClock:
+        clock = StreamClock(created=now, handicap=handicap)
         self._clocks[stream_id] = clock
         return clock
 
@@ -99,17 +107,18 @@ class Scheduler:
     def _priority(self, entry: _Entry, now: float) -> tuple:
         clock = self._clocks[entry.stream_id]
         if clock.first_audio_at is None:
-            return (1, clock.created, entry.enqueued)
+            return (1, clock.created + clock.handicap, entry.enqueued)
         buffered = clock.buffered_seconds(now)
         urgency = 0 if buffered < self.low_water_s else 2
         return (urgency, buffered, entry.enqueued)
 
     def next_batch(
-        self, now: float, size_of: Callable[[Any], int] | None = None
+        self, now: float, size_of: Callable[[str, Any], int] | None = None
     ) -> tuple[str | None, list[Any], float | None]:
         """Pick the next step. Returns (stage, items, None) to run now, or (None, [], wait_s) to wait
-        (wait_s None = nothing queued at all). `size_of(item)` (e.g. decode input frames) keeps short
-        and long decode windows apart so short ones are not padded to long ones."""
+        (wait_s None = nothing queued at all). `size_of(stage, item)` is an item's work in the stage's unit
+        (decode: input frames, which also keeps short and long windows apart so short ones are not padded to
+        long ones); the stage budgets are in the same units."""
         best: tuple | None = None
         for stage_rank, stage in enumerate(reversed(STAGES)):  # ties: later stages first (finish work)
             for entry in self._queues[stage]:
@@ -123,11 +132,13 @@ class Scheduler:
         # sorted() is stable: equal priorities keep enqueue order (a stream's windows stay in order).
         candidates = sorted((e for e in queue if e.group == head.group), key=lambda e: self._priority(e, now))
         if size_of is not None and stage == "decode":
-            head_size = size_of(head.item)
-            same = [e for e in candidates if size_of(e.item) == head_size]
-            other = [e for e in candidates if size_of(e.item) < head_size]
+            head_size = size_of(stage, head.item)
+            same = [e for e in candidates if size_of(stage, e.item) == head_size]
+            other = [e for e in candidates if size_of(stage, e.item) < head_size]
             candidates = same + other
         chosen = [head, *[e for e in candidates if e is not head][:self.max_batch - 1]]
+        if size_of is not None and stage in self.budgets:
+            chosen = _within_budget(chosen, lambda item: size_of(stage, item), self.budgets[stage])
         if stage == "prefill" and len(chosen) < self.max_batch:
             oldest = min(e.enqueued for e in chosen)
             remaining = self.max_wait_s - (now - oldest)
@@ -139,3 +150,15 @@ class Scheduler:
 
     def _only_prefill_waiting(self) -> bool:
         return not self._queues["flow"] and not self._queues["decode"]
+
+
+def _within_budget(chosen: list[_Entry], size_of: Callable[[Any], int], budget: int) -> list[_Entry]:
+    """The longest prefix of `chosen` whose padded size (largest item x count) fits `budget`; never empty."""
+    kept, largest = [chosen[0]], size_of(chosen[0].item)
+    for entry in chosen[1:]:
+        widest = max(largest, size_of(entry.item))
+        if widest * (len(kept) + 1) > budget:
+            break
+        kept.append(entry)
+        largest = widest
+    return kept

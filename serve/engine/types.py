@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vitsrt.errors import InputError
+from vitsrt.sampling import SAMPLING_RANGES, check_sampling
 
 
 class PhonemeIds(BaseModel):
@@ -43,18 +43,10 @@ class SynthesisRequest(BaseModel):
             raise InputError("input", "give exactly one of text or phonemes")
         return self
 
-    @field_validator("length_scale", "noise_scale", "noise_scale_w", "sdp_ratio")
+    @field_validator(*SAMPLING_RANGES)
     @classmethod
-    def _finite(cls, value: float | None, info) -> float | None:
-        if value is None:
-            return value
-        if not math.isfinite(value):
-            raise InputError(info.field_name, f"must be a finite number, got {value}")
-        if value < 0 or (info.field_name == "length_scale" and value == 0):
-            raise InputError(info.field_name, f"must be {'> 0' if info.field_name == 'length_scale' else '>= 0'}")
-        if info.field_name == "sdp_ratio" and value > 1:
-            raise InputError(info.field_name, "must be between 0 and 1")
-        return value
+    def _in_range(cls, value: float | None, info) -> float | None:
+        return None if value is None else check_sampling(info.field_name, value)
 
 
 @dataclass

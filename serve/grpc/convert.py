@@ -10,10 +10,9 @@ from pydantic import ValidationError
 
 from vitsrt.audio import Encoding
 from vitsrt.errors import InputError
+from vitsrt.sampling import SAMPLING_RANGES
 from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest, VoiceInfo
 from vitsrt.serve.proto import tts_pb2
-
-_SCALES = ("length_scale", "noise_scale", "noise_scale_w", "sdp_ratio")
 
 
 def encoding_from_wire(value: int) -> Encoding:
@@ -26,8 +25,9 @@ def encoding_from_wire(value: int) -> Encoding:
 def request_from_proto(message: tts_pb2.SynthesizeRequest, max_text_chars: int) -> tuple[SynthesisRequest, Encoding]:
     """The engine request and the wanted encoding; InputError naming the field if anything is off.
 
-    `max_text_chars` bounds text length (characters) and, for phoneme input, the number of ids: both are
-    cheap to check here, before any work is queued.
+    `max_text_chars` bounds text length (characters), cheap to check here before any work is queued. The
+    number of phoneme ids has one limit, the engine's `max_phonemes`, checked by the voice's front end at
+    admission (also before any work is queued).
     """
     encoding = encoding_from_wire(message.encoding)
     which = message.WhichOneof("input")
@@ -43,8 +43,6 @@ def request_from_proto(message: tts_pb2.SynthesizeRequest, max_text_chars: int) 
         ids = message.phonemes
         if not ids.phone_ids:
             raise InputError("phonemes.phone_ids", "is empty")
-        if len(ids.phone_ids) > max_text_chars:
-            raise InputError("phonemes.phone_ids", f"has {len(ids.phone_ids)} ids, the limit is {max_text_chars}")
         for name in ("tone_ids", "language_ids"):
             given = len(getattr(ids, name))
             if given and given != len(ids.phone_ids):
@@ -53,7 +51,7 @@ def request_from_proto(message: tts_pb2.SynthesizeRequest, max_text_chars: int) 
                               language_ids=list(ids.language_ids) or None)
     else:
         raise InputError("input", "set text or phonemes")
-    optional = {name: getattr(message, name) for name in (*_SCALES, "seed") if message.HasField(name)}
+    optional = {name: getattr(message, name) for name in (*SAMPLING_RANGES, "seed") if message.HasField(name)}
     try:
         request = SynthesisRequest(voice=message.voice, speaker=message.speaker, text=text, phonemes=phonemes,
                                    language=message.language, **optional)

@@ -72,7 +72,8 @@ class TextToSpeechServicer:
 
     def SynthesizeStream(self, request, context):
         """Synthesise and send audio as soon as each piece is ready. The concatenated chunks equal the unary
-        result for the same request (same seed). Cancelling the call stops the work on the server.
+        result for the same request (same seed; see SynthesizeRequest.seed for what "equal" guarantees).
+        Cancelling the call stops the work on the server.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from vitsrt.commands import add_sampling_arguments, sampling_arguments
-from vitsrt.commands.synth import name_list
-from vitsrt.errors import InputError, NotFoundError, clip
+from vitsrt.errors import InputError, NotFoundError, clip, name_list
 
 HELP = "intelligibility report: synthesise held-out sentences, transcribe offline, WER/CER per speaker"
 

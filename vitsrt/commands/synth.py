@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vitsrt.commands import add_sampling_arguments, sampling_arguments
-from vitsrt.errors import InputError, NotFoundError, clip
+from vitsrt.errors import InputError, NotFoundError, clip, name_list
 
 HELP = "synthesise text or phoneme ids with a voice bundle and write a WAV file"
 
@@ -78,12 +78,6 @@ def output_format(output: str, formats: Mapping[str, str] = AUDIO_FORMATS) -> st
     if not os.access(parent, os.W_OK):
         raise InputError("output", f"{clip(output)}: folder {clip(parent)} is not writable")
     return fmt
-
-
-def name_list(names: Sequence[str], limit: int = 20) -> str:
-    """"a, b, c" for an error message; a voice with hundreds of speakers shows the first `limit`."""
-    shown = ", ".join(names[:limit])
-    return shown if len(names) <= limit else f"{shown}, ... ({len(names) - limit} more)"
 
 
 def check_speaker(speaker: str, voice: str, speakers: Sequence[str]) -> None:

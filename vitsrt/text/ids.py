@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vitsrt.errors import InputError
+from vitsrt.errors import InputError, TooManyIdsError
 from vitsrt.text.sequence import PhonemeSequence
 
 __all__ = ["DEFAULT_MAX_IDS", "IdsFrontEnd", "intersperse", "validate_id_array"]
@@ -147,7 +147,7 @@ class IdsFrontEnd:
             tones = intersperse(tones, 0)
             langs = intersperse(langs, 0)
         if phones.size > self.max_length:
-            raise InputError(
+            raise TooManyIdsError(
                 "phone_ids",
                 f"{phones.size} ids (after blanks) exceed the limit of {self.max_length}; split the request",
             )

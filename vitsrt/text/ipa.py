@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vitsrt.errors import InputError, VitsrtError
+from vitsrt.errors import InputError, NothingToSpeakError, TooManyIdsError, VitsrtError, clip
 from vitsrt.text.ids import DEFAULT_MAX_IDS, IdsFrontEnd
 from vitsrt.text.inventory import BOS, EOS, PAD, default_phoneme_id_map
 from vitsrt.text.normalize import normalize_text
@@ -415,7 +415,7 @@ class IpaFrontEnd:
         voice, language_id = self._language(language)
         clean = normalize_text(text, keep_newlines=False)
         if not clean:
-            raise InputError("text", "is empty (nothing to synthesize)")
+            raise NothingToSpeakError("text", "is empty (nothing to synthesize)")
         symbols, unknown = self.id_map.tokenize(self.phonemizer.phonemize(clean, voice))
         if unknown:
             logger.warning(
@@ -424,10 +424,10 @@ class IpaFrontEnd:
                 " ".join(sorted({f"{ch!r}(U+{ord(ch):04X})" for ch in unknown})),
             )
         if not _pronounceable(symbols):
-            raise InputError("text", f"nothing pronounceable in {clean[:40]!r}")
+            raise NothingToSpeakError("text", f"nothing pronounceable in {clip(clean, 40)}")
         phone_ids = self.id_map.to_ids(symbols, add_blank=self.add_blank)
         if phone_ids.size > self.max_length:
-            raise InputError(
+            raise TooManyIdsError(
                 "text", f"segment gives {phone_ids.size} ids, over the limit of {self.max_length}; split the text"
             )
         return PhonemeSequence(
