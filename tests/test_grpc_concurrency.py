@@ -132,3 +132,33 @@ def test_engine_overload_answers_resource_exhausted(fixture_voice):
             assert client.call_streaming(ids_request(10, seed=1)).chunks >= 1
     finally:
         engine.close()
+
+
+# What the proto promises for `seed` (SynthesizeRequest.seed): bit-identical alone; in shared batches float
+# samples within 1e-6 and PCM16 within one step; durations never change.
+SEED_FLOAT_BOUND = 1e-6
+
+
+def test_same_seed_guarantee_as_the_proto_states(server):
+    jobs = [(MIXED_LENGTHS[i % len(MIXED_LENGTHS)], 300 + i) for i in range(16)]
+
+    def both(client: TtsClient, tokens: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        pcm = client.call_streaming(ids_request(tokens, seed, encoding=Encoding.PCM_S16LE)).samples
+        return pcm, _float_stream(client, tokens, seed)
+
+    with TtsClient(server.target, timeout=120) as client:
+        solo = [both(client, *job) for job in jobs]
+        again = both(client, *jobs[5])
+        start = threading.Barrier(len(jobs))
+
+        def run(job):
+            start.wait()
+            return both(client, *job)
+
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            together = list(pool.map(run, jobs))
+    assert np.array_equal(again[0], solo[5][0]) and np.array_equal(again[1], solo[5][1])  # alone: bit-identical
+    for (pcm, floats), (crowd_pcm, crowd_floats) in zip(solo, together, strict=True):
+        assert len(crowd_pcm) == len(pcm) and len(crowd_floats) == len(floats) > 0
+        assert np.max(np.abs(crowd_floats - floats)) <= SEED_FLOAT_BOUND
+        assert np.max(np.abs(crowd_pcm.astype(np.int32) - pcm.astype(np.int32))) <= 1

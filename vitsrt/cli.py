@@ -11,6 +11,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from pydantic import ValidationError
+
 from vitsrt import __version__
 from vitsrt.errors import VitsrtError
 
@@ -52,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except VitsrtError as exc:
         print(f"vitsrt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # an option model (EngineOptions, ServerConfig, ...) refused a flag's value
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or exc.title
+        print(f"vitsrt {args.command}: error: {where}: {first['msg']}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vitsrt {args.command}: interrupted", file=sys.stderr)

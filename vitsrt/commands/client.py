@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -41,7 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=None, help="bearer token (default: $VITSRT_AUTH_TOKEN)")
     parser.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --tls-ca)")
     parser.add_argument("--tls-ca", type=Path, default=None, help="PEM root certificate(s) to trust")
-    parser.add_argument("--timeout", type=float, default=None, help="deadline for the call in seconds")
+    parser.add_argument("--timeout", type=_seconds, default=None, help="deadline for the call in seconds")
+
+
+def _seconds(value: str) -> float:
+    """argparse type of --timeout: a positive, finite number of seconds (a negative deadline has always passed)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value!r}")
+    return seconds
 
 
 def _int_list(value: str | None) -> list[int] | None:

@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest request message accepted (RESOURCE_EXHAUSTED)")
     parser.add_argument("--max-audio-seconds", type=float, default=300.0,
                         help="longest audio one request may produce; longer requests get RESOURCE_EXHAUSTED")
+    parser.add_argument("--max-sentence-seconds", type=float, default=60.0,
+                        help="longest audio one sentence may produce (the flow runs on a whole sentence); "
+                        "longer ones get RESOURCE_EXHAUSTED")
+    parser.add_argument("--max-phonemes", type=int, default=640,
+                        help="most ids per sentence (phoneme input is one sentence; longer text sentences are "
+                        "split); more get INVALID_ARGUMENT")
     parser.add_argument("--request-timeout", type=float, default=10.0,
                         help="seconds a call may take to deliver its request (and a connection its HTTP/2 "
                         "handshake); slower calls get DEADLINE_EXCEEDED")
@@ -86,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     )
     options = EngineOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                             max_active_streams=args.max_concurrent_streams, max_text_chars=args.max_text_chars,
-                            threads=args.threads, max_audio_seconds=args.max_audio_seconds)
+                            threads=args.threads, max_audio_seconds=args.max_audio_seconds,
+                            max_sentence_seconds=args.max_sentence_seconds, max_phonemes=args.max_phonemes)
     backend_options = {"url": args.triton_url} if args.triton_url else None
     voices = args.voices or [default_voice_dir()]
     run_server(voices, config, backend=args.backend, engine_options=options, backend_options=backend_options)
