@@ -97,12 +97,8 @@ class TritonTarget:
             arrays["PHONE_IDS"] = (np.asarray(p.phone_ids, dtype=np.int64), "INT64")
             arrays["TONE_IDS"] = (np.asarray(p.tone_ids, dtype=np.int64), "INT64")
             arrays["LANGUAGE_IDS"] = (np.asarray(p.language_ids, dtype=np.int64), "INT64")
-        else:
-            arrays["TEXT"] = (np.array([item.text.encode("utf-8")], dtype=np.object_), "BYTES")
         if self._speaker_id is not None:
             arrays["SPEAKER_ID"] = (np.array([self._speaker_id], dtype=np.int64), "INT64")
-        elif self.options.speaker:
-            arrays["SPEAKER"] = (np.array([self.options.speaker.encode("utf-8")], dtype=np.object_), "BYTES")
         tensors = []
         for name, (value, datatype) in arrays.items():
             tensor = self._grpc.InferInput(name, list(value.shape), datatype)
@@ -110,9 +106,18 @@ class TritonTarget:
             tensors.append(tensor)
         return tensors
 
+    def parameters(self, item: WorkItem) -> dict[str, str]:
+        """Text and speaker name go as request parameters: the BLS model reads them there, because the Python
+        backend's stub in the nvidia-pytriton wheel cannot deliver string tensors under numpy 2."""
+        found = {"text": item.text} if item.phonemes is None else {}
+        if self._speaker_id is None and self.options.speaker:
+            found["speaker"] = self.options.speaker
+        return found
+
     async def stream_audio(self, item: WorkItem, seed: int) -> AsyncIterator[np.ndarray]:
         """Audio chunks of one streamed request, as they arrive (raises VitsrtError on a server error)."""
-        request = {"model_name": self.stream_model, "inputs": self.inputs(item, seed), "request_id": str(seed)}
+        request = {"model_name": self.stream_model, "inputs": self.inputs(item, seed), "request_id": str(seed),
+                   "parameters": self.parameters(item)}
 
         async def requests() -> AsyncIterator[dict]:
             yield request
@@ -133,6 +138,7 @@ class TritonTarget:
         """The whole utterance from the one-shot model."""
         try:
             result = await self.client.infer(self.oneshot_model, self.inputs(item, seed),
+                                             parameters=self.parameters(item),
                                              client_timeout=self.options.request_timeout_s)
         except self._error as exc:
             raise VitsrtError(f"{self.oneshot_model}: {exc.message()}") from None

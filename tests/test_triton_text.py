@@ -193,6 +193,28 @@ def test_a_bad_request_fails_alone_and_the_next_one_is_served(served, case):
     assert sum(len(c) for c in _stream(client, _seed(3), good)) > 0
 
 
+def test_bench_target_sends_text_and_a_speaker_name_the_server_reads(served, engine):
+    """`vitsrt bench --target triton` on a text voice: text and speaker name travel as request parameters."""
+    import asyncio
+
+    from vitsrt.benchmarks.targets import TargetOptions, open_target
+    from vitsrt.benchmarks.workload import WorkItem
+
+    item = WorkItem(0, "A quick test of the benchmark text path.")
+    target = open_target("triton", TargetOptions(voice=str(DEFAULT_VOICE), server=served.grpc_url, speaker="rms"))
+
+    async def collect() -> np.ndarray:
+        await target.open()
+        try:
+            return await target.synthesize(item, seed=4)
+        finally:
+            await target.close()
+
+    got = asyncio.run(collect())
+    want = engine.synthesize(SynthesisRequest(text=item.text, speaker="rms", seed=4)).audio
+    assert got.shape == want.shape and np.abs(got - want).max() <= TOLERANCE
+
+
 def test_text_tensors_work_where_the_stub_can_read_them(served, engine):
     if NUMPY_2:
         pytest.skip("numpy 2 here: the wheel's Python-backend stub cannot read string tensors")
