@@ -153,7 +153,8 @@ def test_same_seed_is_bit_identical_under_concurrent_load(engine):
         (lambda: SynthesisRequest(text="hello"), InputError, "text"),  # ids-only voice
         (lambda: SynthesisRequest(phonemes=PhonemeIds(phone_ids=[])), InputError, "phonemes.phone_ids"),
         (lambda: SynthesisRequest(phonemes=PhonemeIds(phone_ids=[0, 500, 0])), InputError, "phonemes.phone_ids"),
-        (lambda: SynthesisRequest(phonemes=PhonemeIds(phone_ids=[1, 2], tone_ids=[1])), InputError, "phonemes.tone_ids"),
+        (lambda: SynthesisRequest(phonemes=PhonemeIds(phone_ids=[1, 2], tone_ids=[1])), InputError,
+         "phonemes.tone_ids"),
         (lambda: SynthesisRequest(phonemes=PhonemeIds(phone_ids=[1] * 6000)), InputError, "phonemes.phone_ids"),
         (lambda: ids_request(5, 1, speaker="carol"), NotFoundError, None),
         (lambda: ids_request(5, 1, voice="nobody"), NotFoundError, None),

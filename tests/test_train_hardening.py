@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import assert_same_state, free_port, prepare, subprocess_env, trainer
 
 from conftest import REPO_ROOT
+from train_helpers import assert_same_state, free_port, prepare, subprocess_env, trainer
 from vitsrt.cli import main as cli_main
 from vitsrt.train.checkpoint import latest_complete_step, read_checkpoint
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import REPO_ROOT
 from train_helpers import assert_same_state as _assert_same_state
 from train_helpers import free_port as _free_port
 from train_helpers import prepare as _prepare
 from train_helpers import subprocess_env as _subprocess_env
 from train_helpers import trainer as _trainer
-
-from conftest import REPO_ROOT
 from vitsrt.cli import main as cli_main
 from vitsrt.train.checkpoint import read_checkpoint, save_checkpoint
 from vitsrt.train.loading import load_generator
