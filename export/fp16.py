@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,7 +142,6 @@ def _cast_target(node: onnx.NodeProto) -> int | None:
 def _choose_kept(graph: onnx.GraphProto, types: dict[str, int], constants: dict[str, np.ndarray],
                  low: int) -> tuple[set[int], dict[int, str]]:
     """Indices of float nodes that run reduced, and why each other float node stays fp32."""
-    producer = {out: i for i, node in enumerate(graph.node) for out in node.output}
     reasons: dict[int, str] = {}
     floaty: set[int] = set()
     for i, node in enumerate(graph.node):
@@ -157,7 +157,14 @@ def _choose_kept(graph: onnx.GraphProto, types: dict[str, int], constants: dict[
             reasons[i] = "cast to a non-float type"
         elif any(name in constants and not _fits(constants[name], low) for name in node.input):
             reasons[i] = "constant outside the reduced range"
-    # log-scale paths: walk back from every Exp through cheap element-wise ops
+    _keep_log_scale_paths(graph, types, floaty, reasons)
+    return floaty - set(reasons), reasons
+
+
+def _keep_log_scale_paths(graph: onnx.GraphProto, types: dict[str, int], floaty: set[int],
+                          reasons: dict[int, str]) -> None:
+    """Log-scale paths: walk back from every Exp through cheap element-wise ops, keeping them fp32."""
+    producer = {out: i for i, node in enumerate(graph.node) for out in node.output}
     for node in graph.node:
         if node.op_type != "Exp":
             continue
@@ -171,7 +178,137 @@ def _choose_kept(graph: onnx.GraphProto, types: dict[str, int], constants: dict[
                 reasons.setdefault(j, "log-scale path into Exp")
                 following.extend(t for t in graph.node[j].input if types.get(t) == _FLOAT)
             frontier, depth = following, depth + 1
-    return floaty - set(reasons), reasons
+
+
+def _set_value_attribute(node: onnx.NodeProto, tensor: onnx.TensorProto) -> None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            attr.t.CopyFrom(tensor)
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[int, int]]]:
+    """Every (node index, input slot) that reads each tensor."""
+    consumers: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for i, node in enumerate(graph.node):
+        for k, name in enumerate(node.input):
+            if name:
+                consumers[name].append((i, k))
+    return consumers
+
+
+def _wants_low(graph: onnx.GraphProto, reduced: set[int], i: int, k: int) -> bool | None:
+    """Which type node i needs at input k: True reduced, False fp32, None any (agnostic)."""
+    node = graph.node[i]
+    if node.op_type in AGNOSTIC_OPS:
+        return None
+    if k in _PINNED_FLOAT_INPUTS.get(node.op_type, ()):
+        return False
+    return i in reduced
+
+
+def _output_types(graph: onnx.GraphProto, types: dict[str, int], reduced: set[int], low: int) -> dict[str, int]:
+    """The type of the graph inputs and of every float tensor a (non-Constant) node writes."""
+    current: dict[str, int] = {}
+    for value in graph.input:
+        current[value.name] = types.get(value.name, 0)
+    for i, node in enumerate(graph.node):
+        if node.op_type == "Constant":
+            continue  # typed with the initializers, by their consumers
+        for out in node.output:
+            if types.get(out) == _FLOAT:
+                current[out] = low if i in reduced else _FLOAT
+    return current
+
+
+def _reduce_constants(graph: onnx.GraphProto, constants: dict[str, np.ndarray],
+                      needs_low: Callable[[str], list[bool | None]], current: dict[str, int], low: int) -> int:
+    """Store a constant reduced when every type-sensitive consumer runs reduced; how many were converted.
+
+    `needs_low(name)` lists what each consumer of `name` needs (see `_wants_low`); `current` gets every
+    constant's final type.
+    """
+    init_by_name = {init.name: init for init in graph.initializer}
+    const_nodes = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
+    converted = 0
+    for name, value in constants.items():
+        needs = [n for n in needs_low(name) if n is not None]
+        if needs and all(needs) and _fits(value, low):
+            reduced = numpy_helper.from_array(_to_low(value, low), name)
+            if name in init_by_name:
+                init_by_name[name].CopyFrom(reduced)
+            else:
+                _set_value_attribute(const_nodes[name], reduced)
+            current[name] = low
+            converted += 1
+        else:
+            current[name] = _FLOAT
+    return converted
+
+
+def _retype_attributes(graph: onnx.GraphProto, reduced: set[int], low: int) -> None:
+    """Attributes that fix output types: Cast(to=float) and ConstantOfShape(value) in reduced nodes."""
+    for i in reduced:
+        node = graph.node[i]
+        if node.op_type == "Cast" and _cast_target(node) == _FLOAT:
+            for attr in node.attribute:
+                if attr.name == "to":
+                    attr.i = low
+        elif node.op_type == "ConstantOfShape":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type == _FLOAT:
+                    attr.t.CopyFrom(numpy_helper.from_array(_to_low(numpy_helper.to_array(attr.t), low), attr.t.name))
+
+
+def _fp32_outputs(graph: onnx.GraphProto, current: dict[str, int], dtype: str, low: int) -> list[onnx.NodeProto]:
+    """Graph outputs keep fp32: a reduced producer writes to a renamed tensor, a Cast restores the name.
+
+    Returns the Casts, to append after every other node.
+    """
+    tail: list[onnx.NodeProto] = []
+    for value in graph.output:
+        if current.get(value.name) != low:
+            continue
+        inner = f"{value.name}__{dtype}"
+        for node in graph.node:
+            node.output[:] = [inner if o == value.name else o for o in node.output]
+            node.input[:] = [inner if t == value.name else t for t in node.input]
+        current[inner] = low
+        tail.append(helper.make_node("Cast", [inner], [value.name], to=_FLOAT, name=f"{value.name}__to_fp32"))
+    return tail
+
+
+def _input_casts(graph: onnx.GraphProto, current: dict[str, int], wants_low: Callable[[int, int], bool | None],
+                 low: int) -> dict[int, list[onnx.NodeProto]]:
+    """Casts wherever a consumer needs the other float type, keyed by the node they must precede.
+
+    Each (tensor, type) is cast once; the consumers' inputs are rewired to the cast tensor.
+    """
+    casts: dict[tuple[str, int], str] = {}
+    pending: dict[int, list[onnx.NodeProto]] = defaultdict(list)
+    for i, node in enumerate(graph.node):
+        for k, name in enumerate(node.input):
+            have = current.get(name)
+            need = wants_low(i, k) if have in (_FLOAT, low) else None
+            if need is None or have == (low if need else _FLOAT):
+                continue
+            target = low if need else _FLOAT
+            key = (name, target)
+            if key not in casts:
+                casts[key] = f"{name}__to_{'low' if need else 'fp32'}"
+                pending[i].append(helper.make_node("Cast", [name], [casts[key]], to=target, name=casts[key]))
+            node.input[k] = casts[key]
+    return pending
+
+
+def _splice(graph: onnx.GraphProto, pending: dict[int, list[onnx.NodeProto]], tail: list[onnx.NodeProto]) -> None:
+    """Rebuild the node list with each pending Cast right before its consumer and `tail` at the end."""
+    new_nodes: list[onnx.NodeProto] = []
+    for i, node in enumerate(graph.node):
+        new_nodes.extend(pending.get(i, ()))
+        new_nodes.append(node)
+    new_nodes.extend(tail)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
 
 
 def mixed_precision_model(
@@ -187,103 +324,25 @@ def mixed_precision_model(
     kept = [(graph.node[i].name or f"#{i}", graph.node[i].op_type) for i in sorted(reasons)]
     report = MixedPrecisionReport(dtype=dtype, low_nodes=len(reduced), kept=kept)
 
-    consumers: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for i, node in enumerate(graph.node):
-        for k, name in enumerate(node.input):
-            if name:
-                consumers[name].append((i, k))
+    consumers = _consumers(graph)
 
     def wants_low(i: int, k: int) -> bool | None:
-        """Which type node i needs at input k: True reduced, False fp32, None any (agnostic)."""
-        node = graph.node[i]
-        if node.op_type in AGNOSTIC_OPS:
-            return None
-        if k in _PINNED_FLOAT_INPUTS.get(node.op_type, ()):
-            return False
-        return i in reduced
+        return _wants_low(graph, reduced, i, k)
 
-    # 1. The type every float tensor will have.
-    current: dict[str, int] = {}
-    for value in graph.input:
-        current[value.name] = types.get(value.name, 0)
-    for i, node in enumerate(graph.node):
-        if node.op_type == "Constant":
-            continue
-        for out in node.output:
-            if types.get(out) == _FLOAT:
-                current[out] = low if i in reduced else _FLOAT
-    # constants and initializers: reduced when every type-sensitive consumer runs reduced
-    init_by_name = {init.name: init for init in graph.initializer}
-    const_nodes = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
-    for name, value in constants.items():
-        needs = [wants_low(i, k) for i, k in consumers.get(name, [])]
-        needs = [n for n in needs if n is not None]
-        if needs and all(needs) and _fits(value, low):
-            converted = numpy_helper.from_array(_to_low(value, low), name)
-            if name in init_by_name:
-                init_by_name[name].CopyFrom(converted)
-            else:
-                for attr in const_nodes[name].attribute:
-                    if attr.name == "value":
-                        attr.t.CopyFrom(converted)
-            current[name] = low
-            report.converted_initializers += 1
-        else:
-            current[name] = _FLOAT
+    def needs_low(name: str) -> list[bool | None]:
+        return [wants_low(i, k) for i, k in consumers.get(name, [])]
 
-    # 2. Attributes that fix output types: Cast(to=float) and ConstantOfShape(value) in reduced nodes.
-    for i in reduced:
-        node = graph.node[i]
-        if node.op_type == "Cast" and _cast_target(node) == _FLOAT:
-            for attr in node.attribute:
-                if attr.name == "to":
-                    attr.i = low
-        elif node.op_type == "ConstantOfShape":
-            for attr in node.attribute:
-                if attr.name == "value" and attr.t.data_type == _FLOAT:
-                    attr.t.CopyFrom(numpy_helper.from_array(_to_low(numpy_helper.to_array(attr.t), low), attr.t.name))
-
-    # 3. Graph outputs keep fp32: a reduced producer writes to a renamed tensor, a Cast restores the name.
-    tail: list[onnx.NodeProto] = []
-    for value in graph.output:
-        if current.get(value.name) != low:
-            continue
-        inner = f"{value.name}__{dtype}"
-        for node in graph.node:
-            node.output[:] = [inner if o == value.name else o for o in node.output]
-            node.input[:] = [inner if t == value.name else t for t in node.input]
-        current[inner] = low
-        consumers[inner] = consumers.pop(value.name, [])
-        tail.append(helper.make_node("Cast", [inner], [value.name], to=_FLOAT, name=f"{value.name}__to_fp32"))
-        report.casts += 1
-
+    # 1. The type every float tensor will have (constants converted where all their consumers run reduced).
+    current = _output_types(graph, types, reduced, low)
+    report.converted_initializers = _reduce_constants(graph, constants, needs_low, current, low)
+    # 2. Attributes that fix output types.
+    _retype_attributes(graph, reduced, low)
+    # 3. Graph outputs keep fp32.
+    tail = _fp32_outputs(graph, current, dtype, low)
     # 4. Casts wherever a consumer needs the other float type.
-    casts: dict[tuple[str, int], str] = {}
-    new_nodes: list[onnx.NodeProto] = []
-    pending: dict[int, list[onnx.NodeProto]] = defaultdict(list)
-    for i, node in enumerate(graph.node):
-        for k, name in enumerate(node.input):
-            have = current.get(name)
-            if have not in (_FLOAT, low):
-                continue
-            need = wants_low(i, k)
-            if need is None:
-                continue
-            target = low if need else _FLOAT
-            if have == target:
-                continue
-            key = (name, target)
-            if key not in casts:
-                casts[key] = f"{name}__to_{'low' if need else 'fp32'}"
-                pending[i].append(helper.make_node("Cast", [name], [casts[key]], to=target, name=casts[key]))
-                report.casts += 1
-            node.input[k] = casts[key]
-    for i, node in enumerate(graph.node):
-        new_nodes.extend(pending.get(i, ()))
-        new_nodes.append(node)
-    new_nodes.extend(tail)
-    del graph.node[:]
-    graph.node.extend(new_nodes)
+    pending = _input_casts(graph, current, wants_low, low)
+    report.casts = len(tail) + sum(len(nodes) for nodes in pending.values())
+    _splice(graph, pending, tail)
     del graph.value_info[:]  # stale float types; consumers re-infer
     onnx.checker.check_model(model)
     onnx.shape_inference.infer_shapes(model, strict_mode=True)  # every edge type-consistent
