@@ -379,12 +379,9 @@ def prepare_dataset(
     if not items:
         raise InputError("metadata", f"{metadata} lists no usable recordings")
 
-    previous_out = out / "config.json"
-    previous = None
-    if previous_out.is_file():
-        previous = (load_config(previous_out).model_extra or {}).get("frontend")
     frontend = frontend_section(
-        options.frontend, [i.language for i in items], [i.text for i in items], config.data.add_blank, previous
+        options.frontend, [i.language for i in items], [i.text for i in items], config.data.add_blank,
+        _previous_frontend(out),
     )
     audio = AudioSettings(
         config.data.sampling_rate,
@@ -396,27 +393,53 @@ def prepare_dataset(
     processor = ItemProcessor(audio, frontend, settings_key)
 
     out.mkdir(parents=True, exist_ok=True)
+    jobs = _plan_jobs(items, dataset, out, report)
+    records = _run_jobs(processor, jobs, options.workers)
+    entries = _collect_entries(jobs, records, out, audio.sampling_rate, report)
+    if not entries:
+        raise InputError("dataset", "no recording could be prepared:\n" + report.render())
+    kept = _covered_by_table(entries, frontend, report)
+
+    _write_spectrograms(out, [e.audio for e in kept], config)
+    _write_filelists(out, kept, options, report)
+    _write_json(out / "config.json", _training_config(config, kept, frontend))
+    _write_json(out / "prepare_report.json", asdict(report))
+    return report
+
+
+def _previous_frontend(out: Path) -> dict[str, Any] | None:
+    """The front-end section of an earlier run's config in `out`, so a re-run keeps its symbol table."""
+    previous_out = out / "config.json"
+    if not previous_out.is_file():
+        return None
+    return (load_config(previous_out).model_extra or {}).get("frontend")
+
+
+def _plan_jobs(items: list[MetadataItem], dataset: Path, out: Path,
+               report: PrepareReport) -> list[tuple[MetadataItem, str]]:
+    """(item, output WAV path) for each recording; the same recording listed twice keeps the first."""
     names: dict[str, int] = Counter()
     jobs: list[tuple[MetadataItem, str]] = []
     for item in items:
         name = _output_name(item, dataset)
         names[name] += 1
-        if names[name] > 1:  # the same recording listed twice: keep the first
+        if names[name] > 1:
             report.skipped.append(Skipped(item.source, f"listed twice (metadata line {item.line})"))
             continue
         jobs.append((item, str(out / name)))
-    records = _run_jobs(processor, jobs, options.workers)
+    return jobs
 
+
+def _collect_entries(jobs: list[tuple[MetadataItem, str]], records: list[dict[str, Any]], out: Path,
+                     sampling_rate: int, report: PrepareReport) -> list[FilelistEntry]:
+    """Filelist entries for the prepared recordings; failed ones go to the report's skipped list."""
     entries: list[FilelistEntry] = []
     for (item, wav), record in zip(jobs, records, strict=True):
         if "error" in record:
             report.skipped.append(Skipped(item.source, record["error"]))
             log.warning("skipped %s: %s", item.source, record["error"])
             continue
-        report.reused += int(record.get("reused", False))
-        report.processed += int(not record.get("reused", False))
-        report.resampled += int(record["source_rate"] != audio.sampling_rate)
-        report.downmixed += int(record["source_channels"] > 1)
+        _count_record(report, item, record, sampling_rate)
         phonemes = record["phonemes"]
         entries.append(
             FilelistEntry(
@@ -429,12 +452,21 @@ def prepare_dataset(
                 [1] * len(phonemes),
             )
         )
-        report.seconds_per_speaker[item.speaker] = report.seconds_per_speaker.get(item.speaker, 0.0) + record["seconds"]
-        report.files_per_speaker[item.speaker] = report.files_per_speaker.get(item.speaker, 0) + 1
-    if not entries:
-        raise InputError("dataset", "no recording could be prepared:\n" + report.render())
+    return entries
 
-    # The table must cover every symbol used (a reused "ids" table may lack characters of new text).
+
+def _count_record(report: PrepareReport, item: MetadataItem, record: dict[str, Any], sampling_rate: int) -> None:
+    report.reused += int(record.get("reused", False))
+    report.processed += int(not record.get("reused", False))
+    report.resampled += int(record["source_rate"] != sampling_rate)
+    report.downmixed += int(record["source_channels"] > 1)
+    report.seconds_per_speaker[item.speaker] = report.seconds_per_speaker.get(item.speaker, 0.0) + record["seconds"]
+    report.files_per_speaker[item.speaker] = report.files_per_speaker.get(item.speaker, 0) + 1
+
+
+def _covered_by_table(entries: list[FilelistEntry], frontend: dict[str, Any],
+                      report: PrepareReport) -> list[FilelistEntry]:
+    """The entries whose symbols are all in the table (a reused "ids" table may lack characters of new text)."""
     table = SymbolTable(frontend)
     kept = []
     for entry in entries:
@@ -443,17 +475,23 @@ def prepare_dataset(
             report.skipped.append(Skipped(entry.audio, f"symbols missing from the voice's table: {missing}"))
             continue
         kept.append(entry)
+    return kept
 
-    _write_spectrograms(out, [e.audio for e in kept], config)
+
+def _write_filelists(out: Path, kept: list[FilelistEntry], options: PrepareOptions, report: PrepareReport) -> None:
     train, val = _split(kept, options)
     (out / "filelists").mkdir(exist_ok=True)
     write_filelist(out / "filelists" / "train.list", train)
     write_filelist(out / "filelists" / "val.list", val)
     report.train, report.val = len(train), len(val)
 
+
+def _training_config(config: BertVits2Config, kept: list[FilelistEntry], frontend: dict[str, Any]) -> dict[str, Any]:
+    """The input config pointing at the filelists, with the speaker table and the front-end section."""
     speakers = sorted({e.speaker for e in kept})
-    old_ids = {name: sid for name, sid in config.data.spk2id.items() if name in speakers}
-    spk2id = dict(old_ids)
+    # speakers the input config already numbers keep their ids (a model trained with that config still finds
+    # them); new speakers are numbered after the highest
+    spk2id = {name: sid for name, sid in config.data.spk2id.items() if name in speakers}
     for name in speakers:
         if name not in spk2id:
             spk2id[name] = max(spk2id.values(), default=-1) + 1
@@ -463,9 +501,7 @@ def prepare_dataset(
     raw["data"]["spk2id"] = spk2id
     raw["data"]["n_speakers"] = max(spk2id.values()) + 1
     raw["frontend"] = frontend
-    _write_json(out / "config.json", raw)
-    _write_json(out / "prepare_report.json", asdict(report))
-    return report
+    return raw
 
 
 def _write_json(path: Path, payload: Any) -> None:
