@@ -271,41 +271,57 @@ class Trainer:
         kinds = self._kinds()
         step = latest_complete_step(self.run_dir, tuple(kinds))
         if step is not None and step > 0:
-            extra: dict[str, Any] = {}
-            for kind, (module, optimizer) in kinds.items():
-                raw = read_checkpoint(self.run_dir / f"{kind}_{step}.pth")
-                source = str(self.run_dir / f"{kind}_{step}.pth")
-                load_state_dict_checked(module, extract_state_dict(raw, source), source)
-                try:
-                    optimizer.load_state_dict(raw["optimizer"])
-                except (KeyError, ValueError) as exc:
-                    raise CheckpointError(f"{source}: optimizer state does not fit this run ({exc})") from None
-                if kind == "G":
-                    extra = raw.get("vitsrt") or {}
-                    self.position = Position(step, int(raw.get("iteration", 1)), 0)
-            if extra:
-                self.position = Position(int(extra["step"]), int(extra["epoch"]), int(extra["epoch_batches"]))
-                if int(extra.get("world_size", 1)) != self.dist.world_size and self.dist.is_main:
-                    log.warning(
-                        "checkpoint was written by %d processes, resuming with %d: batches differ, so the resume "
-                        "is not exact (the epoch's remaining batches are taken from the new split)",
-                        extra.get("world_size"),
-                        self.dist.world_size,
-                    )
-            elif self.dist.is_main:
-                log.warning(
-                    "step %d was not written by vitsrt: resuming at the start of epoch %d", step, self.position.epoch
-                )
-            if self.dist.is_main:
-                log.info(
-                    "resumed from step %d (epoch %d, %d batches into it)",
-                    self.position.step,
-                    self.position.epoch,
-                    self.position.epoch_batches,
-                )
-            return dict(extra.get("schedulers", {}))
+            return self._resume(step, kinds)
         self._load_base_weights(kinds)
         return {}
+
+    def _resume(
+        self, step: int, kinds: dict[str, tuple[nn.Module, torch.optim.Optimizer]]
+    ) -> dict[str, dict[str, Any]]:
+        """Load every kind's checkpoint of `step` and the position it records; returns the scheduler states."""
+        extra: dict[str, Any] = {}
+        for kind, (module, optimizer) in kinds.items():
+            raw = self._load_resume_checkpoint(self.run_dir / f"{kind}_{step}.pth", module, optimizer)
+            if kind == "G":
+                extra = raw.get("vitsrt") or {}
+                self.position = Position(step, int(raw.get("iteration", 1)), 0)
+        if extra:
+            self._adopt_position(extra)
+        elif self.dist.is_main:
+            log.warning(
+                "step %d was not written by vitsrt: resuming at the start of epoch %d", step, self.position.epoch
+            )
+        if self.dist.is_main:
+            log.info(
+                "resumed from step %d (epoch %d, %d batches into it)",
+                self.position.step,
+                self.position.epoch,
+                self.position.epoch_batches,
+            )
+        return dict(extra.get("schedulers", {}))
+
+    @staticmethod
+    def _load_resume_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer) -> Any:
+        """Load one checkpoint's weights and optimizer state, which must fit exactly; returns the raw checkpoint."""
+        raw = read_checkpoint(path)
+        source = str(path)
+        load_state_dict_checked(module, extract_state_dict(raw, source), source)
+        try:
+            optimizer.load_state_dict(raw["optimizer"])
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{source}: optimizer state does not fit this run ({exc})") from None
+        return raw
+
+    def _adopt_position(self, extra: dict[str, Any]) -> None:
+        """The exact position vitsrt recorded in the generator checkpoint."""
+        self.position = Position(int(extra["step"]), int(extra["epoch"]), int(extra["epoch_batches"]))
+        if int(extra.get("world_size", 1)) != self.dist.world_size and self.dist.is_main:
+            log.warning(
+                "checkpoint was written by %d processes, resuming with %d: batches differ, so the resume "
+                "is not exact (the epoch's remaining batches are taken from the new split)",
+                extra.get("world_size"),
+                self.dist.world_size,
+            )
 
     def _load_base_weights(self, kinds: dict[str, tuple[nn.Module, torch.optim.Optimizer]]) -> None:
         """Fine-tuning: copy every tensor whose name and shape match (others keep their fresh init).
