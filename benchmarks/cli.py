@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vitsrt.serve.engine.windows import add_window_arguments, window_fields
+
 log = logging.getLogger(__name__)
 
 TARGETS = ("engine", "grpc", "triton", "torch")
@@ -73,11 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     eng.add_argument("--max-batch", type=int)
     eng.add_argument("--max-wait-ms", type=float)
     eng.add_argument("--max-active-streams", type=int)
-    eng.add_argument("--first-window-frames", type=int)
-    eng.add_argument("--window-frames", type=int)
-    eng.add_argument("--one-shot-frames", type=int)
-    eng.add_argument("--max-window-frames", type=int)
     eng.add_argument("--spinning", choices=("on", "off"), help="onnxruntime intra-op threads spin-wait between calls")
+    add_window_arguments(parser, "engine decode windows (default: the engine's)")
 
     work = parser.add_argument_group("workload")
     work.add_argument("--texts", type=Path, help="one request text per line (default: the built-in sentences)")
@@ -181,10 +180,11 @@ def target_options(args: argparse.Namespace) -> Any:
         voice = str(default_voice_dir())
     engine = {
         name: getattr(args, name)
-        for name in ("max_batch", "max_wait_ms", "max_active_streams", "first_window_frames", "window_frames",
-                     "one_shot_frames", "max_window_frames")
+        for name in ("max_batch", "max_wait_ms", "max_active_streams")
         if getattr(args, name) is not None
     }
+    if windows := window_fields(args):
+        engine["windows"] = windows
     if args.spinning is not None:
         engine["spinning"] = args.spinning == "on"
     return TargetOptions(

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 from vitsrt.errors import VitsrtError
+from vitsrt.serve.engine.windows import DEFAULT_POLICY, WindowPolicy
 from vitsrt.serve.triton.layout import DEFAULT_PREFIX, TritonTensor, bls_model_names, stage_model_name, stage_tensors
 from vitsrt.voice import STAGES, EngineKey, Voice, load_voice
 
@@ -85,10 +86,7 @@ class RepoOptions:
     threads: int | None = None  # ONNX Runtime intra-op threads per stage instance (None: runtime default)
     precision: str = "fp32"  # tensorrt: which recorded plans
     gpu: str | None = None  # tensorrt: substring of the GPU name when plans for several GPUs are recorded
-    first_window_frames: int = 16
-    window_frames: int = 64
-    max_window_frames: int = 256
-    one_shot_frames: int = 32
+    windows: WindowPolicy = DEFAULT_POLICY  # the BLS model's decode windows
     max_concurrent_streams: int = 16
     bls_instances: int = 1
     extra: dict[str, str] = field(default_factory=dict)
@@ -104,13 +102,11 @@ class RepoOptions:
             raise TritonRepoError(f"--kind must be cpu or gpu, not {self.kind!r}")
         if self.stage_backend == "tensorrt" and self.resolved_kind != "gpu":
             raise TritonRepoError("TensorRT plans run on GPUs only: use --kind gpu")
-        for name in ("instances", "max_batch", "first_window_frames", "window_frames", "max_window_frames",
-                     "max_concurrent_streams",
-                     "bls_instances"):
+        for name in ("instances", "max_batch", "max_concurrent_streams", "bls_instances"):
             if getattr(self, name) < 1:
                 raise TritonRepoError(f"{name} must be >= 1")
-        if self.max_queue_delay_us < 0 or self.one_shot_frames < 0:
-            raise TritonRepoError("max_queue_delay_us and one_shot_frames must be >= 0")
+        if self.max_queue_delay_us < 0:
+            raise TritonRepoError("max_queue_delay_us must be >= 0")
         if not self.prefix.replace("_", "").replace("-", "").isalnum():
             raise TritonRepoError(f"invalid model name prefix {self.prefix!r}: letters, digits, '_' and '-'")
 
@@ -186,10 +182,7 @@ def render_bls_config(name: str, options: RepoOptions, stages: list[str], stream
         "voice_manifest": "voice.json",
         "stage_prefix": options.prefix,
         "stages": ",".join(stages),
-        "first_window_frames": str(options.first_window_frames),
-        "window_frames": str(options.window_frames),
-        "max_window_frames": str(options.max_window_frames),
-        "one_shot_frames": str(options.one_shot_frames),
+        **{key: str(value) for key, value in options.windows.model_dump(by_alias=True).items()},
         "max_concurrent_streams": str(options.max_concurrent_streams),
     }
     text = f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n'

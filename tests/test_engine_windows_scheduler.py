@@ -35,7 +35,7 @@ def test_one_shot_policy_is_a_single_window():
 
 
 def test_crop_selects_the_emitted_samples():
-    w = plan_windows(100, context=13, policy=WindowPolicy(16, 64, 0))[1]
+    w = plan_windows(100, context=13, policy=WindowPolicy(first_frames=16, frames=64, one_shot_frames=0))[1]
     assert (w.start, w.end, w.ctx_start, w.ctx_end) == (16, 80, 3, 93)
     assert w.crop(hop=4) == slice(13 * 4, 77 * 4)
 

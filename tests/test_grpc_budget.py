@@ -43,7 +43,7 @@ def server():
 
 def hostile_requests() -> list[tuple[str, object, grpc.StatusCode]]:
     rng = np.random.default_rng(0)
-    longest = rng.integers(1, 100, 640).tolist()
+    longest = rng.integers(1, 100, 768).tolist()  # the default --max-phonemes
     invalid, exhausted = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED
     return [
         ("length_scale 1e6", build_request(phone_ids=[1, 2, 3, 4, 5], length_scale=1e6), invalid),

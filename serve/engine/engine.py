@@ -52,10 +52,10 @@ class EngineOptions(BaseModel):
     # as the durations are known, before the flow and decoder run). Together with the scheduler's per-step
     # budgets they bound what any request can make the server allocate or make other streams wait for.
     # Prefill cost grows faster than the length (the encoder's attention): on the default voice, 2 threads,
-    # 640 ids take 51 ms, one full 256-frame decode window 54 ms, 1024 ids 123 ms (2026-12-02). So 640 keeps
-    # one prefill step, the longest thing a request can make the others wait for, at about one window. A text
-    # sentence whose ids pass it is halved at a space, never refused.
-    max_phonemes: int = Field(640, ge=1, description="ids per sentence (phoneme input is one sentence)")
+    # 640 ids take 51 ms, 768 ids 68 ms, one full 256-frame decode window 54 ms, 1024 ids 123 ms (2026-12-02).
+    # 768 holds a 60-word sentence (~680 ids) and keeps one prefill step, the longest thing a request can make
+    # the others wait for, near one window. A text sentence whose ids pass it is halved at a space, not refused.
+    max_phonemes: int = Field(768, ge=1, description="ids per sentence (phoneme input is one sentence)")
     long_request_handicap_ms: float = Field(
         500.0, ge=0, description="a request whose first sentence has max_phonemes ids is ordered for its first "
         "audio as if it arrived this much later (scaled by the square of its share of the limit, as its prefill "
@@ -67,15 +67,8 @@ class EngineOptions(BaseModel):
     # Off by default: spin-waiting intra-op threads compete with the engine worker and the server's event
     # loop (measured: +24-41% throughput with it off, benchmarks/results/README.md, 2026-11-22 spinning).
     spinning: bool = Field(False, description="onnxruntime: idle intra-op threads spin-wait for the next call")
-    first_window_frames: int = Field(16, ge=1)
-    window_frames: int = Field(64, ge=1, description="second window; later ones double up to max_window_frames")
-    max_window_frames: int = Field(256, ge=1)
-    one_shot_frames: int = Field(32, ge=0, description="utterances up to this many frames decode in one call")
+    windows: WindowPolicy = Field(default_factory=WindowPolicy, description="streaming decode windows")
     low_water_ms: float = Field(300.0, ge=0)
-
-    def window_policy(self) -> WindowPolicy:
-        widest = max(self.max_window_frames, self.window_frames)
-        return WindowPolicy(self.first_window_frames, self.window_frames, self.one_shot_frames, widest)
 
 
 @dataclass
@@ -145,11 +138,9 @@ class Engine:
         pipelines = []
         for voice_dir in voice_dirs:
             voice = load_voice(voice_dir)
-            extra = dict(backend_options or {})
-            if backend.startswith("onnxruntime") or backend.startswith("ort"):
-                extra.setdefault("intra_op_threads", options.threads)
-                extra.setdefault("spinning", options.spinning)
-            stage_backend = open_backend(backend, voice, **extra)
+            # Engine-wide thread settings reach the backends whose options declare them (onnxruntime).
+            defaults = {"intra_op_threads": options.threads, "spinning": options.spinning}
+            stage_backend = open_backend(backend, voice, engine_defaults=defaults, **(backend_options or {}))
             pipelines.append(VoicePipeline(voice, stage_backend, max_text_chars=options.max_text_chars,
                                            max_phonemes=options.max_phonemes))
         return cls(pipelines, options)
@@ -170,7 +161,7 @@ class Engine:
         """Chunks as they are decoded. Errors in the request raise here, before the first chunk;
         closing the iterator (or dropping it) cancels the stream in every queue."""
         chunks: queue.Queue = queue.Queue()
-        stream = self._admit(request, chunks.put, self.options.window_policy())
+        stream = self._admit(request, chunks.put, self.options.windows)
         return self._iterate(stream.id, chunks)
 
     def _iterate(self, stream_id: int, chunks: queue.Queue) -> Iterator[AudioChunk]:
@@ -198,7 +189,7 @@ class Engine:
             except RuntimeError:  # the consumer's loop is closed: nobody will read this stream
                 self.cancel(admitted[0].id)
 
-        admission = asyncio.ensure_future(asyncio.to_thread(self._admit, request, sink, self.options.window_policy()))
+        admission = asyncio.ensure_future(asyncio.to_thread(self._admit, request, sink, self.options.windows))
         try:
             stream = await asyncio.shield(admission)
         except asyncio.CancelledError:  # the thread still finishes admitting: cancel what it admits
@@ -220,7 +211,7 @@ class Engine:
         """Whole utterance at once. By default each sentence decodes in one call (fastest); with
         `streaming_windows` it uses the streaming windows (equal to `stream` output)."""
         chunks: queue.Queue = queue.Queue()
-        policy = self.options.window_policy() if streaming_windows else ONE_SHOT
+        policy = self.options.windows if streaming_windows else ONE_SHOT
         stream = self._admit(request, chunks.put, policy)
         pieces = [c.audio for c in self._iterate(stream.id, chunks)]
         audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)

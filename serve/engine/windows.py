@@ -11,7 +11,12 @@ windows cost no latency. The few distinct sizes still batch across streams.
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 @dataclass(frozen=True)
@@ -32,25 +37,61 @@ class DecodeWindow:
         return slice((self.start - self.ctx_start) * hop, (self.end - self.ctx_start) * hop)
 
 
-@dataclass(frozen=True)
-class WindowPolicy:
-    first_frames: int = 16
-    frames: int = 64
-    # Utterances up to this many frames decode in one call (streaming them buys nothing).
-    one_shot_frames: int = 32
-    max_frames: int = 256
+class WindowPolicy(BaseModel):
+    """How an utterance is cut into decode windows: the one definition the engine, the CLI flags, TensorRT
+    profiles and the Triton BLS model read. Each field's alias is its name in flags (`--first-window-frames`),
+    Triton model parameters and bench reports."""
 
-    def __post_init__(self) -> None:
-        if self.first_frames < 1 or self.frames < 1 or self.one_shot_frames < 0:
-            raise ValueError("window sizes must be positive")
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+    first_frames: int = Field(16, ge=1, alias="first_window_frames",
+                              description="frames of the first streaming window (time to first audio)")
+    frames: int = Field(64, ge=1, alias="window_frames",
+                        description="frames of the second window; later ones double up to max_window_frames")
+    # Utterances up to this many frames decode in one call (streaming them buys nothing).
+    one_shot_frames: int = Field(32, ge=0, alias="one_shot_frames",
+                                 description="utterances up to this many frames decode in one call")
+    max_frames: int = Field(256, ge=1, alias="max_window_frames", description="the largest window, in frames")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _widest_follows_frames(cls, data: Any) -> Any:
+        """A second window wider than the default largest one, with no largest given, is the largest."""
+        if isinstance(data, dict) and not {"max_frames", "max_window_frames"} & data.keys():
+            frames = data.get("frames", data.get("window_frames"))
+            if isinstance(frames, int) and frames > cls.model_fields["max_frames"].default:
+                data = {**data, "max_frames": frames}
+        return data
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WindowPolicy:
         if self.max_frames < self.frames:
             raise ValueError("max_frames must be >= frames")
+        return self
 
 
+def add_window_arguments(parser: argparse.ArgumentParser, title: str = "decode windows") -> None:
+    """One flag per WindowPolicy field, named by its alias (`--first-window-frames`, ...), for every command
+    that plans windows; unset flags keep the policy's defaults."""
+    group = parser.add_argument_group(title)
+    for field in WindowPolicy.model_fields.values():
+        group.add_argument("--" + field.alias.replace("_", "-"), dest=field.alias, type=int, default=None,
+                           help=f"{field.description} (default {field.default})")
+
+
+def window_fields(values: argparse.Namespace | Mapping[str, object]) -> dict[str, int]:
+    """The window settings among `values` (parsed flags, or Triton model parameters as strings), by alias;
+    absent or unset ones are left out, so the policy's defaults apply."""
+    given = vars(values) if isinstance(values, argparse.Namespace) else values
+    aliases = [field.alias for field in WindowPolicy.model_fields.values()]
+    return {alias: int(value) for alias in aliases if (value := given.get(alias)) is not None}
+
+
+DEFAULT_POLICY = WindowPolicy()
 ONE_SHOT = WindowPolicy(first_frames=1 << 30, frames=1 << 30, one_shot_frames=1 << 30, max_frames=1 << 30)
 
 
-def plan_windows(total_frames: int, context: int, policy: WindowPolicy = WindowPolicy()) -> list[DecodeWindow]:
+def plan_windows(total_frames: int, context: int, policy: WindowPolicy = DEFAULT_POLICY) -> list[DecodeWindow]:
     """Split [0, total_frames) into decode windows with `context` frames of context each side."""
     if total_frames < 1:
         raise ValueError("an utterance has at least one frame")

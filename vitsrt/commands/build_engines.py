@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vitsrt.serve.engine.windows import WindowPolicy, add_window_arguments, window_fields
+
 HELP = "build TensorRT engines for a voice bundle's stages on this GPU (stored under VOICE_DIR/engines/)"
 
 
@@ -18,11 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest phone sequence (with blanks) the encoder/duration profiles accept (default 512)")
     parser.add_argument("--max-frames", type=int, default=4096,
                         help="longest utterance in frames for the flow and one-shot decoding (default 4096)")
-    parser.add_argument("--first-window-frames", type=int, default=16,
-                        help="the engine's first streaming window (sizes the decoder's window profile)")
-    parser.add_argument("--window-frames", type=int, default=64, help="the engine's later streaming windows")
-    parser.add_argument("--one-shot-frames", type=int, default=32,
-                        help="utterances up to this many frames decode in one call")
     parser.add_argument("--workspace-gb", type=float, default=4.0, help="builder workspace limit (default 4 GiB)")
     parser.add_argument("--timing-cache", type=Path, default=None,
                         help="read and update this TensorRT timing cache file (faster rebuilds)")
@@ -31,16 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strongly-typed", action="store_true",
                         help="TensorRT 10: use the mixed-precision ONNX + strongly typed network route "
                              "(always used on TensorRT 11)")
+    add_window_arguments(parser, "the engine's decode windows (they size the decoder's window profile)")
 
 
 def run(args: argparse.Namespace) -> int:
     from vitsrt.export.tensorrt_build import BuildOptions, ProfileLimits, build_engines
-    from vitsrt.serve.engine.windows import WindowPolicy
 
     options = BuildOptions(
         precision=args.precision,
         limits=ProfileLimits(max_batch=args.max_batch, max_text_len=args.max_text_len, max_frames=args.max_frames),
-        policy=WindowPolicy(args.first_window_frames, args.window_frames, args.one_shot_frames),
+        policy=WindowPolicy(**window_fields(args)),
         workspace_gb=args.workspace_gb,
         timing_cache=args.timing_cache,
         stages=tuple(s for s in args.stages.split(",") if s) if args.stages else None,

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-sentence-seconds", type=float, default=60.0,
                         help="longest audio one sentence may produce (the flow runs on a whole sentence); "
                         "longer ones get RESOURCE_EXHAUSTED")
-    parser.add_argument("--max-phonemes", type=int, default=640,
+    parser.add_argument("--max-phonemes", type=int, default=768,
                         help="most ids per sentence (phoneme input is one sentence; longer text sentences are "
                         "split); more get INVALID_ARGUMENT")
     parser.add_argument("--request-timeout", type=float, default=10.0,

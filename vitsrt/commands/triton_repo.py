@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from vitsrt.serve.engine.windows import WindowPolicy, add_window_arguments, window_fields
+
 HELP = "write a Triton model repository (stage models + streaming BLS model) for a voice bundle"
 
 
@@ -25,14 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="fp32", help="tensorrt: which recorded plans (fp32, fp16, bf16)")
     parser.add_argument("--gpu", default=None, help="tensorrt: GPU name (substring) when plans for several exist")
     parser.add_argument("--prefix", default="vitsrt", help="model name prefix (default vitsrt: vitsrt_tts, ...)")
-    parser.add_argument("--first-window-frames", type=int, default=16, help="BLS: first streaming window (frames)")
-    parser.add_argument("--window-frames", type=int, default=64, help="BLS: second streaming window (frames)")
-    parser.add_argument("--max-window-frames", type=int, default=256, help="BLS: later windows double up to this")
-    parser.add_argument("--one-shot-frames", type=int, default=32,
-                        help="BLS: utterances up to this many frames decode in one call")
     parser.add_argument("--max-concurrent-streams", type=int, default=16,
                         help="BLS: streams synthesised at once per instance (default 16)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty output directory")
+    add_window_arguments(parser, "the BLS model's decode windows")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,9 +39,7 @@ def run(args: argparse.Namespace) -> int:
     options = RepoOptions(
         stage_backend=args.stage_backend, kind=args.kind, instances=args.instances, max_batch=args.max_batch,
         max_queue_delay_us=args.max_queue_delay_us, prefix=args.prefix, threads=args.threads,
-        precision=args.precision, gpu=args.gpu, first_window_frames=args.first_window_frames,
-        window_frames=args.window_frames, max_window_frames=args.max_window_frames,
-        one_shot_frames=args.one_shot_frames,
+        precision=args.precision, gpu=args.gpu, windows=WindowPolicy(**window_fields(args)),
         max_concurrent_streams=args.max_concurrent_streams,
     )
     models = write_triton_repo(args.voice, args.output, options, force=args.force)
