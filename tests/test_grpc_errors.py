@@ -81,7 +81,7 @@ def engine(fixture_voice):
 def server(engine):
     from vitsrt.serve.grpc.server import ServerConfig
 
-    with RunningServer(engine, ServerConfig(port=0, metrics_port=0, max_text_chars=MAX_TEXT)) as running:
+    with RunningServer(engine, ServerConfig(port=0, metrics_port=0)) as running:
         yield running
 
 

@@ -43,25 +43,23 @@ import ssl
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from pydantic import BaseModel, ConfigDict, Field
 
 from vitsrt.audio import Encoding, StreamEncoder, encode_samples, wav_bytes
 from vitsrt.errors import InputError, NotFoundError, OverloadedError, VitsrtError
+from vitsrt.serve.engine.engine import Engine, EngineOptions
 from vitsrt.serve.grpc.auth import BearerTokenInterceptor
 from vitsrt.serve.grpc.convert import request_from_proto, voice_to_proto
 from vitsrt.serve.grpc.metrics import ServerMetrics
 from vitsrt.serve.proto import tts_pb2
-
-if TYPE_CHECKING:
-    from vitsrt.serve.engine.engine import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +99,10 @@ def capped(text: str, limit: int = MAX_DETAILS_CHARS) -> str:
     return f"{flat[:kept]}…(+{len(flat) - kept} chars)"
 
 
-@dataclass
-class ServerConfig:
-    """Network, limits and shutdown settings (the `vitsrt serve` flags)."""
+class ServerConfig(BaseModel):
+    """Everything `vitsrt serve` is told, built once: network, limits, shutdown, and the engine's options."""
+
+    model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = 50051  # 0 = pick a free port (see TtsServer.port)
@@ -112,7 +111,6 @@ class ServerConfig:
     max_message_bytes: int = 1 << 20
     # Largest response sent (a long unary WAV); gRPC's default send limit is unbounded, keep it finite.
     max_send_message_bytes: int = 256 << 20
-    max_text_chars: int = 5000
     max_concurrent_streams: int = 64  # synthesis RPCs (unary and streaming) in flight at once
     auth_token: str | None = None
     tls_cert: Path | None = None
@@ -127,6 +125,9 @@ class ServerConfig:
     # bounds connections that never finish their HTTP/2 handshake.
     request_timeout: float = 10.0
     max_call_seconds: float = 600.0  # any call still running after this ends with DEADLINE_EXCEEDED
+    # The engine `run_server` opens (text and ids limits, audio budget, batching, windows). A server built
+    # around an engine someone else opened (TtsServer(engine, ...)) reads the limits from that engine.
+    engine: EngineOptions = Field(default_factory=EngineOptions)
 
     @property
     def receive_limit(self) -> int:
@@ -210,7 +211,7 @@ class TtsServicer:
             message.ParseFromString(raw)
         except DecodeError as exc:
             raise InputError("request", f"not a valid SynthesizeRequest ({exc})") from None
-        return request_from_proto(message, self._config.max_text_chars)
+        return request_from_proto(message, self._engine.options.max_text_chars)
 
     async def _call(self, method: str, context: grpc.aio.ServicerContext,
                     body: Callable[[bytes], Awaitable[_T]]) -> _T | None:
@@ -580,14 +581,10 @@ async def serve_until_signal(engine: Engine, config: ServerConfig,
 
 
 def run_server(voice_dirs: Sequence[str | Path], config: ServerConfig, backend: str = "onnxruntime",
-               engine_options: Any = None, backend_options: dict[str, Any] | None = None) -> None:
+               backend_options: dict[str, Any] | None = None) -> None:
     """Open the engine on `voice_dirs`, serve until SIGTERM/SIGINT, close the engine (the `vitsrt serve` body)."""
-    from vitsrt.serve.engine.engine import Engine, EngineOptions
-
     check_setup(config)  # refuse unusable settings before the engine takes seconds to open
-    options = engine_options or EngineOptions(max_text_chars=config.max_text_chars,
-                                              max_active_streams=config.max_concurrent_streams)
-    engine = Engine.open([str(path) for path in voice_dirs], backend=backend, options=options,
+    engine = Engine.open([str(path) for path in voice_dirs], backend=backend, options=config.engine,
                          backend_options=backend_options)
     try:
         asyncio.run(serve_until_signal(engine, config))

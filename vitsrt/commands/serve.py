@@ -83,18 +83,18 @@ def run(args: argparse.Namespace) -> int:
     from vitsrt.serve.grpc.server import ServerConfig, run_server
     from vitsrt.voices import default_voice_dir
 
+    engine = EngineOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                           max_active_streams=args.max_concurrent_streams, max_text_chars=args.max_text_chars,
+                           threads=args.threads, max_audio_seconds=args.max_audio_seconds,
+                           max_sentence_seconds=args.max_sentence_seconds, max_phonemes=args.max_phonemes)
     config = ServerConfig(
         host=args.host, port=args.port, max_message_bytes=args.max_message_bytes,
-        max_text_chars=args.max_text_chars, max_concurrent_streams=args.max_concurrent_streams,
+        max_concurrent_streams=args.max_concurrent_streams, engine=engine,
         auth_token=_token(args), tls_cert=args.tls_cert, tls_key=args.tls_key, metrics_port=args.metrics_port,
         metrics_host=args.metrics_host, metrics_auth=args.metrics_auth, grace_seconds=args.grace,
         drain_seconds=args.drain, request_timeout=args.request_timeout, max_call_seconds=args.max_call_seconds,
     )
-    options = EngineOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                            max_active_streams=args.max_concurrent_streams, max_text_chars=args.max_text_chars,
-                            threads=args.threads, max_audio_seconds=args.max_audio_seconds,
-                            max_sentence_seconds=args.max_sentence_seconds, max_phonemes=args.max_phonemes)
     backend_options = {"url": args.triton_url} if args.triton_url else None
     voices = args.voices or [default_voice_dir()]
-    run_server(voices, config, backend=args.backend, engine_options=options, backend_options=backend_options)
+    run_server(voices, config, backend=args.backend, backend_options=backend_options)
     return 0
