@@ -49,9 +49,10 @@ from vitsrt.export.onnx_checks import (
     find_value_dependent_shapes,
     format_findings,
 )
+from vitsrt.stages import BERT_VITS2, Stage, StageName, Tensor
 from vitsrt.train.models.synthesizer import SynthesizerTrn
 from vitsrt.train.models.wavenet import fold_weight_norm
-from vitsrt.voice import StageName, TensorSpec
+from vitsrt.voice import TensorSpec
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -74,8 +75,7 @@ DEFAULT_OPSET = 17
 MIN_OPSET = 17
 # IR 10 (what onnxruntime >= 1.20 loads) covers default-domain opsets up to 22.
 MAX_OPSET = 22
-EXPORTED_STAGES: tuple[StageName, ...] = ("encoder", "duration", "duration_dp_only", "flow", "decoder")
-BERT_INPUTS = ("bert", "ja_bert", "en_bert")
+EXPORTED_STAGES: tuple[StageName, ...] = BERT_VITS2.names
 
 # The trace shapes: two items of different lengths so padding paths are traced, and sizes that
 # coincide with no channel count (a dimension equal to a constant could get folded into the graph).
@@ -89,7 +89,8 @@ class ExportError(VitsrtError):
 
 # ----- stage wrappers ---------------------------------------------------------------------------------
 #
-# Thin nn.Modules with graph-facing argument order and names. They call the synthesizer's own stage
+# Thin nn.Modules with graph-facing argument order and names (the order of the stage contract's inputs,
+# vitsrt.stages.BERT_VITS2; _check_declared_io catches a drift). They call the synthesizer's own stage
 # methods, so the graphs are the same computations the torch reference (and `infer`) uses.
 
 
@@ -205,47 +206,30 @@ class StageIO:
         return axes
 
 
-def _spec(name: str, dtype: str, *shape: int | str) -> TensorSpec:
-    return TensorSpec(name=name, dtype=dtype, shape=list(shape))
+def model_sizes(model: SynthesizerTrn) -> dict[str, int]:
+    """The sizes the stage contract's axes name (vitsrt.stages), read from this model."""
+    m = model.config.model
+    return {
+        "hidden": m.hidden_channels,
+        "latent": m.inter_channels,
+        "gin": m.gin_channels,
+        "hop": model.hop_length,
+        "bert_dim": model.enc_p.bert_proj.in_channels,
+    }
+
+
+def _specs(tensors: Sequence[Tensor], sizes: dict[str, int]) -> tuple[TensorSpec, ...]:
+    return tuple(TensorSpec(name=t.name, dtype=t.dtype, shape=t.shape(sizes)) for t in tensors)
 
 
 def stage_io(model: SynthesizerTrn, stage: StageName) -> StageIO:
     """The I/O contract of `stage` for this model's sizes (B, T, F symbolic; channels fixed)."""
-    m = model.config.model
-    hidden, latent, gin, hop = m.hidden_channels, m.inter_channels, m.gin_channels, model.hop_length
-    bert_dim = model.enc_p.bert_proj.in_channels
-    g = _spec("g", "float32", "B", gin, 1)
-    if stage == "encoder":
-        ids = [_spec(n, "int64", "B", "T") for n in ("phone_ids", "tone_ids", "language_ids")]
-        berts = [_spec(n, "float32", "B", bert_dim, "T") for n in BERT_INPUTS]
-        inputs = (*ids, _spec("lengths", "int64", "B"), *berts, _spec("sid", "int64", "B"))
-        outputs = (
-            _spec("enc", "float32", "B", hidden, "T"),
-            _spec("m_p", "float32", "B", latent, "T"),
-            _spec("logs_p", "float32", "B", latent, "T"),
-            _spec("x_mask", "float32", "B", 1, "T"),
-            g,
-        )
-        return StageIO(inputs, outputs)
-    token_side = (_spec("enc", "float32", "B", hidden, "T"), _spec("x_mask", "float32", "B", 1, "T"), g)
-    logw = (_spec("logw", "float32", "B", 1, "T"),)
-    if stage == "duration":
-        extra = (_spec("sdp_noise", "float32", "B", 2, "T"), _spec("sdp_ratio", "float32", "B"))
-        return StageIO((*token_side, *extra), logw)
-    if stage == "duration_dp_only":
-        return StageIO(token_side, logw)
-    frame_mask = _spec("y_mask", "float32", "B", 1, "F")
-    if stage == "flow":
-        return StageIO(
-            (_spec("z_p", "float32", "B", latent, "F"), frame_mask, g),
-            (_spec("z", "float32", "B", latent, "F"),),
-        )
-    if stage == "decoder":
-        return StageIO(
-            (_spec("z", "float32", "B", latent, "F"), frame_mask, g),
-            (_spec("audio", "float32", "B", 1, f"F*{hop}"),),
-        )
-    raise ValueError(f"unknown stage {stage!r}")
+    try:
+        contract: Stage = BERT_VITS2.stage(stage)
+    except VitsrtError:
+        raise ValueError(f"unknown stage {stage!r}") from None
+    sizes = model_sizes(model)
+    return StageIO(_specs(contract.inputs_for(), sizes), _specs(contract.outputs_for(), sizes))
 
 
 # ----- trace inputs -----------------------------------------------------------------------------------

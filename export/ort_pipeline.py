@@ -1,4 +1,4 @@
-"""A minimal whole-utterance pipeline over the stage graphs: onnxruntime sessions + numpy regulation.
+"""A minimal whole-utterance pipeline over the stage graphs: an OrtRunner + numpy regulation.
 
 This is the *reference* chain used by the export tests and ``benchmarks/export_vs_torch.py``: no
 scheduler, no streaming, one padded batch in, one padded batch out, with a wall-clock time per stage.
@@ -11,21 +11,18 @@ result does not depend on the batch it was run in.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from vitsrt import regulator
-from vitsrt.serve.backends.onnxruntime_backend import session_options
-from vitsrt.voice import StageName, load_voice
+from vitsrt.serve.backends.ort_runner import OrtRunner
+from vitsrt.stages import StageName
 
-__all__ = ["PipelineResult", "StageRunner", "synthesize_batch"]
+__all__ = ["PipelineResult", "synthesize_batch"]
 
 
 @dataclass
@@ -37,51 +34,12 @@ class PipelineResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (+ "regulate")
 
 
-class StageRunner:
-    """One onnxruntime session per stage graph, run by name with a dict of numpy arrays."""
-
-    def __init__(
-        self,
-        graphs: Mapping[StageName, str | os.PathLike[str]],
-        *,
-        threads: int | None = None,
-        spinning: bool = True,
-    ) -> None:
-        options = session_options(threads, inter_op_threads=1, spinning=spinning)
-        options.log_severity_level = 3
-        self.sessions = {
-            stage: ort.InferenceSession(os.fspath(path), sess_options=options, providers=["CPUExecutionProvider"])
-            for stage, path in graphs.items()
-        }
-
-    @classmethod
-    def from_voice(cls, voice_dir: str | os.PathLike[str], **kwargs) -> StageRunner:
-        voice = load_voice(voice_dir)
-        return cls({stage: voice.root / spec.file for stage, spec in voice.manifest.graphs.items()}, **kwargs)
-
-    @classmethod
-    def from_dir(cls, graph_dir: str | os.PathLike[str], **kwargs) -> StageRunner:
-        """Sessions for every ``<stage>.onnx`` in a directory (no manifest needed)."""
-        root = Path(graph_dir)
-        stages: tuple[StageName, ...] = ("encoder", "duration", "duration_dp_only", "flow", "decoder")
-        return cls({s: root / f"{s}.onnx" for s in stages if (root / f"{s}.onnx").is_file()}, **kwargs)
-
-    def has(self, stage: StageName) -> bool:
-        return stage in self.sessions
-
-    def run(self, stage: StageName, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        session = self.sessions[stage]
-        names = [o.name for o in session.get_outputs()]
-        values = session.run(names, {i.name: feeds[i.name] for i in session.get_inputs()})
-        return dict(zip(names, values, strict=True))
-
-
 def _per_item(value: float | npt.ArrayLike, batch: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(value, dtype=np.float32), (batch,)).copy()
 
 
 def synthesize_batch(
-    runner: StageRunner,
+    runner: OrtRunner,
     encoder_inputs: Mapping[str, npt.ArrayLike],
     *,
     seeds: Sequence[int],

@@ -37,14 +37,14 @@ from typing import Literal
 from vitsrt.errors import VitsrtError
 from vitsrt.serve.engine.windows import DEFAULT_POLICY, WindowPolicy
 from vitsrt.serve.triton.layout import DEFAULT_PREFIX, TritonTensor, bls_model_names, stage_model_name, stage_tensors
-from vitsrt.voice import STAGES, EngineKey, Voice, load_voice
+from vitsrt.stages import family
+from vitsrt.voice import EngineKey, Voice, load_voice
 
 __all__ = ["BLS_INPUTS", "BLS_OUTPUTS", "RepoOptions", "TritonRepoError", "render_stage_config", "write_triton_repo"]
 
 log = logging.getLogger(__name__)
 
 StageBackendName = Literal["onnxruntime", "tensorrt", "python"]
-REQUIRED_STAGES = ("encoder", "duration", "flow", "decoder")
 
 # (name, config data type, dims) of the BLS models' tensors; every input is optional.
 BLS_INPUTS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
@@ -229,7 +229,7 @@ def _select_engines(voice: Voice, options: RepoOptions) -> tuple[dict[str, Path]
             f"{options.precision} plans for several GPUs are recorded ({listed}): pick one with --gpu"
         )
     paths = voice.engine_paths(keys[0])
-    missing = [s for s in REQUIRED_STAGES if s not in paths]
+    missing = [s for s in family(voice.manifest.model.family).required if s not in paths]
     if missing:
         raise TritonRepoError(f"the TensorRT plans for stages {missing} are missing: rebuild them")
     # build-engines leaves its profile summary beside the plans: never promise a larger batch than built.
@@ -253,9 +253,7 @@ def _write(voice: Voice, root: Path, options: RepoOptions) -> list[str]:
             log.warning("the plans were built for batch <= %d; max_batch_size lowered from %d", built_batch, max_batch)
             max_batch = built_batch
     stages = []
-    for stage in STAGES:
-        if getattr(voice.manifest.graphs, stage) is None:
-            continue
+    for stage, _ in voice.manifest.graphs.items():
         if options.stage_backend == "tensorrt" and stage not in engine_files:
             continue  # an optional stage without a plan (duration_dp_only): the BLS model skips it
         name = stage_model_name(options.prefix, stage)

@@ -30,8 +30,10 @@ import onnxruntime as ort
 import torch
 
 from vitsrt.errors import VitsrtError
+from vitsrt.serve.backends.ort_runner import OrtRunner
+from vitsrt.stages import BERT_FEATURES, BERT_VITS2, StageName
 from vitsrt.train.models.synthesizer import SynthesizerTrn
-from vitsrt.voice import ParityReport, StageName, StageParity
+from vitsrt.voice import ParityReport, StageParity
 
 __all__ = [
     "DEFAULT_CASES",
@@ -41,7 +43,6 @@ __all__ = [
     "VerifyCase",
     "check_parity",
     "graph_paths",
-    "ort_session",
     "parity_report",
     "render_parity_table",
     "verify_and_report",
@@ -78,36 +79,16 @@ DEFAULT_CASES: tuple[VerifyCase, ...] = (
     VerifyCase((30, 5, 12, 23), (80, 9, 33, 61)),
 )
 
-# Per stage (atol, rtol): a stage passes when max |onnx - torch| <= atol + rtol * max |torch output|
-# over all cases. The relative part matters for the encoder: with unit-variance BERT features its
-# outputs reach ~4, and float32 rounding alone (torch fp32 vs torch fp64) is ~6e-5 there on a
-# default-size model at T=100. The other stages measure 1e-8 .. 2e-6.
-DEFAULT_TOLERANCES: Mapping[str, tuple[float, float]] = {
-    "encoder": (1e-4, 1e-4),
-    "duration": (1e-4, 1e-5),
-    "duration_dp_only": (1e-4, 1e-5),
-    "flow": (1e-4, 1e-5),
-    "decoder": (1e-4, 1e-5),
-}
+# Per stage (atol, rtol), from the stage contract: a stage passes when
+# max |onnx - torch| <= atol + rtol * max |torch output| over all cases.
+DEFAULT_TOLERANCES: Mapping[str, tuple[float, float]] = {s.name: s.tolerance for s in BERT_VITS2.stages}
 
 
 # The same check for graphs that store their weights in float16 (`vitsrt export --weights fp16`):
 # rounding every weight once (relative error <= 2**-11) moves outputs by ~1e-3 of their scale.
 FP16_WEIGHT_TOLERANCES: Mapping[str, tuple[float, float]] = {
-    stage: (1e-3, 3e-3) for stage in ("encoder", "duration", "duration_dp_only", "flow", "decoder")
+    stage: (1e-3, 3e-3) for stage in BERT_VITS2.names
 }
-
-
-def ort_session(path: str | os.PathLike[str], threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session; `threads` sets intra-op threads (None: onnxruntime's default, all cores)."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # Do not busy-wait between runs: verification alternates ORT with torch on the same cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(os.fspath(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def _mask(lengths: Sequence[int]) -> torch.Tensor:
@@ -134,9 +115,7 @@ def _encoder_inputs(model: SynthesizerTrn, tokens: Sequence[int], gen: torch.Gen
         "tone_ids": ids(sizes.num_tones),
         "language_ids": ids(sizes.num_languages),
         "lengths": torch.tensor(tokens, dtype=torch.long),
-        "bert": feats(),
-        "ja_bert": feats(),
-        "en_bert": feats(),
+        **{name: feats() for name in BERT_FEATURES},  # drawn in this order: the cases stay reproducible
         "sid": torch.randint(0, model.emb_g.num_embeddings, (batch,), generator=gen),
     }
 
@@ -163,7 +142,7 @@ def _case_tensors(
     z = torch.randn(batch, model.inter_channels, max(case.frames), generator=gen)
 
     if {"encoder", "duration", "duration_dp_only"} & set(stages):
-        order = ("phone_ids", "lengths", "tone_ids", "language_ids", "bert", "ja_bert", "en_bert", "sid")
+        order = ("phone_ids", "lengths", "tone_ids", "language_ids", *BERT_FEATURES, "sid")  # encode()'s arguments
         encoded = model.encode(*(enc_in[k] for k in order))
         enc, _m_p, _logs_p, x_mask, g = encoded
         out["encoder"] = (enc_in, encoded)
@@ -196,29 +175,29 @@ def verify_graphs(
     """
     tolerances = {**DEFAULT_TOLERANCES, **(tolerances or {})}
     model = model.eval()
-    sessions = {stage: ort_session(path, threads) for stage, path in graphs.items()}
-    worst: dict[str, tuple[float, str]] = {stage: (0.0, "") for stage in sessions}
-    scale: dict[str, float] = dict.fromkeys(sessions, 0.0)
+    # Sessions do not busy-wait between runs: verification alternates ORT with torch on the same cores.
+    runner = OrtRunner(graphs, intra_op_threads=threads, quiet=True)
+    worst: dict[str, tuple[float, str]] = {stage: (0.0, "") for stage in runner.stages}
+    scale: dict[str, float] = dict.fromkeys(runner.stages, 0.0)
     gen = torch.Generator().manual_seed(seed)
     for case in cases:
-        tensors = _case_tensors(model, case, gen, list(sessions))
-        for stage, session in sessions.items():
+        tensors = _case_tensors(model, case, gen, list(runner.stages))
+        for stage in runner.stages:
             if stage not in tensors:
                 raise ValueError(f"no reference for stage {stage!r}")
             feeds_t, reference = tensors[stage]
-            feeds = {i.name: feeds_t[i.name].numpy() for i in session.get_inputs()}
-            got = session.run(None, feeds)
-            side = "frames" if stage in ("flow", "decoder") else "tokens"
-            for meta, ours, ref in zip(session.get_outputs(), got, reference, strict=True):
+            got = runner.run(stage, {name: feeds_t[name].numpy() for name in runner.input_names(stage)})
+            side = "frames" if BERT_VITS2.stage(stage).length_axis == "F" else "tokens"
+            for (name, ours), ref in zip(got.items(), reference, strict=True):
                 expected = ref.numpy()
                 if expected.size:
                     scale[stage] = max(scale[stage], float(np.abs(expected).max()))
                 if ours.shape != expected.shape:
-                    diff, where = math.inf, f"{case.label(side)} {meta.name}: shape {ours.shape} != {expected.shape}"
+                    diff, where = math.inf, f"{case.label(side)} {name}: shape {ours.shape} != {expected.shape}"
                 else:
                     diff = float(np.abs(ours - expected).max()) if expected.size else 0.0
                     diff = diff if not math.isnan(diff) else math.inf
-                    where = f"{case.label(side)} {meta.name}"
+                    where = f"{case.label(side)} {name}"
                 if diff > worst[stage][0] or not worst[stage][1]:
                     worst[stage] = (diff, where)
     return {

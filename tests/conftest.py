@@ -48,9 +48,9 @@ def fixture_voice(fixture_dir: Path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fixture_runner(fixture_voice: Path):
     """onnxruntime sessions (1 thread) over the exported fixture voice's graphs, shared by the export tests."""
-    from vitsrt.export.ort_pipeline import StageRunner
+    from vitsrt.serve.backends.ort_runner import OrtRunner
 
-    return StageRunner.from_voice(fixture_voice, threads=1)
+    return OrtRunner.from_voice(fixture_voice, intra_op_threads=1, spinning=True, quiet=True)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,8 @@ from export_helpers import (  # noqa: E402
     encoder_inputs,
     load_cases,
 )
-from vitsrt.export.ort_pipeline import PipelineResult, StageRunner, synthesize_batch  # noqa: E402
+from vitsrt.export.ort_pipeline import PipelineResult, synthesize_batch  # noqa: E402
+from vitsrt.serve.backends.ort_runner import OrtRunner  # noqa: E402
 
 TOL = 1e-4
 HOP = 512
@@ -34,7 +35,7 @@ def cases() -> dict[str, np.ndarray]:
     return load_cases()
 
 
-def _synthesize(fixture_runner: StageRunner, cases, name: str, **override) -> PipelineResult:
+def _synthesize(fixture_runner: OrtRunner, cases, name: str, **override) -> PipelineResult:
     inputs = encoder_inputs(cases, name)
     scales = {**case_scales(cases, name), **override}
     return synthesize_batch(fixture_runner, inputs, seeds=[7] * len(inputs["lengths"]), **scales)
@@ -82,7 +83,7 @@ def test_negative_control_perturbed_decoder_graph(fixture_voice, cases, tmp_path
     path = tmp_path / "decoder.onnx"
     onnx.save(model, str(path))
     graphs = {s: fixture_voice / f"{s}.onnx" for s in ("encoder", "duration", "duration_dp_only", "flow")}
-    perturbed = StageRunner({**graphs, "decoder": path}, threads=1)
+    perturbed = OrtRunner({**graphs, "decoder": path}, intra_op_threads=1, spinning=True, quiet=True)
     result = _synthesize(perturbed, cases, "case0")
     np.testing.assert_array_equal(result.durations, cases["case0_durations"][:, 0, :].astype(np.int64))
     assert max(_audio_errors(result, cases, "case0")) > TOL

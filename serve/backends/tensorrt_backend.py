@@ -22,12 +22,15 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from vitsrt.errors import VitsrtError, VoiceError
-from vitsrt.voice import EngineKey, Voice
+from vitsrt.serve.backends.base import backend_options
+from vitsrt.stages import family
+from vitsrt.voice import EngineKey, Precision, Voice
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +98,27 @@ class _Stage:
                           "rebuild the plans with larger --max-batch/--max-text-len/--max-frames")
 
 
+class TensorRTOptions(BaseModel):
+    """``--backend tensorrt``: which plans (precision, or an exact key) on which GPU."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    precision: Precision = "fp32"
+    device_id: int = Field(default=0, ge=0)
+    engine_key: EngineKey | None = None  # None: this GPU and TensorRT version at `precision`
+    cuda_graphs: bool = True
+
+
 class TensorRTBackend:
     """StageBackend over TensorRT plans recorded in voice.json for this GPU, TensorRT version and precision."""
 
-    def __init__(
-        self,
-        voice: Voice,
-        precision: str = "fp32",
-        device_id: int = 0,
-        engine_key: EngineKey | None = None,
-        cuda_graphs: bool = True,
-        intra_op_threads: int | None = None,  # accepted for option compatibility; TensorRT ignores it
-    ):
+    Options: ClassVar[type[TensorRTOptions]] = TensorRTOptions
+
+    def __init__(self, voice: Voice, options: TensorRTOptions | None = None, **fields: Any):
+        options = backend_options(TensorRTOptions, options, fields, "the tensorrt backend")
+        precision, device_id, engine_key, cuda_graphs = (
+            options.precision, options.device_id, options.engine_key, options.cuda_graphs
+        )
         from vitsrt.serve.backends.tensorrt_runtime import (
             TensorRTLogger,
             cuda_check,
@@ -145,7 +157,7 @@ class TensorRTBackend:
             for profile in self._stages[stage].profiles:
                 if profile.capture:
                     self._preallocate(self._stages[stage], profile)
-        missing = [s for s in ("encoder", "duration", "flow", "decoder") if s not in self._stages]
+        missing = [s for s in family(voice.manifest.model.family).required if s not in self._stages]
         if missing:
             raise VoiceError(f"TensorRT plans for {missing} are missing for {key.gpu_name}; rebuild them")
         log.info("tensorrt backend for %s on %s: %s", voice.name, key.gpu_name, sorted(self._stages))

@@ -4,29 +4,41 @@ without TensorRT). Imported only when chosen: a production server installs onnxr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from vitsrt.errors import VoiceError
+from vitsrt.serve.backends.base import backend_options
+from vitsrt.stages import family
 from vitsrt.voice import Voice
+
+
+class TorchOptions(BaseModel):
+    """``--backend torch[-cuda]``: the training checkpoint and config a voice bundle does not hold."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint: Path | None = None
+    config: Path | None = None
+    device: str = "cpu"
+    threads: int | None = Field(default=None, ge=0)
 
 
 class TorchBackend:
     """Runs the stage methods of our synthesizer on numpy inputs, with the same masks and contracts as the
     exported graphs (so the engine's host regulation and streaming are shared)."""
 
-    def __init__(
-        self,
-        voice: Voice,
-        device: str = "cpu",
-        checkpoint: str | Path | None = None,
-        config: str | Path | None = None,
-        threads: int | None = None,
-    ):
+    Options: ClassVar[type[TorchOptions]] = TorchOptions
+
+    def __init__(self, voice: Voice, options: TorchOptions | None = None, **fields: Any):
         import torch
 
         from vitsrt.train.loading import load_generator
 
+        options = backend_options(TorchOptions, options, fields, "the torch backend")
+        checkpoint, config, device, threads = options.checkpoint, options.config, options.device, options.threads
         if checkpoint is None or config is None:
             raise VoiceError("the torch backend needs the voice's checkpoint and config (checkpoint=..., config=...)")
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -39,9 +51,10 @@ class TorchBackend:
         self.model = load_generator(checkpoint, config).model.to(self.device).eval()
         if self.model.hop_length != voice.manifest.hop_length:
             raise VoiceError("torch backend: checkpoint and voice bundle disagree on hop_length")
+        self._stages = family(voice.manifest.model.family).names
 
     def has_stage(self, stage: str) -> bool:
-        return stage in ("encoder", "duration", "duration_dp_only", "flow", "decoder")
+        return stage in self._stages
 
     def run(self, stage: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from vitsrt.errors import VitsrtError, VoiceError
+from vitsrt.serve.backends.base import backend_options
 from vitsrt.serve.triton.layout import DEFAULT_PREFIX, TritonTensor, from_wire, stage_layouts, stage_model_name, to_wire
+from vitsrt.stages import family
 from vitsrt.voice import Voice
 
 log = logging.getLogger(__name__)
@@ -33,19 +36,26 @@ def _client_module() -> Any:
     return grpcclient
 
 
+class TritonOptions(BaseModel):
+    """``--backend triton``: where the stage models are (see the module docstring for the url default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = None
+    model_prefix: str = DEFAULT_PREFIX
+    timeout_s: float | None = Field(default=60.0, gt=0)
+    ssl: bool = False
+
+
 class TritonBackend:
     """StageBackend whose stages run on a remote Triton server."""
 
-    def __init__(
-        self,
-        voice: Voice,
-        url: str | None = None,
-        model_prefix: str = DEFAULT_PREFIX,
-        timeout_s: float | None = 60.0,
-        ssl: bool = False,
-        wait_ready_s: float = 0.0,
-    ):
-        url = url or os.environ.get(URL_ENV) or "127.0.0.1:8001"
+    Options: ClassVar[type[TritonOptions]] = TritonOptions
+
+    def __init__(self, voice: Voice, options: TritonOptions | None = None, **fields: Any):
+        options = backend_options(TritonOptions, options, fields, "the triton backend")
+        model_prefix, timeout_s, ssl = options.model_prefix, options.timeout_s, options.ssl
+        url = options.url or os.environ.get(URL_ENV) or "127.0.0.1:8001"
         grpcclient = _client_module()
         from tritonclient.utils import InferenceServerException
 
@@ -65,8 +75,8 @@ class TritonBackend:
             except InferenceServerException as exc:
                 raise VoiceError(f"Triton at {url} is unreachable: {exc.message()}") from None
             if not ready:
-                if stage == "duration_dp_only":
-                    continue  # optional stage: the pipeline falls back to `duration`
+                if family(voice.manifest.model.family).stage(stage).optional:
+                    continue  # optional stage (duration_dp_only): the pipeline falls back to `duration`
                 raise VoiceError(f"Triton at {url} has no ready model {model!r} (load the repository from triton-repo)")
             config = self._client.get_model_config(model, as_json=True)["config"]
             self._models[stage] = model

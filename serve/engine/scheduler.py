@@ -20,7 +20,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-STAGES = ("prefill", "flow", "decode")
+STEPS = ("prefill", "flow", "decode")  # the engine's batched steps (a "stage" is a graph)
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Scheduler:
         self.budgets = dict(budgets or {})
         self.max_wait_s = max_wait_s
         self.low_water_s = low_water_s
-        self._queues: dict[str, list[_Entry]] = {stage: [] for stage in STAGES}
+        self._queues: dict[str, list[_Entry]] = {step: [] for step in STEPS}
         self._clocks: dict[int, StreamClock] = {}
 
     # ----- streams ---------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ class Scheduler:
         (decode: input frames, which also keeps short and long windows apart so short ones are not padded to
         long ones); the stage budgets are in the same units."""
         best: tuple | None = None
-        for stage_rank, stage in enumerate(reversed(STAGES)):  # ties: later stages first (finish work)
+        for stage_rank, stage in enumerate(reversed(STEPS)):  # ties: later steps first (finish work)
             for entry in self._queues[stage]:
                 key = (*self._priority(entry, now), stage_rank)
                 if best is None or key < best[0]:

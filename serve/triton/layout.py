@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vitsrt.voice import GraphSpec, StageName, TensorSpec, VoiceManifest
+from vitsrt.stages import StageName
+from vitsrt.voice import GraphSpec, TensorSpec, VoiceManifest
 
 __all__ = [
     "BLS_MODEL",

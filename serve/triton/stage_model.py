@@ -18,16 +18,14 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from vitsrt.serve.backends.onnxruntime_backend import providers_for, session_options
+from vitsrt.serve.backends.ort_runner import OrtRunner
 from vitsrt.serve.triton.pb_tensors import from_pb_tensor, to_pb_tensor
 
 
 class TritonPythonModel:
-    """One ONNX Runtime session; the parameters come from config.pbtxt."""
+    """One stage graph in an OrtRunner; the parameters come from config.pbtxt."""
 
     def initialize(self, args: dict) -> None:
-        import onnxruntime as ort
-
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         model_dir = Path(args["model_repository"]) / str(args["model_version"])
@@ -36,11 +34,9 @@ class TritonPythonModel:
         threads = int(params.get("intra_op_threads", "0")) or None
         device_id = int(args.get("model_instance_device_id", 0) or 0)
         self.stage = params.get("stage", args["model_name"])
-        self.session = ort.InferenceSession(
-            str(graph), sess_options=session_options(threads), providers=providers_for(device, device_id)
-        )
-        self.inputs = [(i.name, len(i.shape)) for i in self.session.get_inputs()]
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.runner = OrtRunner({self.stage: graph}, device=device, device_id=device_id, intra_op_threads=threads)
+        self.inputs = list(self.runner.input_ranks(self.stage).items())
+        self.outputs = self.runner.output_names(self.stage)
         pb_utils.Logger.log_info(f"vitsrt stage {self.stage}: {graph.name} on {device}")
 
     def _feeds(self, request) -> dict[str, np.ndarray]:
@@ -68,7 +64,7 @@ class TritonPythonModel:
             sizes = [len(next(iter(feeds.values()))) for _, feeds in members]
             batch = {name: np.concatenate([feeds[name] for _, feeds in members]) for name, _ in self.inputs}
             try:
-                values = self.session.run(self.outputs, batch)
+                values = list(self.runner.run(self.stage, batch).values())
             except Exception as exc:  # onnxruntime raises its own exception types; fail these requests only
                 for index, _ in members:
                     message = f"{self.stage}: {str(exc).splitlines()[0]}"
@@ -85,4 +81,4 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
-        self.session = None
+        self.runner.close()

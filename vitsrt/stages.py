@@ -1,0 +1,200 @@
+"""The stage contract: which graphs a model family is split into, and each graph's inputs and outputs.
+
+A *stage* is one graph (``encoder.onnx``...). A :class:`Family` is data: its stages in pipeline order,
+each with named :class:`Tensor` inputs/outputs (dtype and axes). The exporter names graph inputs and
+dynamic axes from it, the backends learn which stages exist and which are required, verification takes
+its tolerances, and voice.json's graph specs are written from it. Nothing else spells a stage list.
+
+Axes are written symbolically and resolved per voice by :meth:`Tensor.shape`:
+
+* upper-case symbols stay symbolic: they vary per call (``"B"``, ``"T"``, ``"F"``: batch, tokens, frames);
+* a lower-case size name (``"hidden"``, ``"latent"``, ``"gin"``, ``"bert_dim"``, ``"hop"``) becomes the
+  voice's int (a name the voice does not give is an error, so a typo cannot pass as a dynamic axis);
+* ``"F*hop"`` becomes ``"F*512"``: a symbolic product the graph computes.
+
+A tensor or stage with ``when=FEATURE`` exists only for voices that have that feature (e.g. a speaker
+input only when multi-speaker), so families without tones, languages, BERT or speakers fit as data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from vitsrt.errors import VitsrtError
+
+__all__ = [
+    "BERT_FEATURES",
+    "BERT_VITS2",
+    "FAMILIES",
+    "STAGE_NAMES",
+    "Family",
+    "Stage",
+    "StageName",
+    "Tensor",
+    "family",
+]
+
+TensorDType = Literal["float32", "float16", "bfloat16", "int64", "int32", "bool"]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One graph input or output: name, dtype, axes (symbols, size names or fixed ints)."""
+
+    name: str
+    dtype: TensorDType
+    axes: tuple[int | str, ...]
+    when: str | None = None  # a voice feature this tensor needs; None: always present
+
+    @property
+    def optional(self) -> bool:
+        return self.when is not None
+
+    def present(self, features: Collection[str]) -> bool:
+        return self.when is None or self.when in features
+
+    def shape(self, sizes: Mapping[str, int]) -> list[int | str]:
+        """The axes with size names replaced by this voice's sizes (``F*hop`` -> ``F*512``)."""
+        return [_resolve(axis, sizes) for axis in self.axes]
+
+
+def _resolve(axis: int | str, sizes: Mapping[str, int]) -> int | str:
+    if isinstance(axis, int) or axis.isupper():
+        return axis
+    if "*" in axis:
+        symbol, size = axis.split("*")
+        return f"{symbol}*{_size(size, sizes)}"
+    return _size(axis, sizes)
+
+
+def _size(name: str, sizes: Mapping[str, int]) -> int:
+    if name not in sizes:
+        raise VitsrtError(f"the stage contract needs the size {name!r}, which was not given")
+    return int(sizes[name])
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One graph. ``optional``: a voice may lack it and the engine falls back (duration_dp_only).
+    ``tolerance``: the (atol, rtol) its export must meet against the PyTorch reference in float32."""
+
+    name: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    optional: bool = False
+    when: str | None = None  # a voice feature this stage needs (e.g. a BERT model bundled with the voice)
+    tolerance: tuple[float, float] = (1e-4, 1e-5)
+
+    def present(self, features: Collection[str]) -> bool:
+        return self.when is None or self.when in features
+
+    def inputs_for(self, features: Collection[str] = ()) -> tuple[Tensor, ...]:
+        """The inputs a voice with `features` feeds this graph, in graph order."""
+        return tuple(t for t in self.inputs if t.present(features))
+
+    def outputs_for(self, features: Collection[str] = ()) -> tuple[Tensor, ...]:
+        return tuple(t for t in self.outputs if t.present(features))
+
+    @property
+    def length_axis(self) -> str:
+        """"F" for stages that run on frames, "T" for stages that run on tokens."""
+        return "F" if any("F" in t.axes for t in self.inputs) else "T"
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family's stages in pipeline order."""
+
+    name: str
+    stages: tuple[Stage, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The stages every voice of this family has (a backend must run all of them)."""
+        return tuple(s.name for s in self.stages if not s.optional and s.when is None)
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise VitsrtError(f"{self.name} has no stage {name!r}; its stages are {', '.join(self.names)}")
+
+    def stages_for(self, features: Collection[str] = ()) -> tuple[Stage, ...]:
+        """The stages a voice with `features` can have, in pipeline order."""
+        return tuple(s for s in self.stages if s.present(features))
+
+
+def _t(name: str, dtype: TensorDType, *axes: int | str, when: str | None = None) -> Tensor:
+    return Tensor(name, dtype, axes, when)
+
+
+# Bert-VITS2 2.x. Input order is the graph's argument order (export's stage wrappers follow it).
+BERT_FEATURES = ("bert", "ja_bert", "en_bert")  # per-token BERT features, [B, bert_dim, T] each
+_G = _t("g", "float32", "B", "gin", 1)
+_ENC = _t("enc", "float32", "B", "hidden", "T")
+_X_MASK = _t("x_mask", "float32", "B", 1, "T")
+_Y_MASK = _t("y_mask", "float32", "B", 1, "F")
+_LOGW = (_t("logw", "float32", "B", 1, "T"),)
+
+BERT_VITS2 = Family(
+    name="bert-vits2",
+    stages=(
+        Stage(
+            "encoder",
+            inputs=(
+                _t("phone_ids", "int64", "B", "T"),
+                _t("tone_ids", "int64", "B", "T"),
+                _t("language_ids", "int64", "B", "T"),
+                _t("lengths", "int64", "B"),
+                *(_t(name, "float32", "B", "bert_dim", "T") for name in BERT_FEATURES),
+                _t("sid", "int64", "B"),
+            ),
+            outputs=(
+                _ENC,
+                _t("m_p", "float32", "B", "latent", "T"),
+                _t("logs_p", "float32", "B", "latent", "T"),
+                _X_MASK,
+                _G,
+            ),
+            # With unit-variance BERT features encoder outputs reach ~4, where float32 rounding alone
+            # is ~6e-5 on a default-size model; the other stages measure 1e-8 .. 2e-6.
+            tolerance=(1e-4, 1e-4),
+        ),
+        Stage(
+            "duration",
+            inputs=(_ENC, _X_MASK, _G, _t("sdp_noise", "float32", "B", 2, "T"), _t("sdp_ratio", "float32", "B")),
+            outputs=_LOGW,
+        ),
+        # The deterministic predictor alone: run instead of `duration` when a whole batch has sdp_ratio 0.
+        Stage("duration_dp_only", inputs=(_ENC, _X_MASK, _G), outputs=_LOGW, optional=True),
+        Stage(
+            "flow",
+            inputs=(_t("z_p", "float32", "B", "latent", "F"), _Y_MASK, _G),
+            outputs=(_t("z", "float32", "B", "latent", "F"),),
+        ),
+        Stage(
+            "decoder",
+            inputs=(_t("z", "float32", "B", "latent", "F"), _Y_MASK, _G),
+            outputs=(_t("audio", "float32", "B", 1, "F*hop"),),
+        ),
+    ),
+)
+
+FAMILIES: Mapping[str, Family] = {BERT_VITS2.name: BERT_VITS2}
+
+# Every stage name any family uses (voice.json's graph and TensorRT-plan keys).
+STAGE_NAMES: tuple[str, ...] = tuple(dict.fromkeys(n for f in FAMILIES.values() for n in f.names))
+StageName = Literal[STAGE_NAMES]  # type: ignore[valid-type]  # built from the data above
+
+
+def family(name: str) -> Family:
+    """The contract of a model family by name (``ModelInfo.family``)."""
+    if name not in FAMILIES:
+        raise VitsrtError(f"no stage contract for model family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
