@@ -120,6 +120,9 @@ def _encoder_inputs(model: SynthesizerTrn, tokens: Sequence[int], gen: torch.Gen
     }
 
 
+_TOKEN_STAGES = {s.name for s in BERT_VITS2.stages if s.length_axis == "T"}
+
+
 @torch.no_grad()
 def _case_tensors(
     model: SynthesizerTrn, case: VerifyCase, gen: torch.Generator, stages: Sequence[str]
@@ -141,7 +144,7 @@ def _case_tensors(
     z_p = torch.randn(batch, model.inter_channels, max(case.frames), generator=gen) * y_mask
     z = torch.randn(batch, model.inter_channels, max(case.frames), generator=gen)
 
-    if {"encoder", "duration", "duration_dp_only"} & set(stages):
+    if _TOKEN_STAGES & set(stages):  # they all need the reference encoder's outputs
         order = ("phone_ids", "lengths", "tone_ids", "language_ids", *BERT_FEATURES, "sid")  # encode()'s arguments
         encoded = model.encode(*(enc_in[k] for k in order))
         enc, _m_p, _logs_p, x_mask, g = encoded
