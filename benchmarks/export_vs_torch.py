@@ -40,6 +40,7 @@ import torch
 from vitsrt import regulator
 from vitsrt.benchmarks.voices import BenchVoice, exported_voice, random_default_voice
 from vitsrt.export.ort_pipeline import StageRunner, synthesize_batch
+from vitsrt.sampling import SAMPLING_RANGES, Sampling
 from vitsrt.train.loading import load_generator
 from vitsrt.train.models.common import sequence_mask
 from vitsrt.train.models.synthesizer import (
@@ -53,7 +54,8 @@ from vitsrt.train.models.wavenet import fold_weight_norm
 log = logging.getLogger("vitsrt.benchmarks.export_vs_torch")
 
 STAGES = ("encoder", "duration", "regulate", "flow", "decoder")
-NOISE_SCALE, NOISE_SCALE_W, SDP_RATIO = 0.667, 0.0, 0.5
+# length_scale is tuned per voice (tune_length_scale); noise_scale_w 0 gives both sides the same durations.
+SAMPLING = Sampling(noise_scale=0.667, noise_scale_w=0.0, sdp_ratio=0.5)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FIXTURE = REPO_ROOT.parent / "shared" / "fixtures" / "bertvits2-2.3-tiny"
 
@@ -118,14 +120,14 @@ def tune_length_scale(model: SynthesizerTrn, inputs: dict[str, np.ndarray], fram
         t["phone_ids"], t["lengths"], t["tone_ids"], t["language_ids"], t["bert"], t["ja_bert"], t["en_bert"], t["sid"]
     )
     noise = torch.zeros(1, 2, enc.size(2))
-    logw = model.predict_logw(enc, x_mask, g, noise, torch.tensor([SDP_RATIO])).numpy()
+    logw = model.predict_logw(enc, x_mask, g, noise, torch.tensor([SAMPLING.sdp_ratio])).numpy()
     mask = x_mask.numpy()
 
     def total(scale: float) -> int:
         return int(regulator.durations_from_logw(logw, mask, scale).sum())
 
     def first_scale_reaching(count: int) -> float:
-        low, high = 1e-3, 1e3
+        low, high = SAMPLING_RANGES["length_scale"]
         for _ in range(80):
             mid = (low * high) ** 0.5
             low, high = (mid, high) if total(mid) < count else (low, mid)
@@ -142,20 +144,20 @@ def tune_length_scale(model: SynthesizerTrn, inputs: dict[str, np.ndarray], fram
 
 
 @torch.no_grad()
-def torch_staged(model: SynthesizerTrn, t: dict[str, torch.Tensor], length_scale: float, gen: torch.Generator):
+def torch_staged(model: SynthesizerTrn, t: dict[str, torch.Tensor], sampling: Sampling, gen: torch.Generator):
     """infer's computation with a clock between stages; returns (audio, {stage: seconds})."""
     marks = [time.perf_counter()]
     enc, m_p, logs_p, x_mask, g = model.encode(
         t["phone_ids"], t["lengths"], t["tone_ids"], t["language_ids"], t["bert"], t["ja_bert"], t["en_bert"], t["sid"]
     )
     marks.append(time.perf_counter())
-    noise = torch.randn(1, 2, enc.size(2), generator=gen) * NOISE_SCALE_W
-    logw = model.predict_logw(enc, x_mask, g, noise, torch.tensor([SDP_RATIO]))
+    noise = torch.randn(1, 2, enc.size(2), generator=gen) * sampling.noise_scale_w
+    logw = model.predict_logw(enc, x_mask, g, noise, torch.tensor([sampling.sdp_ratio]))
     marks.append(time.perf_counter())
-    durations = durations_from_logw(logw, x_mask, as_batch_vector(length_scale, 1, enc))
+    durations = durations_from_logw(logw, x_mask, as_batch_vector(sampling.length_scale, 1, enc))
     y_lengths, (m_frames, logs_frames) = expand_by_durations(durations, m_p, logs_p)
     y_mask = sequence_mask(y_lengths, m_frames.size(2)).unsqueeze(1).to(enc.dtype)
-    z_p = m_frames + torch.randn(m_frames.shape, generator=gen) * torch.exp(logs_frames) * NOISE_SCALE
+    z_p = m_frames + torch.randn(m_frames.shape, generator=gen) * torch.exp(logs_frames) * sampling.noise_scale
     marks.append(time.perf_counter())
     z = model.flow_reverse(z_p, y_mask, g)
     marks.append(time.perf_counter())
@@ -164,7 +166,7 @@ def torch_staged(model: SynthesizerTrn, t: dict[str, torch.Tensor], length_scale
     return audio, {s: marks[i + 1] - marks[i] for i, s in enumerate(STAGES)}
 
 
-def bench_torch(model: SynthesizerTrn, inputs: dict[str, np.ndarray], length_scale: float, repeats: int) -> Timings:
+def bench_torch(model: SynthesizerTrn, inputs: dict[str, np.ndarray], sampling: Sampling, repeats: int) -> Timings:
     t = _torch_feeds(inputs)
     gen = torch.Generator().manual_seed(0)
     timings = Timings()
@@ -172,17 +174,16 @@ def bench_torch(model: SynthesizerTrn, inputs: dict[str, np.ndarray], length_sca
     def infer() -> torch.Tensor:
         return model.infer(
             t["phone_ids"], t["lengths"], t["sid"], t["tone_ids"], t["language_ids"], t["bert"], t["ja_bert"],
-            t["en_bert"], noise_scale=NOISE_SCALE, length_scale=length_scale, noise_scale_w=NOISE_SCALE_W,
-            sdp_ratio=SDP_RATIO, generator=gen,
+            t["en_bert"], **sampling.model_dump(), generator=gen,
         ).audio
 
     infer()  # warm-up (allocator, oneDNN primitive caches)
-    torch_staged(model, t, length_scale, gen)
+    torch_staged(model, t, sampling, gen)
     for _ in range(repeats):
         start = time.perf_counter()
         infer()
         timings.total.append(time.perf_counter() - start)
-        _, per_stage = torch_staged(model, t, length_scale, gen)
+        _, per_stage = torch_staged(model, t, sampling, gen)
         for stage, seconds in per_stage.items():
             timings.stages[stage].append(seconds)
     return timings
@@ -191,14 +192,11 @@ def bench_torch(model: SynthesizerTrn, inputs: dict[str, np.ndarray], length_sca
 # ----- onnxruntime ------------------------------------------------------------------------------------
 
 
-def bench_onnx(runner: StageRunner, inputs: dict[str, np.ndarray], length_scale: float, repeats: int) -> Timings:
+def bench_onnx(runner: StageRunner, inputs: dict[str, np.ndarray], sampling: Sampling, repeats: int) -> Timings:
     timings = Timings()
 
     def run():
-        return synthesize_batch(
-            runner, inputs, seeds=[0], noise_scale=NOISE_SCALE, noise_scale_w=NOISE_SCALE_W,
-            length_scale=length_scale, sdp_ratio=SDP_RATIO,
-        )
+        return synthesize_batch(runner, inputs, seeds=[0], **sampling.model_dump())
 
     run()
     for _ in range(repeats):
@@ -220,31 +218,31 @@ def bench_voice(voice: BenchVoice, seconds: float, threads: int, repeats: int) -
     target_frames = round(seconds * rate / hop)
     tokens = 2 * round(target_frames / 6) + 1  # ~3 frames per token, odd length (blanks at both ends)
     inputs = make_inputs(model, tokens)
-    length_scale = tune_length_scale(model, inputs, target_frames)
+    sampling = SAMPLING.model_copy(update={"length_scale": tune_length_scale(model, inputs, target_frames)})
     params_m = sum(p.numel() for n, p in model.state_dict().items() if not n.startswith("enc_q")) / 1e6
-    log.info("%s: %d tokens, length_scale %.3f, %.1fM inference parameters", voice.name, tokens, length_scale, params_m)
+    log.info("%s: %d tokens, length_scale %.3f, %.1fM inference parameters", voice.name, tokens,
+             sampling.length_scale, params_m)
 
     torch.set_num_threads(threads)
-    as_loaded = bench_torch(model, inputs, length_scale, repeats)
+    as_loaded = bench_torch(model, inputs, sampling, repeats)
     folded = SynthesizerTrn(loaded.config, model.symbols)
     folded.load_state_dict(model.state_dict())
     fold_weight_norm(folded)
     folded.eval()
-    folded_t = bench_torch(folded, inputs, length_scale, repeats)
+    folded_t = bench_torch(folded, inputs, sampling, repeats)
 
     runner = StageRunner.from_voice(voice.voice_dir, threads=threads)
-    onnx_t = bench_onnx(runner, inputs, length_scale, repeats)
+    onnx_t = bench_onnx(runner, inputs, sampling, repeats)
 
     # Same durations on both sides, and how close the audio is with every noise scale at 0.
+    quiet = sampling.model_copy(update={"noise_scale": 0.0, "noise_scale_w": 0.0})
     t = _torch_feeds(inputs)
     with torch.no_grad():
         ref = model.infer(
             t["phone_ids"], t["lengths"], t["sid"], t["tone_ids"], t["language_ids"], t["bert"], t["ja_bert"],
-            t["en_bert"], noise_scale=0.0, length_scale=length_scale, noise_scale_w=0.0, sdp_ratio=SDP_RATIO,
+            t["en_bert"], **quiet.model_dump(),
         )
-    ours = synthesize_batch(
-        runner, inputs, seeds=[0], noise_scale=0.0, noise_scale_w=0.0, length_scale=length_scale, sdp_ratio=SDP_RATIO
-    )
+    ours = synthesize_batch(runner, inputs, seeds=[0], **quiet.model_dump())
     same_durations = bool(np.array_equal(ours.durations, ref.durations[:, 0].long().numpy()))
     frames = int(ours.y_lengths[0])
     diff = float(np.abs(ours.audio - ref.audio.numpy()).max()) if same_durations else float("nan")
@@ -282,8 +280,9 @@ def render(results: list[VoiceResult], args: argparse.Namespace, command: str, l
         f"numpy {np.__version__}",
         f"- threads: torch.set_num_threads({args.threads}) and onnxruntime intra_op_num_threads={args.threads} "
         "(inter-op 1)",
-        f"- median of {args.repeats} runs after one warm-up; batch 1; noise_scale {NOISE_SCALE}, noise_scale_w "
-        f"{NOISE_SCALE_W} (identical durations on both sides), sdp_ratio {SDP_RATIO} (full duration graph)",
+        f"- median of {args.repeats} runs after one warm-up; batch 1; noise_scale {SAMPLING.noise_scale}, "
+        f"noise_scale_w {SAMPLING.noise_scale_w} (identical durations on both sides), sdp_ratio {SAMPLING.sdp_ratio} "
+        "(full duration graph)",
         f"- load average before / after: {load[0]} / {load[1]} (the machine is shared with other jobs)",
         "- torch columns: `infer` end to end, and the stage methods timed one by one (`regulate` = durations, "
         "expansion and prior sample; for ORT it is the numpy regulator plus host noise)",

@@ -413,8 +413,8 @@ class TorchTarget:
     def _open(self) -> None:
         import torch
 
+        from vitsrt.sampling import Sampling
         from vitsrt.train.loading import load_generator
-        from vitsrt.voice import InferenceDefaults
 
         if self.options.threads:
             torch.set_num_threads(self.options.threads)
@@ -436,7 +436,7 @@ class TorchTarget:
             self.sid = min(speakers.values()) if speakers else 0
         n_vocab = int(loaded.state_dict["enc_p.emb.weight"].shape[0])
         self._spec = IdsSpec(n_vocab, bool(loaded.config.data.add_blank), 0, _standard_symbols(n_vocab))
-        self.defaults = InferenceDefaults()
+        self.defaults = Sampling()  # a checkpoint has no voice.json: the values an export would store
 
     def ids_spec(self) -> IdsSpec | None:
         return self._spec
@@ -458,12 +458,10 @@ class TorchTarget:
             language = torch.tensor([p.language_ids], dtype=torch.long, device=dev)
             bert = torch.zeros(1, 1024, x.size(1), device=dev)
             generator = torch.Generator(device=dev).manual_seed(seed)
-            d = self.defaults
             with torch.inference_mode():
                 result = self.model.infer(
                     x, torch.tensor([x.size(1)], device=dev), torch.tensor([self.sid], device=dev), tone, language,
-                    bert, bert, bert, noise_scale=d.noise_scale, length_scale=d.length_scale,
-                    noise_scale_w=d.noise_scale_w, sdp_ratio=d.sdp_ratio, generator=generator,
+                    bert, bert, bert, **self.defaults.model_dump(), generator=generator,
                 )
                 samples = int(result.audio.shape[-1])
             if dev.type == "cuda":

@@ -25,6 +25,7 @@ from vitsrt.errors import VitsrtError
 from vitsrt.export.onnx_export import DEFAULT_OPSET, ExportError, check_graph, check_opset, export_stages, stage_io
 from vitsrt.export.verify import FP16_WEIGHT_TOLERANCES, verify_and_report
 from vitsrt.export.weight_storage import store_weights_fp16
+from vitsrt.sampling import Sampling
 from vitsrt.train.loading import LoadedGenerator, load_generator
 from vitsrt.voice import (
     MANIFEST_NAME,
@@ -32,7 +33,6 @@ from vitsrt.voice import (
     FrontEnd,
     Graphs,
     GraphSpec,
-    InferenceDefaults,
     ModelInfo,
     ParityReport,
     StageName,
@@ -82,7 +82,7 @@ def build_manifest(
     name: str,
     opset: int,
     parity: ParityReport | None = None,
-    inference: InferenceDefaults | None = None,
+    inference: Sampling | None = None,
     weights: Literal["fp32", "fp16"] = "fp32",
 ) -> VoiceManifest:
     """The voice.json for `loaded` whose graphs were written to `graph_files` (files named as the
@@ -113,7 +113,7 @@ def build_manifest(
         num_speakers=model.emb_g.num_embeddings,
         speakers=config.speakers(),
         front_end=_front_end(loaded, languages),
-        inference=inference or InferenceDefaults(),
+        inference=inference or Sampling(),
         decoder_context_frames=model.decoder_context_frames(),
         decoder=_decoder_info(loaded),
         graphs=Graphs(**graphs),
@@ -235,7 +235,7 @@ def export_voice(
     verify: bool = True,
     force: bool = False,
     threads: int | None = None,
-    inference: InferenceDefaults | None = None,
+    inference: Sampling | None = None,
     weights: Literal["fp32", "fp16"] = "fp32",
 ) -> Path:
     """Export a Bert-VITS2 generator checkpoint to a voice directory; returns its path.

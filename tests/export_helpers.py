@@ -15,6 +15,7 @@ import torch
 
 from conftest import FIXTURE_DIR
 from vitsrt.export.bundle import export_voice
+from vitsrt.sampling import Sampling
 
 CASE_NAMES = tuple(f"case{k}" for k in range(6))
 ENCODER_KEYS = {
@@ -61,4 +62,4 @@ def encoder_inputs(cases: dict[str, np.ndarray], name: str) -> dict[str, np.ndar
 
 
 def case_scales(cases: dict[str, np.ndarray], name: str) -> dict[str, float]:
-    return {k: float(cases[f"{name}_{k}"]) for k in ("noise_scale", "noise_scale_w", "length_scale", "sdp_ratio")}
+    return {k: float(cases[f"{name}_{k}"]) for k in Sampling.model_fields}

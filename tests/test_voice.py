@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from vitsrt.errors import VitsrtError, VoiceError
+from vitsrt.sampling import Sampling
 from vitsrt.voice import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     EngineKey,
-    InferenceDefaults,
     VoiceManifest,
     load_voice,
     read_manifest,
@@ -158,7 +158,8 @@ def test_valid_bundle_loads_and_round_trips(tmp_path: Path):
 
 
 def test_inference_defaults_are_upstream_2_3_webui_values():
-    defaults = InferenceDefaults()
+    defaults = VoiceManifest.model_fields["inference"].get_default(call_default_factory=True)
+    assert isinstance(defaults, Sampling)
     assert (defaults.noise_scale, defaults.noise_scale_w, defaults.length_scale, defaults.sdp_ratio) == (
         0.6,
         0.9,

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vitsrt.errors import VoiceError, clip
 from vitsrt.receptive_field import decoder_context_frames
+from vitsrt.sampling import Sampling
 
 __all__ = [
     "FORMAT_VERSION",
@@ -43,7 +44,6 @@ __all__ = [
     "FrontEnd",
     "GraphSpec",
     "Graphs",
-    "InferenceDefaults",
     "ModelInfo",
     "ParityReport",
     "StageName",
@@ -324,19 +324,6 @@ class FrontEnd(_Strict):
         return self
 
 
-class InferenceDefaults(_Strict):
-    """Sampling defaults used when a request does not set them.
-
-    The values are upstream Bert-VITS2 2.3's web UI defaults (noise 0.6, noise_w 0.9, length 1.0,
-    SDP ratio 0.5), so a voice sounds out of the box the way its trainer heard it in the upstream demo.
-    """
-
-    noise_scale: float = Field(default=0.6, ge=0, allow_inf_nan=False)
-    noise_scale_w: float = Field(default=0.9, ge=0, allow_inf_nan=False)
-    length_scale: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-    sdp_ratio: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
-
-
 _Rate = Annotated[int, Field(ge=1, le=64)]
 _Kernel = Annotated[int, Field(ge=1, le=256)]
 _Dilations = Annotated[list[Annotated[int, Field(ge=1, le=64)]], Field(min_length=1, max_length=8)]
@@ -388,7 +375,7 @@ class VoiceManifest(_Strict):
     num_speakers: int = Field(ge=1, le=MAX_TABLE_ROWS, description="rows of the speaker embedding table")
     speakers: dict[str, int] = Field(min_length=1)
     front_end: FrontEnd
-    inference: InferenceDefaults = Field(default_factory=InferenceDefaults)
+    inference: Sampling = Field(default_factory=Sampling, description="sampling values a request does not set")
     decoder_context_frames: int = Field(
         ge=0, le=MAX_CONTEXT_FRAMES, description="decoder receptive field, one side, in frames")
     decoder: DecoderInfo | None = Field(

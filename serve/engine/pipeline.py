@@ -20,6 +20,7 @@ import numpy as np
 
 from vitsrt import regulator
 from vitsrt.errors import InputError, NotFoundError, NothingToSpeakError, TooManyIdsError, clip, name_list
+from vitsrt.sampling import Sampling
 from vitsrt.serve.backends.base import StageBackend
 from vitsrt.serve.engine.types import SynthesisRequest, VoiceInfo
 from vitsrt.serve.engine.windows import DecodeWindow, WindowPolicy, plan_windows
@@ -32,14 +33,6 @@ MAX_SENTENCE_CHARS = 300
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Scales:
-    noise_scale: float
-    noise_scale_w: float
-    length_scale: float
-    sdp_ratio: float
-
-
 @dataclass
 class Segment:
     """One sentence of one request, carried through the stages. Filled in as it goes."""
@@ -48,7 +41,7 @@ class Segment:
     index: int
     ids: PhonemeSequence
     sid: int
-    scales: Scales
+    scales: Sampling  # the request's values, the voice's defaults where it set none
     noise: regulator.RequestNoise
     timings: dict[str, float] = field(default_factory=dict)
     # after prefill
@@ -115,13 +108,7 @@ class VoicePipeline:
         if speaker not in self.manifest.speakers:
             raise NotFoundError(f"unknown speaker {clip(speaker)} for voice {self.name!r}; "
                                 f"available: {name_list(list(self.manifest.speakers))}")
-        defaults = self.manifest.inference
-        scales = Scales(
-            noise_scale=_pick(request.noise_scale, defaults.noise_scale),
-            noise_scale_w=_pick(request.noise_scale_w, defaults.noise_scale_w),
-            length_scale=_pick(request.length_scale, defaults.length_scale),
-            sdp_ratio=_pick(request.sdp_ratio, defaults.sdp_ratio),
-        )
+        scales = request.resolve(self.manifest.inference)
         sequences = self._sequences(request)
         sid = self.manifest.speakers[speaker]
         return [
@@ -241,7 +228,3 @@ class VoicePipeline:
             out.append(np.ascontiguousarray(audio[row, 0, job.window.crop(self.hop)], dtype=np.float32))
             job.segment.add_time("decode", elapsed)
         return out
-
-
-def _pick(value: float | None, default: float) -> float:
-    return float(default if value is None else value)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vitsrt.errors import InputError
-from vitsrt.sampling import SAMPLING_RANGES, check_sampling
+from vitsrt.sampling import SamplingOverrides
 
 
 class PhonemeIds(BaseModel):
@@ -21,8 +21,9 @@ class PhonemeIds(BaseModel):
     language_ids: list[int] | None = None
 
 
-class SynthesisRequest(BaseModel):
-    """One utterance to synthesise. Empty voice/speaker = the engine's defaults; None scales = the voice's."""
+class SynthesisRequest(SamplingOverrides):  # type: ignore[misc, valid-type]
+    """One utterance to synthesise. Empty voice/speaker = the engine's defaults; unset sampling values (the
+    fields of vitsrt.sampling.Sampling, range-checked there) = the voice's."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -31,10 +32,6 @@ class SynthesisRequest(BaseModel):
     text: str | None = None
     phonemes: PhonemeIds | None = None
     language: str = ""
-    length_scale: float | None = None
-    noise_scale: float | None = None
-    noise_scale_w: float | None = None
-    sdp_ratio: float | None = None
     seed: int | None = Field(default=None, ge=0, lt=2**64)
 
     @model_validator(mode="after")
@@ -42,11 +39,6 @@ class SynthesisRequest(BaseModel):
         if (self.text is None) == (self.phonemes is None):
             raise InputError("input", "give exactly one of text or phonemes")
         return self
-
-    @field_validator(*SAMPLING_RANGES)
-    @classmethod
-    def _in_range(cls, value: float | None, info) -> float | None:
-        return None if value is None else check_sampling(info.field_name, value)
 
 
 @dataclass

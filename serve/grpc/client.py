@@ -22,6 +22,7 @@ import grpc
 import numpy as np
 
 from vitsrt.audio import Encoding, decode_pcm, finalize_wav, wav_bytes
+from vitsrt.sampling import Sampling
 from vitsrt.serve.proto import tts_pb2, tts_pb2_grpc
 
 # Unary responses carry whole utterances: 5000 characters of text can be minutes of audio.
@@ -37,14 +38,18 @@ def build_request(
     voice: str = "",
     speaker: str = "",
     language: str = "",
-    length_scale: float | None = None,
-    noise_scale: float | None = None,
-    noise_scale_w: float | None = None,
-    sdp_ratio: float | None = None,
     seed: int | None = None,
     encoding: Encoding | int = Encoding.PCM_S16LE,
+    **sampling: float | None,
 ) -> tts_pb2.SynthesizeRequest:
-    """A SynthesizeRequest; None leaves an optional field unset (= the voice's default)."""
+    """A SynthesizeRequest; None leaves an optional field unset (= the voice's default).
+
+    `sampling` takes vitsrt.sampling.Sampling's fields by name (length_scale=1.2, ...), sent as given: ranges
+    are the server's to check, so a client can send any value.
+    """
+    unknown = sorted(set(sampling) - set(Sampling.model_fields))
+    if unknown:
+        raise TypeError(f"build_request() got unexpected keyword arguments: {', '.join(unknown)}")
     message = tts_pb2.SynthesizeRequest(voice=voice, speaker=speaker, language=language, encoding=int(encoding))
     if text is not None:
         message.text = text
@@ -52,8 +57,7 @@ def build_request(
         message.phonemes.phone_ids.extend(phone_ids)
         message.phonemes.tone_ids.extend(tone_ids or [])
         message.phonemes.language_ids.extend(language_ids or [])
-    for name, value in (("length_scale", length_scale), ("noise_scale", noise_scale),
-                        ("noise_scale_w", noise_scale_w), ("sdp_ratio", sdp_ratio), ("seed", seed)):
+    for name, value in {**sampling, "seed": seed}.items():
         if value is not None:
             setattr(message, name, value)
     return message

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from vitsrt.audio import Encoding
 from vitsrt.errors import InputError
-from vitsrt.sampling import SAMPLING_RANGES
+from vitsrt.sampling import Sampling
 from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest, VoiceInfo
 from vitsrt.serve.proto import tts_pb2
 
@@ -51,7 +51,8 @@ def request_from_proto(message: tts_pb2.SynthesizeRequest, max_text_chars: int) 
                               language_ids=list(ids.language_ids) or None)
     else:
         raise InputError("input", "set text or phonemes")
-    optional = {name: getattr(message, name) for name in (*SAMPLING_RANGES, "seed") if message.HasField(name)}
+    # The proto's optional scalars carry the SynthesisRequest field names: the sampling values and the seed.
+    optional = {name: getattr(message, name) for name in (*Sampling.model_fields, "seed") if message.HasField(name)}
     try:
         request = SynthesisRequest(voice=message.voice, speaker=message.speaker, text=text, phonemes=phonemes,
                                    language=message.language, **optional)

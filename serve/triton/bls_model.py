@@ -14,7 +14,7 @@ batchers (decoder windows of equal size batch together).
 
 Inputs (all optional except one of TEXT / PHONE_IDS): TEXT, SPEAKER, LANGUAGE (BYTES [1]);
 PHONE_IDS, TONE_IDS, LANGUAGE_IDS (INT64 [-1]); SPEAKER_ID (INT64 [1], instead of SPEAKER); SEED (UINT64
-[1]); LENGTH_SCALE, NOISE_SCALE, NOISE_SCALE_W, SDP_RATIO (FP32 [1]). The strings can also come as
+[1]); one FP32 [1] per sampling value, its field name in capitals (LENGTH_SCALE, ...). The strings can also come as
 request parameters "text", "speaker", "language" (a parameter wins over the tensor). Under numpy 2 the
 Python-backend stub of Triton 2.51 (the nvidia-pytriton wheel) loses string tensors before this code
 runs (see :mod:`vitsrt.serve.triton.pb_tensors`): such a request gets an error naming the parameter to
@@ -36,6 +36,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from vitsrt.errors import InputError, NotFoundError, OverloadedError, VitsrtError, clip
+from vitsrt.sampling import Sampling
 from vitsrt.serve.engine.pipeline import DecodeJob, VoicePipeline
 from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest
 from vitsrt.serve.engine.windows import ONE_SHOT, WindowPolicy
@@ -43,8 +44,8 @@ from vitsrt.serve.triton.layout import from_wire, stage_layouts, stage_model_nam
 from vitsrt.serve.triton.pb_tensors import UNREADABLE, from_pb_tensor, patch_bytes_inputs, to_pb_tensor
 from vitsrt.voice import Voice, read_manifest
 
-_SCALES = {"LENGTH_SCALE": "length_scale", "NOISE_SCALE": "noise_scale", "NOISE_SCALE_W": "noise_scale_w",
-           "SDP_RATIO": "sdp_ratio"}
+# Input tensor -> SynthesisRequest field: NOISE_SCALE for noise_scale (the repository's config names them the same way).
+_SCALES = {field.upper(): field for field in Sampling.model_fields}
 
 # String inputs reachable as request parameters too: under numpy 2 the stub cannot deliver the tensors.
 _STRING_PARAMETERS = {"TEXT": "text", "SPEAKER": "speaker", "LANGUAGE": "language"}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
 
 from vitsrt.commands import add_sampling_arguments, sampling_arguments
-
-if TYPE_CHECKING:
-    from vitsrt.voice import InferenceDefaults
+from vitsrt.errors import InputError
+from vitsrt.sampling import Sampling
 
 HELP = "export a Bert-VITS2 checkpoint to a voice bundle (voice.json + encoder/duration/flow/decoder ONNX graphs)"
 
@@ -33,22 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", choices=["fp32", "fp16"], default="fp32",
                         help="how the graphs store their weights: fp16 halves the bundle (computed in float32; "
                         "verified against PyTorch at looser tolerances)")
-    add_sampling_arguments(parser, "sampling defaults stored in voice.json (unset: upstream's web UI values: "
-                           "length 1.0, noise 0.6, noise_w 0.9, SDP ratio 0.5)")
+    upstream = ", ".join(f"{field} {value:g}" for field, value in Sampling())
+    add_sampling_arguments(parser, f"sampling defaults stored in voice.json (unset: upstream's web UI values, "
+                           f"{upstream})")
 
 
-def inference_defaults(args: argparse.Namespace) -> InferenceDefaults:
-    """The sampling defaults the command line sets (unset ones keep InferenceDefaults' values)."""
-    from pydantic import ValidationError
-
-    from vitsrt.errors import InputError
-    from vitsrt.voice import InferenceDefaults
-
+def inference_defaults(args: argparse.Namespace) -> Sampling:
+    """The sampling defaults the command line sets (unset ones keep Sampling's, upstream's web UI values)."""
     try:
-        return InferenceDefaults(**sampling_arguments(args))
+        return Sampling(**sampling_arguments(args))
     except ValidationError as exc:
         error = exc.errors()[0]
-        raise InputError(f"--{str(error['loc'][0]).replace('_', '-')}", error["msg"]) from None
+        flag = "--" + str(error["loc"][0]).replace("_", "-")
+        raise InputError(flag, error["msg"].removeprefix("Value error, ")) from None
 
 
 def run(args: argparse.Namespace) -> int:
