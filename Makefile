@@ -83,7 +83,7 @@ debian-deps:
 CORPUS ?= $(OUT)/corpus
 CORPUS_HOURS ?= 2
 corpus: install debian-deps
-	$(PY) -m vitsrt.corpus $(CORPUS) --hours $(CORPUS_HOURS) --heldout recipes/default-voice/heldout.txt
+	$(PY) -m vitsrt.train.corpus $(CORPUS) --hours $(CORPUS_HOURS) --heldout recipes/default-voice/heldout.txt
 
 test: install lint debian-deps
 	$(PY) -m pytest -q -m "not slow and not gpu"

@@ -14,12 +14,12 @@ import pytest
 import soundfile
 
 from conftest import REPO_ROOT
+from vitsrt.benchmarks.evaluation import default_output_dir, heldout_for, read_heldout
 from vitsrt.benchmarks.metrics import RequestTiming, summarize
 from vitsrt.benchmarks.report import write_report
 from vitsrt.benchmarks.schema import BenchReport, Environment, TargetInfo, WorkloadInfo
 from vitsrt.cli import main
 from vitsrt.errors import name_list
-from vitsrt.evaluation import default_output_dir, heldout_for, read_heldout
 
 HAS_IPA = importlib.util.find_spec("phonemizer") is not None and importlib.util.find_spec("espeakng_loader") is not None
 

@@ -104,7 +104,7 @@ def test_default_voice_is_intelligible_to_offline_asr(monkeypatch: pytest.Monkey
     """A few held-out sentences per speaker through Whisper tiny.en; the shipping gate (all 30, WER <= 0.30
     per speaker) is `vitsrt eval`. Negative control: the same recogniser on the voice's audio played
     backwards (same spectrum and length, no words) scores far worse."""
-    from vitsrt import evaluation
+    from vitsrt.benchmarks import evaluation
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     sentences = evaluation.read_heldout(HELDOUT)[:4]

@@ -1,4 +1,4 @@
-"""The default voice's corpus recipe (vitsrt.corpus): sentence filters, the held-out list, a tiny build."""
+"""The default voice's corpus recipe (vitsrt.train.corpus): sentence filters, the held-out list, a tiny build."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vitsrt import corpus
+from vitsrt.train import corpus
 
 REPO = Path(__file__).resolve().parents[1]
 HAVE_FLITE = shutil.which("flite") is not None and corpus.ALICE_PATH.is_file()

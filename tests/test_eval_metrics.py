@@ -1,11 +1,11 @@
-"""WER/CER arithmetic of vitsrt.evaluation against hand-counted cases."""
+"""WER/CER arithmetic of vitsrt.benchmarks.evaluation against hand-counted cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vitsrt.evaluation import (
+from vitsrt.benchmarks.evaluation import (
     edit_distance,
     error_rates,
     normalize_transcript,

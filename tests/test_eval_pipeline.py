@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from vitsrt import corpus
 from vitsrt.cli import main as vitsrt_main
 from vitsrt.config import parse_config
+from vitsrt.train import corpus
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "default-voice"

@@ -16,13 +16,13 @@ import logging
 import os
 import sys
 
-from vitsrt.commands import train as train_command
 from vitsrt.errors import VitsrtError
+from vitsrt.train import cli as train_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitsrt.train", description=train_command.HELP)
-    train_command.add_arguments(parser)
+    parser = argparse.ArgumentParser(prog="python -m vitsrt.train", description=train_cli.HELP)
+    train_cli.add_arguments(parser)
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.captureWarnings(True)
     try:
-        return train_command.run(args)
+        return train_cli.run(args)
     except VitsrtError as exc:
         print(f"vitsrt.train [rank{rank}]: error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """The default voice's held-out sentences, inside the package so `vitsrt eval` needs no checkout.
 
-The same list as ``recipes/default-voice/heldout.txt`` (what ``vitsrt.corpus.heldout_sentences(seed=0)``
+The same list as ``recipes/default-voice/heldout.txt`` (what ``vitsrt.train.corpus.heldout_sentences(seed=0)``
 makes, which needs Debian's flite package); tests/test_cli_hardening.py keeps the two equal. A Python
 module rather than a data file, so it ships with the package without any package-data settings.
 """

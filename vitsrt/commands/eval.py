@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vitsrt import evaluation
+    from vitsrt.benchmarks import evaluation
     from vitsrt.voice import load_voice
     from vitsrt.voices import default_voice_dir
 

@@ -15,7 +15,7 @@ Re-running only synthesises what is missing (a WAV is written under a temporary 
 killed run never leaves half a file behind). The selection is a pure function of ``--seed``,
 ``--hours`` and the speakers, so two machines build the same corpus.
 
-Run ``python -m vitsrt.corpus OUT [--hours 2]`` (``make corpus`` installs flite first).
+Run ``python -m vitsrt.train.corpus OUT [--hours 2]`` (``make corpus`` installs flite first).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import subprocess
 import sys
 import wave
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -293,74 +293,96 @@ def _existing_seconds(path: Path) -> float | None:
         return None
 
 
-def build_corpus(out: Path, options: CorpusOptions, heldout_copy: Path | None = None) -> dict[str, object]:
-    """Synthesise (or top up) the corpus in ``out``; returns the summary also written to corpus.json."""
-    from tqdm import tqdm
+@dataclass
+class _Progress:
+    """One speaker's place in the build: its seeded reading order of the pool, what it has read so far and
+    the measured seconds of that."""
 
-    unknown = [s for s in options.speakers if s not in FLITE_VOICES]
+    order: list[str]
+    chosen: list[Utterance] = field(default_factory=list)
+    seconds: float = 0.0
+    cursor: int = 0
+
+    def add(self, utt: Utterance, seconds: float) -> None:
+        self.chosen.append(utt)
+        self.seconds += seconds
+
+
+def _check_speakers(speakers: Sequence[str]) -> None:
+    """Fail before any work when a speaker is unknown or this flite lacks its voice."""
+    unknown = [s for s in speakers if s not in FLITE_VOICES]
     if unknown:
         raise CorpusError(f"unknown speakers {unknown}; known: {', '.join(FLITE_VOICES)}")
     binary = flite_binary()
     have = set(available_voices(binary))
-    missing = [FLITE_VOICES[s] for s in options.speakers if FLITE_VOICES[s] not in have]
+    missing = [FLITE_VOICES[s] for s in speakers if FLITE_VOICES[s] not in have]
     if missing:
         raise CorpusError(f"this flite lacks voices {missing} (it has: {' '.join(sorted(have))})")
 
-    out.mkdir(parents=True, exist_ok=True)
-    heldout = heldout_sentences(options.seed)
+
+def _write_heldout(out: Path, seed: int, heldout_copy: Path | None) -> list[str]:
+    """The held-out list, written into the corpus (and to `heldout_copy` when given)."""
+    heldout = heldout_sentences(seed)
     heldout_text = "\n".join(heldout) + "\n"
     (out / "heldout.txt").write_text(heldout_text, encoding="utf-8")
     if heldout_copy is not None:
         heldout_copy.parent.mkdir(parents=True, exist_ok=True)
         heldout_copy.write_text(heldout_text, encoding="utf-8")
-    pool = training_pool(options.seed, heldout)
-    budget = options.hours * 3600.0 / len(options.speakers)
+    return heldout
 
-    # Each speaker reads its own seeded order of the pool; the schedule is planned from estimated durations,
-    # then checked against the measured ones below (and topped up in a second round if flite ran short).
-    orders = {s: random.Random(f"vitsrt-corpus-{options.seed}-{s}").sample(pool, len(pool)) for s in options.speakers}
-    chosen: dict[str, list[Utterance]] = {s: [] for s in options.speakers}
-    seconds: dict[str, float] = {s: 0.0 for s in options.speakers}
-    cursor = dict.fromkeys(options.speakers, 0)
-    executor_cls = concurrent.futures.ProcessPoolExecutor if options.workers > 1 else None
-    for _round in range(4):
-        jobs: list[tuple[str, Utterance]] = []
-        for speaker in options.speakers:
-            planned = seconds[speaker]
-            while planned < budget and cursor[speaker] < len(pool):
-                utt = Utterance(speaker, orders[speaker][cursor[speaker]])
-                cursor[speaker] += 1
-                jobs.append((speaker, utt))
-                planned += estimate_seconds(utt.text)
-        if not jobs:
-            break
-        todo = []
-        for speaker, utt in jobs:
-            known = _existing_seconds(out / utt.relpath)
-            if known is None:
-                todo.append((speaker, utt))
-            else:
-                chosen[speaker].append(utt)
-                seconds[speaker] += known
-        bar = tqdm(total=len(todo), desc="flite", unit="utt", disable=not options.progress or not todo)
-        args = [(FLITE_VOICES[s], u.text, str(out / u.relpath)) for s, u in todo]
-        if executor_cls is None:
-            results: Iterable[float] = map(_synthesize_job, args)
-            for (speaker, utt), took in zip(todo, results, strict=True):
-                chosen[speaker].append(utt)
-                seconds[speaker] += took
-                bar.update()
+
+def _plan_round(speakers: Sequence[str], progress: dict[str, _Progress], budget: float) -> list[Utterance]:
+    """The next sentences of each speaker, until its measured plus estimated seconds reach the budget."""
+    jobs: list[Utterance] = []
+    for speaker in speakers:
+        state = progress[speaker]
+        planned = state.seconds
+        while planned < budget and state.cursor < len(state.order):
+            utt = Utterance(speaker, state.order[state.cursor])
+            state.cursor += 1
+            jobs.append(utt)
+            planned += estimate_seconds(utt.text)
+    return jobs
+
+
+def _reuse_existing(out: Path, jobs: Sequence[Utterance], progress: dict[str, _Progress]) -> list[Utterance]:
+    """Count the WAVs a previous run left (a re-run tops up); returns the utterances still to synthesise."""
+    todo = []
+    for utt in jobs:
+        known = _existing_seconds(out / utt.relpath)
+        if known is None:
+            todo.append(utt)
         else:
-            with executor_cls(max_workers=options.workers) as pool_exec:
-                for (speaker, utt), took in zip(todo, pool_exec.map(_synthesize_job, args, chunksize=8), strict=True):
-                    chosen[speaker].append(utt)
-                    seconds[speaker] += took
-                    bar.update()
-        bar.close()
-        if all(seconds[s] >= 0.97 * budget or cursor[s] >= len(pool) for s in options.speakers):
-            break
+            progress[utt.speaker].add(utt, known)
+    return todo
 
-    lines = [f"{u.relpath}|{u.speaker}|{options.language}|{u.text}" for s in options.speakers for u in chosen[s]]
+
+def _synthesize_all(out: Path, todo: Sequence[Utterance], progress: dict[str, _Progress],
+                    options: CorpusOptions) -> None:
+    """Speak `todo` with flite (in `options.workers` processes) and record each measured duration."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc="flite", unit="utt", disable=not options.progress or not todo)
+    args = [(FLITE_VOICES[u.speaker], u.text, str(out / u.relpath)) for u in todo]
+    if options.workers > 1:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=options.workers) as pool_exec:
+            _record(todo, pool_exec.map(_synthesize_job, args, chunksize=8), progress, bar)
+    else:
+        _record(todo, map(_synthesize_job, args), progress, bar)
+    bar.close()
+
+
+def _record(todo: Sequence[Utterance], durations: Iterable[float], progress: dict[str, _Progress], bar) -> None:
+    for utt, took in zip(todo, durations, strict=True):
+        progress[utt.speaker].add(utt, took)
+        bar.update()
+
+
+def _write_summary(out: Path, options: CorpusOptions, progress: dict[str, _Progress], heldout: int,
+                   pool: int) -> dict[str, object]:
+    """metadata.csv and corpus.json; returns the summary."""
+    lines = [f"{u.relpath}|{u.speaker}|{options.language}|{u.text}"
+             for s in options.speakers for u in progress[s].chosen]
     (out / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     summary: dict[str, object] = {
         "format": "vitsrt-corpus/1",
@@ -368,27 +390,51 @@ def build_corpus(out: Path, options: CorpusOptions, heldout_copy: Path | None = 
         "speakers": {s: FLITE_VOICES[s] for s in options.speakers},
         "seed": options.seed,
         "hours_target": options.hours,
-        "hours": round(sum(seconds.values()) / 3600.0, 4),
-        "per_speaker": {s: {"items": len(chosen[s]), "hours": round(seconds[s] / 3600.0, 4)} for s in chosen},
-        "heldout": len(heldout),
-        "pool": len(pool),
+        "hours": round(sum(state.seconds for state in progress.values()) / 3600.0, 4),
+        "per_speaker": {s: {"items": len(state.chosen), "hours": round(state.seconds / 3600.0, 4)}
+                        for s, state in progress.items()},
+        "heldout": heldout,
+        "pool": pool,
     }
     (out / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     log.info("corpus in %s: %d items, %.3f h", out, len(lines), summary["hours"])
     return summary
 
 
+def build_corpus(out: Path, options: CorpusOptions, heldout_copy: Path | None = None) -> dict[str, object]:
+    """Synthesise (or top up) the corpus in ``out``; returns the summary also written to corpus.json."""
+    _check_speakers(options.speakers)
+    out.mkdir(parents=True, exist_ok=True)
+    heldout = _write_heldout(out, options.seed, heldout_copy)
+    pool = training_pool(options.seed, heldout)
+    budget = options.hours * 3600.0 / len(options.speakers)
+
+    # Each speaker reads its own seeded order of the pool; the schedule is planned from estimated durations,
+    # then checked against the measured ones (and topped up in a further round if flite ran short).
+    progress = {s: _Progress(random.Random(f"vitsrt-corpus-{options.seed}-{s}").sample(pool, len(pool)))
+                for s in options.speakers}
+    for _round in range(4):
+        jobs = _plan_round(options.speakers, progress, budget)
+        if not jobs:
+            break
+        todo = _reuse_existing(out, jobs, progress)
+        _synthesize_all(out, todo, progress, options)
+        if all(state.seconds >= 0.97 * budget or state.cursor >= len(pool) for state in progress.values()):
+            break
+    return _write_summary(out, options, progress, len(heldout), len(pool))
+
+
 def read_corpus_info(folder: Path) -> dict[str, object]:
     """corpus.json of a built corpus (speaker -> flite voice), for the intelligibility ceiling."""
     path = folder / "corpus.json"
     if not path.is_file():
-        raise CorpusError(f"{path} not found: not a corpus built by `python -m vitsrt.corpus`")
+        raise CorpusError(f"{path} not found: not a corpus built by `python -m vitsrt.train.corpus`")
     info: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
     return info
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitsrt.corpus", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vitsrt.train.corpus", description=__doc__.split("\n\n")[0])
     parser.add_argument("output", type=Path, help="corpus folder (re-runs only synthesise what is missing)")
     parser.add_argument("--hours", type=float, default=2.0, help="total audio to aim for (default: 2.0)")
     parser.add_argument("--speakers", default=",".join(DEFAULT_SPEAKERS),

@@ -295,7 +295,7 @@ def evaluate_ceiling(corpus_dir: Path, sentences: Sequence[str], asr: Transcribe
                      speakers: Sequence[str] | None = None) -> list[SpeakerResult]:
     """The same sentences spoken by the engine that made the corpus (flite): the best a voice trained on
     it can be expected to score with this recogniser."""
-    from vitsrt.corpus import read_corpus_info, synthesize_flite
+    from vitsrt.train.corpus import read_corpus_info, synthesize_flite
 
     voices: dict[str, str] = dict(read_corpus_info(corpus_dir)["speakers"])  # type: ignore[arg-type]
     chosen = [s for s in (speakers or voices) if s in voices]
@@ -324,7 +324,7 @@ def write_report(results: Sequence[SpeakerResult], out_dir: Path, name: str, met
         "",
         *(f"- {key}: {value}" for key, value in meta.items()),
         "",
-        "WER/CER: corpus-level over the held-out sentences, after vitsrt.evaluation.normalize_transcript.",
+        "WER/CER: corpus-level over the held-out sentences, after vitsrt.benchmarks.evaluation.normalize_transcript.",
         "",
         "| speaker | source | WER | CER | words | sentences | audio s | synthesis s |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
