@@ -69,6 +69,7 @@ test-latest:
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) tools/lint_imports.py
 
 # Debian *main* packages for the default voice's corpus (flite: CMU Flite voices slt, rms, awb, kal16 and the
 # public-domain Alice text). Needs root; elsewhere the tests that need flite skip with a reason.
