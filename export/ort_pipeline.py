@@ -43,16 +43,17 @@ def synthesize_batch(
     encoder_inputs: Mapping[str, npt.ArrayLike],
     *,
     seeds: Sequence[int],
-    noise_scale: float | npt.ArrayLike = 0.667,
-    noise_scale_w: float | npt.ArrayLike = 0.8,
-    length_scale: float | npt.ArrayLike = 1.0,
-    sdp_ratio: float | npt.ArrayLike = 0.0,
+    noise_scale: float | npt.ArrayLike,
+    noise_scale_w: float | npt.ArrayLike,
+    length_scale: float | npt.ArrayLike,
+    sdp_ratio: float | npt.ArrayLike,
     skip_sdp: bool = True,
 ) -> PipelineResult:
     """Run encoder -> duration -> regulation -> flow -> decoder on one padded batch.
 
     ``encoder_inputs`` holds the encoder graph's inputs (phone_ids, tone_ids, language_ids, lengths,
-    bert, ja_bert, en_bert, sid). Scales are scalars or one value per item. With ``skip_sdp`` and
+    bert, ja_bert, en_bert, sid). Scales are scalars or one value per item, all given: this harness has no
+    defaults of its own (a voice's are vitsrt.sampling.Sampling's). With ``skip_sdp`` and
     every ``sdp_ratio`` 0, the ``duration_dp_only`` graph runs instead of ``duration`` if present.
     """
     timings: dict[str, float] = {}

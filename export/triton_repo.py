@@ -36,7 +36,14 @@ from typing import Literal
 
 from vitsrt.errors import VitsrtError
 from vitsrt.serve.engine.windows import DEFAULT_POLICY, WindowPolicy
-from vitsrt.serve.triton.layout import DEFAULT_PREFIX, TritonTensor, bls_model_names, stage_model_name, stage_tensors
+from vitsrt.serve.triton.layout import (
+    DEFAULT_PREFIX,
+    SAMPLING_TENSORS,
+    TritonTensor,
+    bls_model_names,
+    stage_model_name,
+    stage_tensors,
+)
 from vitsrt.stages import family
 from vitsrt.voice import EngineKey, Voice, load_voice
 
@@ -56,10 +63,7 @@ BLS_INPUTS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("SPEAKER_ID", "TYPE_INT64", (1,)),
     ("LANGUAGE", "TYPE_STRING", (1,)),
     ("SEED", "TYPE_UINT64", (1,)),
-    ("LENGTH_SCALE", "TYPE_FP32", (1,)),
-    ("NOISE_SCALE", "TYPE_FP32", (1,)),
-    ("NOISE_SCALE_W", "TYPE_FP32", (1,)),
-    ("SDP_RATIO", "TYPE_FP32", (1,)),
+    *((name, "TYPE_FP32", (1,)) for name in SAMPLING_TENSORS),
 )
 BLS_OUTPUTS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("AUDIO", "TYPE_FP32", (-1,)),

@@ -36,16 +36,12 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from vitsrt.errors import InputError, NotFoundError, OverloadedError, VitsrtError, clip
-from vitsrt.sampling import Sampling
 from vitsrt.serve.engine.pipeline import DecodeJob, VoicePipeline
 from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest
 from vitsrt.serve.engine.windows import ONE_SHOT, WindowPolicy
-from vitsrt.serve.triton.layout import from_wire, stage_layouts, stage_model_name, to_wire
+from vitsrt.serve.triton.layout import SAMPLING_TENSORS, from_wire, stage_layouts, stage_model_name, to_wire
 from vitsrt.serve.triton.pb_tensors import UNREADABLE, from_pb_tensor, patch_bytes_inputs, to_pb_tensor
 from vitsrt.voice import Voice, read_manifest
-
-# Input tensor -> SynthesisRequest field: NOISE_SCALE for noise_scale (the repository's config names them the same way).
-_SCALES = {field.upper(): field for field in Sampling.model_fields}
 
 # String inputs reachable as request parameters too: under numpy 2 the stub cannot deliver the tensors.
 _STRING_PARAMETERS = {"TEXT": "text", "SPEAKER": "speaker", "LANGUAGE": "language"}
@@ -156,7 +152,7 @@ def parse_request(request: Any, speaker_by_id: dict[int | None, str]) -> Synthes
     seed = _array(request, "SEED")
     if seed is not None and seed.size:
         fields["seed"] = int(seed[0])
-    for tensor_name, field in _SCALES.items():
+    for tensor_name, field in SAMPLING_TENSORS.items():
         value = _array(request, tensor_name)
         if value is not None and value.size:
             fields[field] = float(value[0])

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vitsrt.sampling import Sampling
 from vitsrt.stages import StageName
 from vitsrt.voice import GraphSpec, TensorSpec, VoiceManifest
 
@@ -25,6 +26,7 @@ __all__ = [
     "BLS_MODEL",
     "DEFAULT_PREFIX",
     "ONESHOT_MODEL",
+    "SAMPLING_TENSORS",
     "TRITON_DTYPES",
     "TritonTensor",
     "bls_model_names",
@@ -37,6 +39,8 @@ __all__ = [
 DEFAULT_PREFIX = "vitsrt"
 BLS_MODEL = "tts"  # the decoupled, streaming BLS model is "<prefix>_tts"
 ONESHOT_MODEL = "tts_oneshot"  # the request/response variant is "<prefix>_tts_oneshot"
+# The BLS models' sampling inputs (FP32 [1] each): tensor name -> SynthesisRequest field, NOISE_SCALE -> noise_scale.
+SAMPLING_TENSORS: Mapping[str, str] = {field.upper(): field for field in Sampling.model_fields}
 
 # voice.json dtype -> (Triton config data_type, tritonclient datatype string)
 TRITON_DTYPES: dict[str, tuple[str, str]] = {
