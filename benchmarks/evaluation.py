@@ -268,7 +268,7 @@ def evaluate_voice(voice_dir: Path, sentences: Sequence[str], asr: Transcriber,
                    speakers: Sequence[str] | None = None, seed: int = 0, threads: int = 1,
                    sampling: Mapping[str, float] | None = None) -> list[SpeakerResult]:
     """Synthesise every sentence for every speaker through the engine and score the transcripts.
-    `sampling` overrides the voice's defaults (noise_scale, noise_scale_w, length_scale, sdp_ratio)."""
+    `sampling` overrides the voice's defaults (vitsrt.sampling.Sampling's fields, by name)."""
     from vitsrt.serve.engine.engine import Engine, EngineOptions
     from vitsrt.serve.engine.types import SynthesisRequest
 
