@@ -56,9 +56,16 @@ def test_spline_logdet_equals_autograd_derivative(inverse: bool) -> None:
 def test_spline_float32_matches_float64() -> None:
     x = _inputs(3000)
     w, h, d = _params((3000,), seed=2)
-    y64, _ = rational_quadratic_spline(x, w, h, d, inverse=True, tail_bound=BOUND)
+    y64, lad = rational_quadratic_spline(x, w, h, d, inverse=True, tail_bound=BOUND)
     y32, _ = rational_quadratic_spline(x.float(), w.float(), h.float(), d.float(), inverse=True, tail_bound=BOUND)
-    assert (y32.double() - y64).abs().max().item() < 1e-4
+    error = (y32.double() - y64).abs()
+    assert torch.quantile(error, 0.999).item() < 1e-4
+    # Where the inverse is steep, float32's rounding of x alone is magnified by dy/dx (up to ~80 here): the
+    # bound follows the conditioning. (A flat 1e-4 held with AVX2 kernels and failed by 10% with AVX-512 ones.)
+    slope = lad.exp().clamp(min=1.0)
+    bound = 1e-5 + 16 * torch.finfo(torch.float32).eps * (1 + x.abs()) * slope
+    assert bool((error <= bound).all())
+    assert not bool((error + 1e-3 <= bound).all())  # negative control: a 1e-3 error anywhere would fail
 
 
 def _randomised(module: torch.nn.Module, seed: int) -> torch.nn.Module:
