@@ -347,3 +347,55 @@ def test_stop_lets_a_running_synthesis_finish_and_refuses_new_connections(engine
     events = run_with_door(engine, scenario)
     assert events[0].type == "audio-start" and events[-1].type == "audio-stop"
     assert len(audio_of(events)) > 16000  # the whole utterance (over a second), not a cut-off piece
+
+
+def test_streamed_text_over_the_limit_is_refused_and_the_stream_still_ends(engine):
+    async def scenario(port, _door):
+        async with client(port) as conn:
+            await conn.write_event(SynthesizeStart().event())
+            await conn.write_event(SynthesizeChunk(text="word " * 50).event())  # no boundary yet: held back
+            await conn.write_event(SynthesizeChunk(text="word " * 40).event())  # 450 characters in all
+            await conn.write_event(SynthesizeStop().event())
+            return await read_until_end(conn), await read_until_end(conn)
+
+    refused, ended = run_with_door(engine, scenario)
+    assert [Error.from_event(e).code for e in refused] == ["invalid-input"]
+    assert [e.type for e in ended] == ["synthesize-stopped"]
+
+
+def test_waiting_for_audio_is_not_idle(engine):
+    text = "The washing machine has finished. The dryer is still running. Dinner will be ready at seven."
+
+    async def scenario(port, _door):
+        async with client(port) as conn:
+            await asyncio.sleep(0.1)
+            await conn.write_event(synthesize(text, speaker="kal"))
+            started = time.perf_counter()
+            events = await read_until_end(conn)
+            return events, time.perf_counter() - started
+
+    events, took = run_with_door(engine, scenario, idle_timeout_s=0.15)
+    assert events[-1].type == "audio-stop" and took > 0.15  # the reply took longer than the idle timeout
+
+
+def test_stop_after_the_grace_cancels_what_is_left_in_the_engine(engine):
+    text = "This sentence is long enough that its audio cannot be finished within the short grace of the stop."
+
+    async def scenario(port, door):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(json.dumps({"type": "synthesize", "data": {"text": text}}).encode() + b"\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(async_read_event(reader), 10)).type == "audio-start"
+        started = time.perf_counter()
+        await door.stop()
+        took = time.perf_counter() - started
+        active = engine.stats()["active_streams"]  # right away: before the utterance could have finished
+        rest = []
+        while (event := await asyncio.wait_for(async_read_event(reader), 10)) is not None:
+            rest.append(event.type)
+        writer.close()
+        return took, active, rest
+
+    took, active, rest = run_with_door(engine, scenario, stop_grace_s=0.05)
+    assert took < 1.0 and "audio-stop" not in rest  # cut off, not finished
+    assert active == 0  # the cancellation reached the engine
