@@ -42,7 +42,7 @@ VOICE = "vitsrt-default"
 MAX_TEXT = 400
 # Batch invariance bound of the engine (1e-4 in float), in PCM16 steps (1/32767 each), plus one for rounding.
 BATCH_LSB = 5
-_END_TYPES = ("audio-stop", "error", "synthesize-stopped", "info", "pong")
+_END_TYPES = ("audio-stop", "synthesize-stopped", "info", "pong")
 
 
 @pytest.fixture(scope="module")
@@ -247,27 +247,27 @@ def test_bad_requests_get_error_events_and_the_connection_keeps_working(engine):
             ]:
                 await conn.write_event(event)
                 replies[name] = await read_until_end(conn)
-                if name == "budget":  # found once audio has started: the error comes before the audio-stop
-                    replies[name].append(await conn.read_event())
             await conn.write_event(SynthesizeStart(voice=SynthesizeVoice(name="nobody")).event())
             await conn.write_event(SynthesizeChunk(text="Hello there. And more").event())
             await conn.write_event(SynthesizeStop().event())
             replies["stream"] = await read_until_end(conn)
-            replies["stream_end"] = await read_until_end(conn)
             await conn.write_event(synthesize("Still here.", speaker="awb"))
             replies["after"] = await read_until_end(conn)
         return replies
 
     replies = run_with_door(engine, scenario)
-    codes = {name: Error.from_event(events[-2 if name == "budget" else -1]).code
-             for name, events in replies.items() if name not in ("ok", "stream_end", "after")}
+    codes = {name: Error.from_event(events[-2]).code for name, events in replies.items() if name not in ("ok", "after")}
     assert codes == {"voice": "not-found", "speaker": "not-found", "empty": "invalid-input",
                      "too_long": "invalid-input", "malformed": "bad-event", "ssml": "invalid-input",
                      "budget": "budget-exceeded", "stream": "not-found"}
-    assert "nobody" in Error.from_event(replies["voice"][-1]).text
-    # The budget is found once audio has started: error, then the audio-stop that closes the audio.
+    assert "nobody" in Error.from_event(replies["voice"][0]).text
+    # A synthesize reply ends with audio-stop, failed or not; a refused request gets no audio.
+    for name in ("voice", "speaker", "empty", "too_long", "malformed", "ssml"):
+        assert [e.type for e in replies[name]] == ["error", "audio-stop"], name
+    # The budget is found once audio has started: audio, then the error, then the audio-stop.
     assert [e.type for e in replies["budget"][:1] + replies["budget"][-2:]] == ["audio-start", "error", "audio-stop"]
-    assert [e.type for e in replies["stream_end"]] == ["synthesize-stopped"]
+    # A stream that failed at its start: the error, nothing spoken, and the stop still answered.
+    assert [e.type for e in replies["stream"]] == ["error", "synthesize-stopped"]
     for name in ("ok", "after"):
         assert replies[name][0].type == "audio-start" and replies[name][-1].type == "audio-stop"
         assert len(audio_of(replies[name])) > 0
@@ -356,11 +356,11 @@ def test_streamed_text_over_the_limit_is_refused_and_the_stream_still_ends(engin
             await conn.write_event(SynthesizeChunk(text="word " * 50).event())  # no boundary yet: held back
             await conn.write_event(SynthesizeChunk(text="word " * 40).event())  # 450 characters in all
             await conn.write_event(SynthesizeStop().event())
-            return await read_until_end(conn), await read_until_end(conn)
+            return await read_until_end(conn)
 
-    refused, ended = run_with_door(engine, scenario)
-    assert [Error.from_event(e).code for e in refused] == ["invalid-input"]
-    assert [e.type for e in ended] == ["synthesize-stopped"]
+    events = run_with_door(engine, scenario)
+    assert [e.type for e in events] == ["error", "synthesize-stopped"]
+    assert Error.from_event(events[0]).code == "invalid-input"
 
 
 def test_waiting_for_audio_is_not_idle(engine):

@@ -13,8 +13,11 @@ Protocol (the `wyoming` library's event types):
   then `synthesize-stopped`. A `synthesize` inside such a stream is the compatibility copy Home Assistant
   sends for servers without streaming: ignored.
 - `ping` -> `pong`. Other events are dropped, as the protocol asks of servers.
-- A failure -> an `error` event (text, code: see events.py); after an `audio-start` it is followed by the
-  `audio-stop`. The connection stays open, except after a framing error (the byte stream cannot be trusted).
+- A failure -> an `error` event (text, code: see events.py). The reply to a `synthesize` always ends with
+  `audio-stop`, failed or not (Home Assistant's one-shot client reads up to it), so a failure there is
+  [audio-start, audio-chunk*,] error, audio-stop. In a text stream, a failed sentence gets the error (and the
+  audio-stop if its audio had started), the rest of the stream is dropped, and the stop still gets
+  `synthesize-stopped`. The connection stays open, except after a framing error (the bytes cannot be trusted).
 
 Replies go out in the order of the requests: one task per connection speaks a queue of replies while another
 reads events, so a client can send its next request (or stream more text) while audio is still coming.
@@ -273,6 +276,7 @@ class _Connection:
                                                   synthesize.voice), synthesize.text)
         except _REQUEST_ERRORS as exc:
             await self._reply(error_event(_as_request_error(exc)))
+            await self._reply(AudioStop().event())  # every synthesize reply ends with audio-stop
             return
         await self._replies.put(partial(self._speak, request))
 
@@ -349,13 +353,16 @@ class _Connection:
             stream.failed = True
             await self._write(error_event(exc))
             return
-        if not await self._speak(request, skip_silent=True):
+        if not await self._speak(request, in_stream=True):
             stream.failed = True
 
-    async def _speak(self, request: SynthesisRequest, skip_silent: bool = False) -> bool:
-        """audio-start, an audio-chunk per decoded window, audio-stop; or an error event. True on success.
-        `skip_silent`: a streamed sentence with nothing to say ("---") is skipped, not an error."""
+    async def _speak(self, request: SynthesisRequest, in_stream: bool = False) -> bool:
+        """audio-start, an audio-chunk per decoded window, audio-stop; True on success. A failure sends an error
+        event; the reply to a `synthesize` still ends with audio-stop (clients such as Home Assistant's read up
+        to it), a streamed sentence's only if its audio had started (the stream ends with synthesize-stopped).
+        In a stream, a sentence with nothing to say ("---") is skipped, not an error."""
         started = False
+        error: Exception | None = None
         try:
             async with contextlib.aclosing(self.door.engine.astream(request)) as chunks:
                 async for chunk in chunks:
@@ -367,18 +374,17 @@ class _Connection:
         except ConnectionError:
             raise
         except NothingToSpeakError as exc:
-            if not skip_silent:
-                await self._write(error_event(exc))
-            return skip_silent
+            if in_stream:
+                return True
+            error = exc
         except Exception as exc:  # the engine refused or failed this request: report it, keep the connection
             log.debug("Wyoming request failed: %s", exc)
-            await self._write(error_event(exc))
-            if started:
-                await self._write(AudioStop().event())
-            return False
-        if started:
+            error = exc
+        if error is not None:
+            await self._write(error_event(error))
+        if started or not in_stream:
             await self._write(AudioStop().event())
-        return True
+        return error is None
 
     async def _write(self, event: Event) -> None:
         try:
