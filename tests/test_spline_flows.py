@@ -60,10 +60,11 @@ def test_spline_float32_matches_float64() -> None:
     y32, _ = rational_quadratic_spline(x.float(), w.float(), h.float(), d.float(), inverse=True, tail_bound=BOUND)
     error = (y32.double() - y64).abs()
     assert torch.quantile(error, 0.999).item() < 1e-4
-    # Where the inverse is steep, float32's rounding of x alone is magnified by dy/dx (up to ~80 here): the
-    # bound follows the conditioning. (A flat 1e-4 held with AVX2 kernels and failed by 10% with AVX-512 ones.)
+    # Where the inverse is steep, float32 rounding (of x, and in the quadratic root solve) is magnified by dy/dx
+    # (up to ~80 here): the bound follows the conditioning, 128 ulps of the input's scale times the slope. (A
+    # flat 1e-4 held with AVX2 kernels and failed by 10% with AVX-512 ones; the worst point uses 64 ulps.)
     slope = lad.exp().clamp(min=1.0)
-    bound = 1e-5 + 16 * torch.finfo(torch.float32).eps * (1 + x.abs()) * slope
+    bound = 1e-5 + 128 * torch.finfo(torch.float32).eps * (1 + x.abs()) * slope
     assert bool((error <= bound).all())
     assert not bool((error + 1e-3 <= bound).all())  # negative control: a 1e-3 error anywhere would fail
 
