@@ -7,7 +7,11 @@ Typical engine use::
 
     frontend = make_frontend(voice.frontend)
     for segment in split_sentences(prepare_text(request.text, max_chars=5000)):
-        seq = frontend.from_text(segment, language=request.language)
+        seq = frontend.from_text(segment, language=request.language, expand=request.expand)
+
+Expansion (numbers, money, dates, times, abbreviations, URLs, emoji -> spoken words; see
+`vitsrt.text.expand`) runs per segment inside the ``ipa`` front end's ``from_text``, for the
+espeak-ng voice that reads it; ``expand=False`` turns it off for one call.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from vitsrt.text.expand import drop_emoji, expand_text, expander_for, register_expander
 from vitsrt.text.ids import DEFAULT_MAX_IDS, IdsFrontEnd, intersperse, validate_id_array
 from vitsrt.text.inventory import BOS, EOS, PAD, PHONEME_INVENTORY, default_phoneme_id_map, inventory_digest
 from vitsrt.text.ipa import EspeakPhonemizer, IpaFrontEnd, PhonemeIdMap, Phonemizer
@@ -36,11 +41,15 @@ __all__ = [
     "SentenceSplitter",
     "check_text_length",
     "default_phoneme_id_map",
+    "drop_emoji",
+    "expand_text",
+    "expander_for",
     "intersperse",
     "inventory_digest",
     "make_frontend",
     "normalize_text",
     "prepare_text",
+    "register_expander",
     "split_sentences",
     "validate_id_array",
 ]

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vitsrt.errors import InputError, NothingToSpeakError, TooManyIdsError, VitsrtError, clip
+from vitsrt.text.expand import expand_text
 from vitsrt.text.ids import DEFAULT_MAX_IDS, IdsFrontEnd
 from vitsrt.text.inventory import BOS, EOS, PAD, default_phoneme_id_map
 from vitsrt.text.normalize import normalize_text
@@ -405,15 +406,30 @@ class IpaFrontEnd:
             name = by_voice[0]
         return self.espeak_voices[name], self.languages[name]
 
-    def phonemize(self, text: str, *, language: str | None = None) -> str:
-        """The raw IPA string for `text` (for debugging and `vitsrt` CLI display)."""
+    def phonemize(self, text: str, *, language: str | None = None, expand: bool = True) -> str:
+        """The raw IPA string for `text` (for debugging and `vitsrt` CLI display); `expand` as in `from_text`."""
         voice, _ = self._language(language)
-        return self.phonemizer.phonemize(normalize_text(text, keep_newlines=False), voice)
+        return self.phonemizer.phonemize(self._spoken_text(text, voice, expand), voice)
 
-    def from_text(self, text: str, *, language: str | None = None) -> PhonemeSequence:
-        """Phonemize one segment (call the sentence splitter first for long text) and map it to ids."""
-        voice, language_id = self._language(language)
+    @staticmethod
+    def _spoken_text(text: str, voice: str, expand: bool) -> str:
+        """Normalised text, with numbers, dates, abbreviations ... written out for `voice` when `expand`.
+
+        Keyed by the espeak-ng voice rather than the voice's own language name: the espeak voice is
+        what reads the words, and its region decides conventions (en-us reads 12/03 as December 3rd).
+        """
         clean = normalize_text(text, keep_newlines=False)
+        return expand_text(clean, voice) if expand else clean
+
+    def from_text(self, text: str, *, language: str | None = None, expand: bool = True) -> PhonemeSequence:
+        """Phonemize one segment (call the sentence splitter first for long text) and map it to ids.
+
+        With `expand` (the default) numbers, money, dates, times, abbreviations, URLs and emoji are
+        first rewritten as the words a person would say (`vitsrt.text.expand.expand_text`) for
+        languages that have an expander; ``expand=False`` hands the text to espeak-ng as written.
+        """
+        voice, language_id = self._language(language)
+        clean = self._spoken_text(text, voice, expand)
         if not clean:
             raise NothingToSpeakError("text", "is empty (nothing to synthesize)")
         symbols, unknown = self.id_map.tokenize(self.phonemizer.phonemize(clean, voice))
