@@ -176,6 +176,9 @@ def test_impossible_dates_are_not_read_as_dates() -> None:
         ("the '80s", "the eighties"),
         ("the 2000s", "the two thousands"),
         ("1999 apples", "one thousand nine hundred ninety-nine apples"),
+        ("1990-1995", "nineteen ninety to nineteen ninety-five"),
+        ("from 2001\u20132009,", "from two thousand one to two thousand nine,"),
+        ("2024-2020", "two thousand twenty-four-two thousand twenty"),  # not a span: later year first
     ],
 )
 def test_years_in_context(text: str, expected: str) -> None:
@@ -217,6 +220,19 @@ def test_times(text: str, expected: str) -> None:
     ],
 )
 def test_units(text: str, expected: str) -> None:
+    assert us(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("call 555-1234", "call five five five, one two three four"),
+        ("call (555) 123-4567 now", "call five five five, one two three, four five six seven now"),
+        ("+1 555-123-4567", "plus one, five five five, one two three, four five six seven"),
+        ("score 3-2", "score three-two"),
+    ],
+)
+def test_phone_numbers_are_read_digit_by_digit(text: str, expected: str) -> None:
     assert us(text) == expected
 
 

@@ -20,6 +20,7 @@ Conventions (chosen so that a listener hears what a person reading aloud would s
 - Dr./St.: "Doctor"/"Saint" before a name, "Drive"/"Street" after one (see `_is_place`).
 - URLs and emails are spelled: the scheme is dropped, "." -> "dot", "/" -> "slash", "@" -> "at",
   digits one by one, lone letters by name ("a.b@c.org" -> "eh dot b at c dot org").
+- Phone numbers (555-1234, (555) 123-4567) are read digit by digit, group by group.
 - A dot that both closes an abbreviation and ends the sentence ("on Elm St.", "etc. Then")
   stays after the expansion, so the sentence still ends there.
 """
@@ -345,6 +346,19 @@ _YEAR_AFTER = re.compile(
 _TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
 
 
+# "1990-1995": a span of years, read "nineteen ninety to nineteen ninety-five" (the second must be later).
+_YEAR_RANGE = re.compile(
+    r"(?<![\w.,\-])(?P<a>1[1-9][0-9]{2}|20[0-9]{2})[\-\u2013](?P<b>1[1-9][0-9]{2}|20[0-9]{2})" + _AFTER
+)
+
+
+def _year_range(style: EnglishStyle, match: re.Match[str]) -> str:
+    first, last = int(match["a"]), int(match["b"])
+    if last <= first:
+        return match.group()
+    return f"{year(first, british=style.british)} to {year(last, british=style.british)}"
+
+
 def _decade(style: EnglishStyle, match: re.Match[str]) -> str:
     return plural_words(year(int(match["y"]), british=style.british))
 
@@ -435,6 +449,19 @@ def _ordinal(style: EnglishStyle, match: re.Match[str]) -> str:
     return ordinal(int(match["num"].replace(",", "")), british=style.british)
 
 
+# Phone numbers (555-1234, 555-123-4567, (555) 123-4567, +1 555 123 4567) are read digit by digit in
+# their groups, never as "five hundred fifty-five".
+_PHONE = re.compile(
+    r"(?<![\w.,+\-])(?:\+[0-9]{1,3}[ .\-]?)?(?:\([0-9]{3}\) ?|[0-9]{3}[ .\-])?[0-9]{3}[.\-][0-9]{4}(?![\w\-]|[.,][0-9])"
+)
+_DIGIT_GROUP = re.compile(r"[0-9]+")
+
+
+def _phone(style: EnglishStyle, match: re.Match[str]) -> str:
+    plus = "plus " if match.group().startswith("+") else ""
+    return plus + ", ".join(digits(group) for group in _DIGIT_GROUP.findall(match.group()))
+
+
 def _number(style: EnglishStyle, match: re.Match[str]) -> str:
     return read_number(match.group(), british=style.british)
 
@@ -451,6 +478,7 @@ _PASSES: tuple[tuple[re.Pattern[str], Handler], ...] = (
     (_NUMBER_ABBREVIATION, _number_abbreviation),
     (_HASH_NUMBER, lambda style, match: "number "),
     (_MONEY, _money),
+    (_PHONE, _phone),
     (_NUMERIC_DATE, _numeric_date),
     (_ISO_DATE, _iso_date),
     (_CLOCK, _time),
@@ -460,6 +488,7 @@ _PASSES: tuple[tuple[re.Pattern[str], Handler], ...] = (
     (_MONTH_YEAR, _month_year),
     (_PERCENT, _percent),
     (_UNIT, _unit),
+    (_YEAR_RANGE, _year_range),
     (_DECADE, _decade),
     (_SHORT_DECADE, _short_decade),
     (_YEAR_AFTER, _year_after),

@@ -89,7 +89,12 @@ def check_text_length(text: str, max_chars: int, *, field: str = "text") -> str:
 
 
 def prepare_text(text: str, max_chars: int, *, field: str = "text") -> str:
-    """Normalise a request's text and enforce the length limit on the result (the engine's entry point)."""
+    """Normalise a request's text and enforce the length limit on the result (the engine's entry point).
+
+    Numbers, dates, abbreviations ... are not written out here: that needs the language, so the ``ipa``
+    front end does it per sentence (``from_text(..., expand=True)``, `vitsrt.text.expand`), and the
+    limit keeps counting what the client sent.
+    """
     if not isinstance(text, str):
         raise InputError(field, f"must be a string, got {type(text).__name__}")
     return check_text_length(normalize_text(text), max_chars, field=field)
