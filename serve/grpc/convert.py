@@ -14,12 +14,26 @@ from vitsrt.sampling import Sampling
 from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest, VoiceInfo
 from vitsrt.serve.proto import tts_pb2
 
+# Output rates a request may ask for: telephone (8 kHz) to 48 kHz, the range every supported codec covers.
+SAMPLE_RATE_RANGE = (8000, 48000)
+
 
 def encoding_from_wire(value: int) -> Encoding:
     try:
         return Encoding.from_wire(value)
     except ValueError:
-        raise InputError("encoding", f"unknown AudioEncoding {value}") from None
+        known = ", ".join(f"{encoding.name}={encoding.value}" for encoding in Encoding)
+        raise InputError("encoding", f"unknown AudioEncoding {value} (known: {known})") from None
+
+
+def sample_rate_from_proto(message: tts_pb2.SynthesizeRequest) -> int | None:
+    """The requested output rate; None when unset (the voice's rate). InputError outside SAMPLE_RATE_RANGE."""
+    if not message.HasField("sample_rate"):
+        return None
+    low, high = SAMPLE_RATE_RANGE
+    if not low <= message.sample_rate <= high:
+        raise InputError("sample_rate", f"{message.sample_rate} Hz is outside {low}..{high}")
+    return message.sample_rate
 
 
 def request_from_proto(message: tts_pb2.SynthesizeRequest, max_text_chars: int) -> tuple[SynthesisRequest, Encoding]:

@@ -53,11 +53,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import BaseModel, ConfigDict, Field
 
-from vitsrt.audio import Encoding, StreamEncoder, encode_samples, wav_bytes
+from vitsrt.audio import Encoding, StreamEncoder, encode_utterance
 from vitsrt.errors import InputError, NotFoundError, OverloadedError, VitsrtError
 from vitsrt.serve.engine.engine import Engine, EngineOptions
 from vitsrt.serve.grpc.auth import BearerTokenInterceptor
-from vitsrt.serve.grpc.convert import request_from_proto, voice_to_proto
+from vitsrt.serve.grpc.convert import request_from_proto, sample_rate_from_proto, voice_to_proto
 from vitsrt.serve.grpc.metrics import ServerMetrics
 from vitsrt.serve.proto import tts_pb2
 
@@ -135,6 +135,12 @@ class ServerConfig(BaseModel):
         return 2 * self.max_message_bytes
 
 
+def _encode_chunk(encoder: StreamEncoder, samples: np.ndarray, last: bool) -> bytes:
+    """One chunk's bytes; the last chunk also carries the encoder's tail (resampler flush, codec frames)."""
+    data = encoder.encode(samples)
+    return data + encoder.finish() if last else data
+
+
 def status_for(exc: BaseException) -> grpc.StatusCode:
     """The gRPC status for an engine/validation error."""
     if isinstance(exc, Refused):
@@ -205,13 +211,15 @@ class TtsServicer:
                           f"than max ({self._config.max_message_bytes} bytes)")
         return raw
 
-    def _parse(self, raw: bytes) -> tuple[Any, Encoding]:
+    def _parse(self, raw: bytes) -> tuple[Any, Encoding, int | None]:
+        """The engine request, the output encoding and the requested output rate (None: the voice's)."""
         message = tts_pb2.SynthesizeRequest()
         try:
             message.ParseFromString(raw)
         except DecodeError as exc:
             raise InputError("request", f"not a valid SynthesizeRequest ({exc})") from None
-        return request_from_proto(message, self._engine.options.max_text_chars)
+        request, encoding = request_from_proto(message, self._engine.options.max_text_chars)
+        return request, encoding, sample_rate_from_proto(message)
 
     async def _call(self, method: str, context: grpc.aio.ServicerContext,
                     body: Callable[[bytes], Awaitable[_T]]) -> _T | None:
@@ -297,7 +305,7 @@ class TtsServicer:
 
     async def _synthesize(self, raw: bytes) -> tts_pb2.SynthesizeResponse:
         started = time.perf_counter()
-        request, encoding = self._parse(raw)
+        request, encoding, target_rate = self._parse(raw)
         pieces: list[np.ndarray] = []
         sample_rate = 0
         with self._slot():
@@ -308,11 +316,13 @@ class TtsServicer:
                     pieces.append(chunk.audio)
                     sample_rate = chunk.sample_rate
         audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-        data = wav_bytes(audio, sample_rate) if encoding is Encoding.WAV else encode_samples(audio, encoding)
+        # The same StreamEncoder as a stream (resample, encode, finish), in a worker thread: a codec over a
+        # whole utterance takes milliseconds that other calls on this event loop should not wait for.
+        data, out_rate = await asyncio.to_thread(encode_utterance, audio, encoding, sample_rate, target_rate)
         duration = len(audio) / sample_rate if sample_rate else 0.0
         self._metrics.latency.labels("Synthesize").observe(time.perf_counter() - started)
         self._metrics.audio_seconds.labels("Synthesize").inc(duration)
-        return tts_pb2.SynthesizeResponse(audio=data, sample_rate=sample_rate, encoding=encoding.value,
+        return tts_pb2.SynthesizeResponse(audio=data, sample_rate=out_rate, encoding=encoding.value,
                                           duration_seconds=duration)
 
     async def synthesize_stream(self, _requests: object, context: grpc.aio.ServicerContext) -> None:
@@ -323,7 +333,7 @@ class TtsServicer:
         # in this frame (awaiting the engine or the write), where `aclosing` closes the engine stream.
         method = "SynthesizeStream"
         started = time.perf_counter()
-        request, encoding = self._parse(raw)
+        request, encoding, target_rate = self._parse(raw)
         with self._slot():
             encoder: StreamEncoder | None = None
             samples = 0
@@ -331,12 +341,13 @@ class TtsServicer:
             async with contextlib.aclosing(self._engine.astream(request)) as chunks:
                 async for chunk in chunks:
                     if encoder is None:
-                        encoder = StreamEncoder(encoding, chunk.sample_rate)
+                        encoder = StreamEncoder(encoding, chunk.sample_rate, target_rate)
                         self._metrics.time_to_first_audio.labels(method).observe(time.perf_counter() - started)
                     samples += len(chunk.audio)
                     sample_rate = chunk.sample_rate
+                    data = await asyncio.to_thread(_encode_chunk, encoder, chunk.audio, chunk.is_last)
                     await context.write(tts_pb2.AudioChunk(
-                        audio=encoder.encode(chunk.audio), sample_rate=chunk.sample_rate,
+                        audio=data, sample_rate=encoder.sample_rate,
                         encoding=encoding.value, index=chunk.index, is_last=chunk.is_last,
                         sentence_index=chunk.sentence_index))
         self._metrics.latency.labels(method).observe(time.perf_counter() - started)

@@ -13,10 +13,22 @@ class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PCM_S16LE: _ClassVar[AudioEncoding]
     FLOAT32LE: _ClassVar[AudioEncoding]
     WAV: _ClassVar[AudioEncoding]
+    MULAW: _ClassVar[AudioEncoding]
+    ALAW: _ClassVar[AudioEncoding]
+    MP3: _ClassVar[AudioEncoding]
+    OPUS: _ClassVar[AudioEncoding]
+    AAC: _ClassVar[AudioEncoding]
+    FLAC: _ClassVar[AudioEncoding]
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 PCM_S16LE: AudioEncoding
 FLOAT32LE: AudioEncoding
 WAV: AudioEncoding
+MULAW: AudioEncoding
+ALAW: AudioEncoding
+MP3: AudioEncoding
+OPUS: AudioEncoding
+AAC: AudioEncoding
+FLAC: AudioEncoding
 
 class ListVoicesRequest(_message.Message):
     __slots__ = ()
@@ -55,7 +67,7 @@ class PhonemeInput(_message.Message):
     def __init__(self, phone_ids: _Optional[_Iterable[int]] = ..., tone_ids: _Optional[_Iterable[int]] = ..., language_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
-    __slots__ = ("voice", "speaker", "text", "phonemes", "language", "length_scale", "noise_scale", "noise_scale_w", "sdp_ratio", "seed", "encoding")
+    __slots__ = ("voice", "speaker", "text", "phonemes", "language", "length_scale", "noise_scale", "noise_scale_w", "sdp_ratio", "seed", "encoding", "sample_rate")
     VOICE_FIELD_NUMBER: _ClassVar[int]
     SPEAKER_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +79,7 @@ class SynthesizeRequest(_message.Message):
     SDP_RATIO_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     voice: str
     speaker: str
     text: str
@@ -78,7 +91,8 @@ class SynthesizeRequest(_message.Message):
     sdp_ratio: float
     seed: int
     encoding: AudioEncoding
-    def __init__(self, voice: _Optional[str] = ..., speaker: _Optional[str] = ..., text: _Optional[str] = ..., phonemes: _Optional[_Union[PhonemeInput, _Mapping]] = ..., language: _Optional[str] = ..., length_scale: _Optional[float] = ..., noise_scale: _Optional[float] = ..., noise_scale_w: _Optional[float] = ..., sdp_ratio: _Optional[float] = ..., seed: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ...) -> None: ...
+    sample_rate: int
+    def __init__(self, voice: _Optional[str] = ..., speaker: _Optional[str] = ..., text: _Optional[str] = ..., phonemes: _Optional[_Union[PhonemeInput, _Mapping]] = ..., language: _Optional[str] = ..., length_scale: _Optional[float] = ..., noise_scale: _Optional[float] = ..., noise_scale_w: _Optional[float] = ..., sdp_ratio: _Optional[float] = ..., seed: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate: _Optional[int] = ...) -> None: ...
 
 class SynthesizeResponse(_message.Message):
     __slots__ = ("audio", "sample_rate", "encoding", "duration_seconds")
