@@ -98,18 +98,25 @@ TOKENS = 120  # ~2.6 s of audio on the fixture voice (44.1 kHz), a few streamed 
 
 
 @pytest.fixture(scope="module")
-def client(fixture_voice):
+def server(fixture_voice):
     from grpc_support import RunningServer, open_engine
-    from vitsrt.serve.grpc.client import TtsClient
     from vitsrt.serve.grpc.server import ServerConfig
 
     engine = open_engine(fixture_voice)
     try:
-        with RunningServer(engine, ServerConfig(port=0)) as running, TtsClient(running.target, timeout=60) as client:
-            client.wait_ready()
-            yield client
+        with RunningServer(engine, ServerConfig(port=0)) as running:
+            yield running
     finally:
         engine.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from vitsrt.serve.grpc.client import TtsClient
+
+    with TtsClient(server.target, timeout=60) as client:
+        client.wait_ready()
+        yield client
 
 
 def _request(seed: int, encoding: Encoding, sample_rate: int | None = None):
@@ -200,3 +207,17 @@ def test_grpc_bad_format_fields_are_invalid_and_the_server_still_serves(client, 
         assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT and field in caught.value.details()
     served = client.call_unary(_request(5, Encoding.PCM_S16LE, 48000))
     assert served.sample_rate == 48000 and len(served.data) > 2 * 48000
+
+
+def test_cli_client_sample_rate(server, tmp_path, capsys):
+    from grpc_support import phone_ids
+    from vitsrt.cli import main
+
+    ids = ",".join(map(str, phone_ids(TOKENS, 6)["phone_ids"]))
+    target = server.target
+    out = tmp_path / "x.wav"
+    assert main(["-q", "client", "--ids", ids, "--server", target, "--sample-rate", "16000", "-o", str(out)]) == 0
+    data, rate = soundfile.read(out, dtype="int16")
+    assert rate == 16000 and len(data) > 16000
+    assert main(["-q", "client", "--ids", ids, "--server", target, "--sample-rate", "96000"]) == 2
+    assert "sample-rate: 96000 Hz is outside 8000..48000" in capsys.readouterr().err

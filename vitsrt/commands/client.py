@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speaker", default="", help="speaker name (default: the voice's default)")
     parser.add_argument("--language", default="", help="language code for the front end")
     parser.add_argument("--seed", type=seed_value, default=None, help="noise seed (same seed, same audio)")
+    parser.add_argument("--sample-rate", type=int, default=None, metavar="HZ",
+                        help="ask the server to resample to HZ (8000..48000; default: the voice's rate)")
     add_sampling_arguments(parser, "sampling (unset: the voice's defaults)")
     parser.add_argument("--list-voices", action="store_true", help="print the server's voices and exit")
     parser.add_argument("--token", default=None, help="bearer token (default: $VITSRT_AUTH_TOKEN)")
@@ -71,9 +73,22 @@ def _request(args: argparse.Namespace) -> Any:
     if (args.text is None) == (args.ids is None):
         raise InputError("input", "give TEXT or --ids (or --list-voices)")
     text = sys.stdin.read() if args.text == "-" else args.text
-    return build_request(text, phone_ids=_int_list(args.ids), tone_ids=_int_list(args.tones),
-                         language_ids=_int_list(args.language_ids), voice=args.voice, speaker=args.speaker,
-                         language=args.language, seed=args.seed, **sampling_arguments(args))
+    request = build_request(text, phone_ids=_int_list(args.ids), tone_ids=_int_list(args.tones),
+                            language_ids=_int_list(args.language_ids), voice=args.voice, speaker=args.speaker,
+                            language=args.language, seed=args.seed, **sampling_arguments(args))
+    if args.sample_rate is not None:
+        request.sample_rate = _sample_rate(args.sample_rate)
+    return request
+
+
+def _sample_rate(rate: int) -> int:
+    """--sample-rate checked here against the server's own bounds, so a typo fails before the call."""
+    from vitsrt.serve.grpc.convert import SAMPLE_RATE_RANGE
+
+    low, high = SAMPLE_RATE_RANGE
+    if not low <= rate <= high:
+        raise InputError("sample-rate", f"{rate} Hz is outside {low}..{high}")
+    return rate
 
 
 def _print_voices(reply: Any) -> None:
