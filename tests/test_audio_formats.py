@@ -234,6 +234,14 @@ def test_wav_stream_with_a_rate_change_reads_back():
     assert whole_rate == 16000 and soundfile.info(io.BytesIO(whole)).frames == len(data)
 
 
+def test_resampled_float_stays_in_range():
+    square = np.where(np.arange(4410) % 100 < 50, 1.0, -1.0).astype(np.float32)  # full scale: the filter rings
+    assert np.max(np.abs(resample(square, 44100, 16000))) > 1.0  # control: resampling alone overshoots
+    encoder = StreamEncoder(Encoding.FLOAT32LE, 44100, 16000)
+    out = decode_pcm(b"".join(chunked(encoder, square)), Encoding.FLOAT32LE)
+    assert len(out) == 1600 and np.max(np.abs(out)) <= 1.0
+
+
 def test_output_rate_rules():
     assert output_rate(Encoding.PCM_S16LE, 44100) == 44100
     assert output_rate(Encoding.PCM_S16LE, 44100, 8000) == 8000

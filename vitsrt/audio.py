@@ -413,6 +413,9 @@ class StreamEncoder:
         return tail + (self._codec.close() if self._codec is not None else b"")
 
     def _emit(self, samples: np.ndarray) -> bytes:
+        if self.sample_rate != self.source_rate:
+            # The resampling filter can overshoot a full-scale peak slightly; FLOAT32LE promises [-1, 1].
+            samples = np.clip(samples, -1.0, 1.0)
         header = b""
         if not self._started:
             self._started = True
