@@ -39,8 +39,9 @@ import torch
 
 from vitsrt import regulator
 from vitsrt.benchmarks.voices import BenchVoice, exported_voice, random_default_voice
-from vitsrt.export.ort_pipeline import StageRunner, synthesize_batch
+from vitsrt.export.ort_pipeline import synthesize_batch
 from vitsrt.sampling import SAMPLING_RANGES, Sampling
+from vitsrt.serve.backends.ort_runner import OrtRunner
 from vitsrt.train.loading import load_generator
 from vitsrt.train.models.common import sequence_mask
 from vitsrt.train.models.synthesizer import (
@@ -192,7 +193,7 @@ def bench_torch(model: SynthesizerTrn, inputs: dict[str, np.ndarray], sampling: 
 # ----- onnxruntime ------------------------------------------------------------------------------------
 
 
-def bench_onnx(runner: StageRunner, inputs: dict[str, np.ndarray], sampling: Sampling, repeats: int) -> Timings:
+def bench_onnx(runner: OrtRunner, inputs: dict[str, np.ndarray], sampling: Sampling, repeats: int) -> Timings:
     timings = Timings()
 
     def run():
@@ -231,7 +232,7 @@ def bench_voice(voice: BenchVoice, seconds: float, threads: int, repeats: int) -
     folded.eval()
     folded_t = bench_torch(folded, inputs, sampling, repeats)
 
-    runner = StageRunner.from_voice(voice.voice_dir, threads=threads)
+    runner = OrtRunner.from_voice(voice.voice_dir, intra_op_threads=threads, spinning=True, quiet=True)
     onnx_t = bench_onnx(runner, inputs, sampling, repeats)
 
     # Same durations on both sides, and how close the audio is with every noise scale at 0.

@@ -26,6 +26,7 @@ from vitsrt.export.onnx_export import DEFAULT_OPSET, ExportError, check_graph, c
 from vitsrt.export.verify import FP16_WEIGHT_TOLERANCES, verify_and_report
 from vitsrt.export.weight_storage import store_weights_fp16
 from vitsrt.sampling import Sampling
+from vitsrt.stages import BERT_FEATURES, BERT_VITS2
 from vitsrt.train.loading import LoadedGenerator, load_generator
 from vitsrt.voice import (
     MANIFEST_NAME,
@@ -106,7 +107,7 @@ def build_manifest(
         )
     return VoiceManifest(
         name=name,
-        model=ModelInfo(family="bert-vits2", version=loaded.version),
+        model=ModelInfo(family=BERT_VITS2.name, version=loaded.version),
         sample_rate=config.sampling_rate,
         hop_length=config.hop_length,
         latent_channels=config.model.inter_channels,
@@ -139,7 +140,7 @@ def _front_end(loaded: LoadedGenerator, languages: dict[str, int]) -> FrontEnd:
     Bert-VITS2 ids front end. Either way its tables must fit the model's embedding tables."""
     model, config = loaded.model, loaded.config
     sizes = model.symbols
-    bert = {"bert_inputs": ["bert", "ja_bert", "en_bert"], "bert_dim": model.enc_p.bert_proj.in_channels}
+    bert = {"bert_inputs": list(BERT_FEATURES), "bert_dim": model.enc_p.bert_proj.in_channels}
     section = (config.model_extra or {}).get("frontend")
     if section is None:
         return FrontEnd(

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, BinaryIO, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from vitsrt.errors import VoiceError, clip
 from vitsrt.receptive_field import decoder_context_frames
 from vitsrt.sampling import Sampling
+from vitsrt.stages import BERT_FEATURES, BERT_VITS2, STAGE_NAMES, StageName, TensorDType
 
 __all__ = [
     "FORMAT_VERSION",
@@ -77,10 +78,9 @@ MAX_TABLE_ROWS = 1 << 16  # num_speakers, num_symbols: rows of embedding tables
 MAX_SMALL_TABLE = 1024  # num_tones, num_languages
 MAX_CONTEXT_FRAMES = 512
 
-StageName = Literal["encoder", "duration", "duration_dp_only", "flow", "decoder"]
-STAGES: tuple[StageName, ...] = ("encoder", "duration", "duration_dp_only", "flow", "decoder")
-BertInput = Literal["bert", "ja_bert", "en_bert"]
-TensorDType = Literal["float32", "float16", "bfloat16", "int64", "int32", "bool"]
+# The stage contract lives in vitsrt.stages; these names are its manifest-facing views.
+STAGES: tuple[StageName, ...] = STAGE_NAMES
+BertInput = Literal[BERT_FEATURES]  # type: ignore[valid-type]
 Precision = Literal["fp32", "tf32", "fp16", "bf16", "int8", "fp8"]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -172,26 +172,28 @@ class GraphSpec(_Strict):
         return next((s for s in self.outputs if s.name == name), None)
 
 
-class Graphs(_Strict):
-    """The stage graphs. ``duration_dp_only`` is the deterministic-predictor-only duration graph that a
-    backend may run instead of ``duration`` when every request in a batch has ``sdp_ratio == 0``."""
-
-    encoder: GraphSpec
-    duration: GraphSpec
-    duration_dp_only: GraphSpec | None = None
-    flow: GraphSpec
-    decoder: GraphSpec
+class _GraphsBase(_Strict):
+    """The stage graphs by stage name; an optional stage (``duration_dp_only``: the deterministic
+    predictor alone, run instead of ``duration`` when a whole batch has ``sdp_ratio == 0``) may be absent."""
 
     def items(self) -> list[tuple[StageName, GraphSpec]]:
         """(stage, graph) for every graph present, in pipeline order."""
-        return [(stage, spec) for stage in STAGES if (spec := getattr(self, stage)) is not None]
+        return [(stage, spec) for stage in STAGES if (spec := getattr(self, stage, None)) is not None]
 
     def get(self, stage: StageName) -> GraphSpec:
         """The graph for `stage`; VoiceError if this voice has none."""
-        spec = getattr(self, stage) if stage in STAGES else None
+        spec = getattr(self, stage, None) if stage in STAGES else None
         if spec is None:
             raise VoiceError(f"this voice has no {stage!r} graph")
         return spec
+
+
+# One field per stage of the contract (voice.json's "graphs" object), required unless the stage is optional.
+Graphs = create_model(
+    "Graphs",
+    __base__=_GraphsBase,
+    **{s.name: ((GraphSpec | None, None) if s.optional else (GraphSpec, ...)) for s in BERT_VITS2.stages},
+)
 
 
 class StageParity(_Strict):
@@ -412,8 +414,8 @@ class VoiceManifest(_Strict):
             if ident in seen:
                 raise ValueError(f"two TensorRT engines for the same stage and key: {ident}")
             seen.add(ident)
-            if engine.stage == "duration_dp_only" and self.graphs.duration_dp_only is None:
-                raise ValueError("a TensorRT engine is listed for 'duration_dp_only' but that graph is not")
+            if getattr(self.graphs, engine.stage, None) is None:
+                raise ValueError(f"a TensorRT engine is listed for {engine.stage!r} but that graph is not")
         return self
 
     def _check_decoder(self) -> None:

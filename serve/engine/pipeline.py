@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vitsrt import regulator
-from vitsrt.errors import InputError, NotFoundError, NothingToSpeakError, TooManyIdsError, clip, name_list
+from vitsrt.errors import InputError, NotFoundError, NothingToSpeakError, TooManyIdsError, VitsrtError, clip, name_list
 from vitsrt.sampling import Sampling
 from vitsrt.serve.backends.base import StageBackend
 from vitsrt.serve.engine.types import SynthesisRequest, VoiceInfo
@@ -150,6 +150,14 @@ class VoicePipeline:
 
     # ----- batched stage steps -------------------------------------------------------------------------
 
+    def _run(self, stage: str, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run `stage` on the inputs its graph declares (voice.json, written from the stage contract)."""
+        inputs = self.manifest.graphs.get(stage).inputs
+        missing = [spec.name for spec in inputs if spec.name not in values]
+        if missing:
+            raise VitsrtError(f"voice {self.name!r}: the {stage} graph wants {missing}, which the engine lacks")
+        return self.backend.run(stage, {spec.name: values[spec.name] for spec in inputs})
+
     def prefill(self, segments: Sequence[Segment]) -> None:
         """Encoder + duration predictor for a batch of segments, padded to the longest text."""
         started = time.perf_counter()
@@ -158,7 +166,7 @@ class VoicePipeline:
         tone, _ = regulator.pad_batch([i.tone_ids for i in ids])
         language, _ = regulator.pad_batch([i.language_ids for i in ids])
         batch, tokens = phone.shape
-        inputs = {
+        values = {
             "phone_ids": phone.astype(np.int64),
             "tone_ids": tone.astype(np.int64),
             "language_ids": language.astype(np.int64),
@@ -167,19 +175,17 @@ class VoicePipeline:
         }
         for name in self.bert_inputs:
             # No BERT features with a request: zeros (documented; Bert-VITS2 voices then rely on phones only).
-            inputs[name] = np.zeros((batch, self.bert_dim, tokens), dtype=np.float32)
-        enc_out = self.backend.run("encoder", inputs)
+            values[name] = np.zeros((batch, self.bert_dim, tokens), dtype=np.float32)
+        enc_out = self._run("encoder", values)
         encoded = time.perf_counter()
 
         ratios = np.array([s.scales.sdp_ratio for s in segments], dtype=np.float32)
-        dur_inputs = {"enc": enc_out["enc"], "x_mask": enc_out["x_mask"], "g": enc_out["g"]}
         if not ratios.any() and self.backend.has_stage("duration_dp_only"):
-            logw = self.backend.run("duration_dp_only", dur_inputs)["logw"]
+            logw = self._run("duration_dp_only", enc_out)["logw"]
         else:
             noise = [s.noise.sdp_noise(s.tokens, s.scales.noise_scale_w) for s in segments]
-            dur_inputs["sdp_noise"] = regulator.pad_batch(noise, axis=-1, size=tokens)[0]
-            dur_inputs["sdp_ratio"] = ratios
-            logw = self.backend.run("duration", dur_inputs)["logw"]
+            sdp_noise = regulator.pad_batch(noise, axis=-1, size=tokens)[0]
+            logw = self._run("duration", {**enc_out, "sdp_noise": sdp_noise, "sdp_ratio": ratios})["logw"]
         length_scales = np.array([s.scales.length_scale for s in segments], dtype=np.float32)
         durations = regulator.durations_from_logw(logw, enc_out["x_mask"], length_scales)
         finished = time.perf_counter()
@@ -206,7 +212,7 @@ class VoicePipeline:
         y_mask = regulator.length_mask(frames, z_p.shape[-1])
         regulated = time.perf_counter()
         g = np.stack([s.g for s in segments])
-        z = self.backend.run("flow", {"z_p": z_p, "y_mask": y_mask, "g": g})["z"]
+        z = self._run("flow", {"z_p": z_p, "y_mask": y_mask, "g": g})["z"]
         finished = time.perf_counter()
         for row, segment in enumerate(segments):
             segment.z = z[row, :, : segment.frames]
@@ -221,7 +227,7 @@ class VoicePipeline:
         z, frames = regulator.pad_batch(pieces, axis=-1)
         y_mask = regulator.length_mask(frames, z.shape[-1])
         g = np.stack([job.segment.g for job in jobs])
-        audio = self.backend.run("decoder", {"z": z, "y_mask": y_mask, "g": g})["audio"]
+        audio = self._run("decoder", {"z": z, "y_mask": y_mask, "g": g})["audio"]
         elapsed = time.perf_counter() - started
         out = []
         for row, job in enumerate(jobs):

@@ -38,7 +38,7 @@ import triton_python_backend_utils as pb_utils
 from vitsrt.errors import InputError, NotFoundError, OverloadedError, VitsrtError, clip
 from vitsrt.serve.engine.pipeline import DecodeJob, VoicePipeline
 from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest
-from vitsrt.serve.engine.windows import ONE_SHOT, WindowPolicy
+from vitsrt.serve.engine.windows import ONE_SHOT, WindowPolicy, window_fields
 from vitsrt.serve.triton.layout import SAMPLING_TENSORS, from_wire, stage_layouts, stage_model_name, to_wire
 from vitsrt.serve.triton.pb_tensors import UNREADABLE, from_pb_tensor, patch_bytes_inputs, to_pb_tensor
 from vitsrt.voice import Voice, read_manifest
@@ -199,16 +199,7 @@ class TritonPythonModel:
         self.pipeline = VoicePipeline(voice, backend, max_text_chars=int(params.get("max_text_chars", "5000")))
         self.speakers: dict[int | None, str] = {sid: name for name, sid in voice.manifest.speakers.items()}
         self.streaming = params.get("mode", "stream") == "stream"
-        self.policy = (
-            WindowPolicy(
-                first_frames=int(params.get("first_window_frames", "16")),
-                frames=int(params.get("window_frames", "64")),
-                max_frames=int(params.get("max_window_frames", "256")),
-                one_shot_frames=int(params.get("one_shot_frames", "32")),
-            )
-            if self.streaming
-            else ONE_SHOT
-        )
+        self.policy = WindowPolicy(**window_fields(params)) if self.streaming else ONE_SHOT
         workers = int(params.get("max_concurrent_streams", "16"))
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitsrt-bls")
         self._lock = threading.Lock()
