@@ -1,4 +1,8 @@
-"""`vitsrt serve -v VOICE_DIR [-v ...]`: the gRPC text-to-speech server."""
+"""`vitsrt serve -v VOICE_DIR [-v ...]`: the text-to-speech server, one engine behind up to three doors.
+
+--grpc-port (alias --port): vitsrt.v1.TextToSpeech; --http-port: OpenAI's /v1/audio/speech and a web page;
+--wyoming-port: the Wyoming protocol (Home Assistant). With none of the three, gRPC on 50051 as before.
+Every door shares the engine, the token, the limits and the shutdown (vitsrt.serve.doors)."""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ import argparse
 import os
 from pathlib import Path
 
-HELP = "serve voices over gRPC (vitsrt.v1.TextToSpeech, health, reflection, Prometheus metrics)"
+HELP = ("serve voices over gRPC (vitsrt.v1.TextToSpeech), HTTP (OpenAI's speech API, web page) and/or Wyoming, "
+        "with health and Prometheus metrics")
+DEFAULT_GRPC_PORT = 50051
 AUTH_TOKEN_ENV = "VITSRT_AUTH_TOKEN"  # same name as vitsrt.serve.grpc.server.AUTH_TOKEN_ENV (kept import-light)
 
 
@@ -15,7 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a voice bundle directory (repeat for more voices; the first is the default; "
                         "default: the shipped default voice)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for every interface)")
-    parser.add_argument("--port", type=int, default=50051, help="gRPC port (0: pick a free one)")
+    parser.add_argument("--grpc-port", "--port", dest="grpc_port", type=int, default=None,
+                        help=f"gRPC port (0: pick a free one; default {DEFAULT_GRPC_PORT} when no other door is "
+                        "given); --port is the older name")
+    parser.add_argument("--http-port", type=int, default=None,
+                        help="HTTP port: OpenAI-compatible POST /v1/audio/speech, /v1/models, /v1/audio/voices, "
+                        "/healthz, /readyz, /metrics and a web page at / (0: pick a free one)")
+    parser.add_argument("--wyoming-port", type=int, default=None,
+                        help="Wyoming protocol port (Home Assistant and other Wyoming clients; 0: a free one)")
     parser.add_argument("--backend", default="onnxruntime", help="stage backend (onnxruntime, onnxruntime-cuda, ...)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads per backend session")
     parser.add_argument("--triton-url", default=None,
@@ -79,22 +92,26 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vitsrt.serve.doors import ServeConfig, run_doors
     from vitsrt.serve.engine.engine import EngineOptions
-    from vitsrt.serve.grpc.server import ServerConfig, run_server
+    from vitsrt.serve.grpc.server import ServerConfig
     from vitsrt.voices import default_voice_dir
 
     engine = EngineOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                            max_active_streams=args.max_concurrent_streams, max_text_chars=args.max_text_chars,
                            threads=args.threads, max_audio_seconds=args.max_audio_seconds,
                            max_sentence_seconds=args.max_sentence_seconds, max_phonemes=args.max_phonemes)
+    only_others = args.grpc_port is None and (args.http_port is not None or args.wyoming_port is not None)
     config = ServerConfig(
-        host=args.host, port=args.port, max_message_bytes=args.max_message_bytes,
+        host=args.host, port=DEFAULT_GRPC_PORT if args.grpc_port is None else args.grpc_port,
+        max_message_bytes=args.max_message_bytes,
         max_concurrent_streams=args.max_concurrent_streams, engine=engine,
         auth_token=_token(args), tls_cert=args.tls_cert, tls_key=args.tls_key, metrics_port=args.metrics_port,
         metrics_host=args.metrics_host, metrics_auth=args.metrics_auth, grace_seconds=args.grace,
         drain_seconds=args.drain, request_timeout=args.request_timeout, max_call_seconds=args.max_call_seconds,
     )
+    doors = ServeConfig(server=config, grpc=not only_others, http_port=args.http_port, wyoming_port=args.wyoming_port)
     backend_options = {"url": args.triton_url} if args.triton_url else None
     voices = args.voices or [default_voice_dir()]
-    run_server(voices, config, backend=args.backend, backend_options=backend_options)
+    run_doors(voices, doors, backend=args.backend, backend_options=backend_options)
     return 0
