@@ -17,7 +17,6 @@ from vitsrt.serve.engine.engine import Engine, EngineOptions
 from vitsrt.serve.engine.pipeline import DecodeJob
 from vitsrt.serve.engine.scheduler import Scheduler
 from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest
-from vitsrt.serve.engine.windows import WindowPolicy
 from vitsrt.voices import default_voice_dir
 
 pytest.importorskip("phonemizer", reason="the default voice speaks text through the ipa extra")
@@ -118,7 +117,7 @@ def test_step_budgets_cut_batches_by_padded_size():
     for stream, size in enumerate([60, 10, 30, 50]):
         scheduler.add_stream(stream, 0.0)
         scheduler.enqueue("prefill", size, stream, "voice", 0.0)
-    taken = [scheduler.next_batch(1.0, size_of=lambda stage, item: item)[1] for _ in range(3)]
+    taken = [scheduler.next_batch(1.0, size_of=lambda stage, item: item)[0].items for _ in range(3)]
     assert taken == [[60], [10, 30], [50]]  # 60+10 pads to 120; 10,30 pad to 60; 10,30,50 would pad to 150
     assert Scheduler(budgets=None).budgets == {}
 
@@ -137,7 +136,7 @@ def _window_seconds(engine: Engine) -> float:
     pipeline = engine.pipeline()
     segments = pipeline.segments_for(SynthesisRequest(phonemes=ids(300), seed=1), 0, 1)
     pipeline.prefill(segments)
-    pipeline.flow(segments, WindowPolicy())
+    pipeline.flow(segments)
     job = DecodeJob(segments[0], max(segments[0].windows, key=lambda w: w.end - w.start))
     times = []
     for _ in range(3):

@@ -40,6 +40,12 @@ def test_crop_selects_the_emitted_samples():
     assert w.crop(hop=4) == slice(13 * 4, 77 * 4)
 
 
+def _next(scheduler: Scheduler, now: float, **options):
+    """(step, items, wait) of the scheduler's next decision (its Batch unpacked; (None, [], wait) to wait)."""
+    batch, wait = scheduler.next_batch(now, **options)
+    return (batch.step, batch.items, wait) if batch is not None else (None, [], wait)
+
+
 def test_new_streams_first_then_items_run_in_enqueue_order():
     s = Scheduler(max_batch=2, max_wait_s=0.0)
     s.add_stream(1, now=0.0)
@@ -48,9 +54,9 @@ def test_new_streams_first_then_items_run_in_enqueue_order():
     for i in range(3):
         s.enqueue("decode", ("s1", i), 1, "voice", now=1.0)
     s.enqueue("prefill", ("s2", 0), 2, "voice", now=1.0)
-    stage, items, _ = s.next_batch(now=1.0)
+    stage, items, _ = _next(s, now=1.0)
     assert stage == "prefill" and items == [("s2", 0)]
-    stage, items, _ = s.next_batch(now=1.0)
+    stage, items, _ = _next(s, now=1.0)
     assert stage == "decode" and items == [("s1", 0), ("s1", 1)]
 
 
@@ -61,7 +67,7 @@ def test_stream_about_to_run_dry_beats_a_new_stream():
     s.add_stream(2, now=0.5)
     s.enqueue("prefill", "new", 2, "voice", now=0.9)
     s.enqueue("decode", "dry", 1, "voice", now=0.9)
-    stage, items, _ = s.next_batch(now=0.9)  # ... at t=0.9 only 0.1 s is left in the client's buffer
+    stage, items, _ = _next(s, now=0.9)  # ... at t=0.9 only 0.1 s is left in the client's buffer
     assert (stage, items) == ("decode", ["dry"])
 
 
@@ -69,11 +75,11 @@ def test_prefill_waits_for_a_fuller_batch_but_not_forever():
     s = Scheduler(max_batch=4, max_wait_s=0.010)
     s.add_stream(1, now=0.0)
     s.enqueue("prefill", "a", 1, "voice", now=0.0)
-    stage, items, wait = s.next_batch(now=0.002)
+    stage, items, wait = _next(s, now=0.002)
     assert stage is None and wait == pytest.approx(0.008)
     s.add_stream(2, now=0.003)
     s.enqueue("prefill", "b", 2, "voice", now=0.003)
-    stage, items, _ = s.next_batch(now=0.011)
+    stage, items, _ = _next(s, now=0.011)
     assert stage == "prefill" and items == ["a", "b"]
 
 
@@ -82,9 +88,9 @@ def test_batches_never_mix_voices_and_respect_max_batch():
     for sid in range(1, 6):
         s.add_stream(sid, now=0.0)
         s.enqueue("flow", sid, sid, "alice" if sid % 2 else "bob", now=float(sid))
-    stage, items, _ = s.next_batch(now=10.0)
+    stage, items, _ = _next(s, now=10.0)
     assert stage == "flow" and items == [1, 3, 5]
-    stage, items, _ = s.next_batch(now=10.0)
+    stage, items, _ = _next(s, now=10.0)
     assert items == [2, 4]
 
 
@@ -106,5 +112,5 @@ def test_decode_batches_group_equal_window_sizes():
     s.add_stream(1, now=0.0)
     for size in (29, 90, 29, 90):
         s.enqueue("decode", size, 1, "v", now=0.0)
-    _, items, _ = s.next_batch(now=0.0, size_of=lambda stage, item: item)
+    _, items, _ = _next(s, now=0.0, size_of=lambda stage, item: item)
     assert items == [29, 29]  # the longer windows are not padded onto the short ones

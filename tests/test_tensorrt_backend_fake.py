@@ -88,9 +88,10 @@ def test_stage_outputs_equal_onnxruntime_and_graphs_replay_window_shapes(fakes, 
     ort_pipeline = VoicePipeline(voice, OnnxRuntimeBackend(voice, intra_op_threads=1))
     policy = WindowPolicy(first_frames=16, frames=64, one_shot_frames=0)
     for pipeline in (trt_pipeline, ort_pipeline):
-        segments = [pipeline.segments_for(SynthesisRequest(phonemes=_ids(n, n), seed=n), n, n)[0] for n in (31, 77)]
+        segments = [pipeline.segments_for(SynthesisRequest(phonemes=_ids(n, n), seed=n), n, n, policy)[0]
+                    for n in (31, 77)]
         pipeline.prefill(segments)
-        pipeline.flow(segments, policy)
+        pipeline.flow(segments)
         pipeline.result = [np.concatenate(pipeline.decode([DecodeJob(s, w) for w in s.windows])) for s in segments]
         whole = plan_windows(segments[1].frames, pipeline.context, ONE_SHOT)[0]
         pipeline.one_shot = pipeline.decode([DecodeJob(segments[1], whole)])
@@ -101,9 +102,9 @@ def test_stage_outputs_equal_onnxruntime_and_graphs_replay_window_shapes(fakes, 
     # Repeated window shapes: captured on the second sighting, replayed afterwards, same audio.
     backend = trt_pipeline.backend
     window_profile = backend._stages["decoder"].profiles[0]
-    segment = trt_pipeline.segments_for(SynthesisRequest(phonemes=_ids(60, 5), seed=5), 9, 5)[0]
+    segment = trt_pipeline.segments_for(SynthesisRequest(phonemes=_ids(60, 5), seed=5), 9, 5, policy)[0]
     trt_pipeline.prefill([segment])
-    trt_pipeline.flow([segment], policy)
+    trt_pipeline.flow([segment])
     job = DecodeJob(segment, segment.windows[1])  # a middle window: window + 2 * context frames
     outputs = [trt_pipeline.decode([job])[0] for _ in range(4)]
     assert window_profile.graphs and fakes.launches >= 3

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vitsrt.errors import BudgetError, InputError, NotFoundError, OverloadedError, VitsrtError, clip, name_list
 from vitsrt.serve.backends.base import open_backend
-from vitsrt.serve.engine.pipeline import DecodeJob, Segment, VoicePipeline
-from vitsrt.serve.engine.scheduler import Scheduler
+from vitsrt.serve.engine.pipeline import DecodeJob, Segment, StepOutput, VoicePipeline, Work
+from vitsrt.serve.engine.scheduler import Batch, Scheduler, Step
 from vitsrt.serve.engine.types import AudioChunk, SynthesisRequest, SynthesisResult, VoiceInfo
 from vitsrt.serve.engine.windows import ONE_SHOT, WindowPolicy
 from vitsrt.voice import load_voice
@@ -76,7 +76,6 @@ class _Stream:
     id: int
     pipeline: VoicePipeline
     segments: list[Segment]
-    policy: WindowPolicy
     sink: Callable[[Any], None]
     started: float
     frontend_seconds: float
@@ -104,7 +103,7 @@ class Engine:
         if len(self._pipelines) != len(pipelines):
             raise VitsrtError("two voices share one name")
         self.default_voice = pipelines[0].name
-        self._scheduler = Scheduler(
+        self._scheduler: Scheduler[Work] = Scheduler(
             self.options.max_batch, self.options.max_wait_ms / 1000.0, self.options.low_water_ms / 1000.0,
             budgets=self._step_budgets(),
         )
@@ -267,8 +266,8 @@ class Engine:
                 raise OverloadedError(f"overloaded: {len(self._streams)} active streams (limit reached)")
             stream_id = self._next_id
             self._next_id += 1
-        segments = pipeline.segments_for(request, stream_id, seed)  # front end: raises on bad input
-        stream = _Stream(stream_id, pipeline, segments, policy, sink, started, time.perf_counter() - started)
+        segments = pipeline.segments_for(request, stream_id, seed, policy)  # front end: raises on bad input
+        stream = _Stream(stream_id, pipeline, segments, sink, started, time.perf_counter() - started)
         with self._cond:
             if len(self._streams) >= self.options.max_active_streams:
                 raise OverloadedError(f"overloaded: {len(self._streams)} active streams (limit reached)")
@@ -282,70 +281,57 @@ class Engine:
     # ----- the worker ------------------------------------------------------------------------------
 
     def _run_worker(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    now = time.monotonic()
-                    stage, items, wait = self._scheduler.next_batch(now, size_of=_work_size)
-                    if stage is not None:
-                        break
-                    if self._stopping and wait is None:
-                        return
-                    self._cond.wait(timeout=wait)
-                self._batch_sizes[stage][len(items)] += 1
+        """schedule -> execute -> update, until closed (vLLM's loop: the scheduler picks, the pipeline runs,
+        the engine books the results)."""
+        while (batch := self._schedule()) is not None:
+            live = self._live(batch)
+            if not live.items:
+                continue
+            started = time.perf_counter()
             try:
-                self._execute(stage, items)
+                output = self._pipelines[str(live.group)].run(live)
             except Exception as exc:  # a failed batch fails its streams, never the engine
-                log.exception("%s step failed for %d items", stage, len(items))
-                self._fail(items, exc)
+                log.exception("%s step failed for %d items", live.step, len(live.items))
+                self._fail(live.items, exc)
+                continue
+            self._update(live, output, time.perf_counter() - started)
 
-    def _live(self, segments: Sequence[Segment]) -> list[tuple[Segment, _Stream]]:
-        """The segments whose stream still exists (a stream may be cancelled while its item waits)."""
+    def _schedule(self) -> Batch[Work] | None:
+        """The next batch to run, waiting for work; None once the engine is closed and nothing is queued."""
         with self._cond:
-            return [(s, self._streams[s.stream_id]) for s in segments if s.stream_id in self._streams]
+            while True:
+                batch, wait = self._scheduler.next_batch(time.monotonic(), size_of=_work_size)
+                if batch is not None:
+                    self._batch_sizes[batch.step][len(batch.items)] += 1
+                    return batch
+                if self._stopping and wait is None:
+                    return None
+                self._cond.wait(timeout=wait)
 
-    def _execute(self, stage: str, items: list[Any]) -> None:
-        started = time.perf_counter()
-        segments = [item.segment for item in items] if stage == "decode" else items
-        live = self._live(segments)
-        if not live:
-            return
-        pipeline = live[0][1].pipeline  # a batch never mixes voices (the scheduler groups by voice)
-        if stage == "prefill":
-            pipeline.prefill([segment for segment, _ in live])
-            refused = {stream.id: error for segment, stream in live if (error := self._over_budget(segment, stream))}
-            with self._cond:
-                self._stage_seconds[stage] += time.perf_counter() - started
-                now = time.monotonic()
-                for segment, stream in live:
-                    if stream.id not in refused:
-                        self._scheduler.enqueue("flow", segment, stream.id, pipeline.name, now)
-            for stream_id, error in refused.items():
-                self._fail_stream(stream_id, error)
-        elif stage == "flow":
-            # Each stream's own window policy: one batch may mix streaming and one-shot requests.
-            by_policy: dict[WindowPolicy, list[Segment]] = {}
-            for segment, stream in live:
-                by_policy.setdefault(stream.policy, []).append(segment)
-            for policy, group in by_policy.items():
-                pipeline.flow(group, policy)
-            with self._cond:
-                self._stage_seconds[stage] += time.perf_counter() - started
-                now = time.monotonic()
-                for segment, stream in live:
-                    for window in segment.windows:
-                        self._scheduler.enqueue("decode", DecodeJob(segment, window), stream.id, pipeline.name, now)
-                    following = segment.index + 1
-                    if following < len(stream.segments):  # look ahead: prepare the next sentence now
-                        self._scheduler.enqueue("prefill", stream.segments[following], stream.id, pipeline.name, now)
-        else:
-            alive = {id(segment) for segment, _ in live}
-            jobs = [job for job in items if id(job.segment) in alive]
-            decoded = pipeline.decode(jobs)
-            with self._cond:  # booked before delivery: a client that sees its stream end sees its time counted
-                self._stage_seconds[stage] += time.perf_counter() - started
-            for job, samples in zip(jobs, decoded, strict=True):
-                self._deliver(job, samples)
+    def _live(self, batch: Batch[Work]) -> Batch[Work]:
+        """The batch without the items whose stream is gone (cancelled while they waited)."""
+        with self._cond:
+            return replace(batch, items=[item for item in batch.items if item.stream_id in self._streams])
+
+    def _update(self, batch: Batch[Work], output: StepOutput, seconds: float) -> None:
+        """Book the step's time, queue each item's follow-up work (after prefill: within the request's audio
+        budget), then deliver decoded audio in order."""
+        refused: dict[int, BudgetError] = {}
+        if batch.step == "prefill":
+            for _, segment in output.follow_ups:
+                stream = self._streams.get(segment.stream_id)
+                if isinstance(segment, Segment) and stream and (error := self._over_budget(segment, stream)):
+                    refused[stream.id] = error
+        with self._cond:  # booked before delivery: a client that sees its stream end sees its time counted
+            self._stage_seconds[batch.step] += seconds
+            now = time.monotonic()
+            for step, work in output.follow_ups:
+                if work.stream_id not in refused:
+                    self._scheduler.enqueue(step, work, work.stream_id, batch.group, now)
+        for stream_id, error in refused.items():
+            self._fail_stream(stream_id, error)
+        for job, samples in output.audio:
+            self._deliver(job, samples)
 
     def _deliver(self, job: DecodeJob, samples: np.ndarray) -> None:
         """Store a decoded window; emit every window that is now next in order."""
@@ -399,9 +385,9 @@ class Engine:
                                "the limit per request; split it or lower length_scale")
         return None
 
-    def _fail(self, items: list[Any], exc: Exception) -> None:
+    def _fail(self, items: Sequence[Work], exc: Exception) -> None:
         error = exc if isinstance(exc, VitsrtError) else VitsrtError(f"synthesis failed: {exc}")
-        for stream_id in {(item.segment if isinstance(item, DecodeJob) else item).stream_id for item in items}:
+        for stream_id in {item.stream_id for item in items}:
             self._fail_stream(stream_id, error)
 
     def _fail_stream(self, stream_id: int, error: VitsrtError) -> None:
@@ -413,8 +399,8 @@ class Engine:
             stream.sink(error)
 
 
-def _work_size(stage: str, item: Any) -> int:
-    """An item's work in its stage's unit (the scheduler's budgets): prefill tokens, flow and decode frames."""
-    if stage == "decode":
+def _work_size(step: Step, item: Work) -> int:
+    """An item's work in its step's unit (the scheduler's budgets): prefill tokens, flow and decode frames."""
+    if isinstance(item, DecodeJob):
         return item.window.input_frames
-    return item.tokens if stage == "prefill" else item.frames
+    return item.tokens if step == "prefill" else item.frames

@@ -1,16 +1,20 @@
-"""One voice's synthesis pipeline as batched stage steps over `Segment`s (one sentence of one request).
+"""One voice's synthesis pipeline as batched steps over `Segment`s (one sentence of one request).
 
   prefill  encoder + duration (padded to the longest text in the batch) -> durations, per-item tensors
   flow     host length regulation + prior sample per item, flow on padded frames -> z per item
   decode   decoder windows (exact chunked decoding), padded to the longest window in the batch
 
-Every step takes a list of segments from any number of requests and runs one backend call per graph:
+`run(batch)` is the one entry: it executes a `Batch` the scheduler handed out and returns a `StepOutput`:
+each item's follow-up work (prefill -> flow; flow -> its decode windows, then the next sentence's prefill)
+and any decoded audio. Admission, ordering, delivery and cancel stay with the engine.
+Every step takes items from any number of requests and runs one backend call per graph:
 the graphs are masked, so an item's result does not depend on its batch partners. All randomness comes
 from each request's seed (`RequestNoise`), never from the batch.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -22,8 +26,9 @@ from vitsrt import regulator
 from vitsrt.errors import InputError, NotFoundError, NothingToSpeakError, TooManyIdsError, VitsrtError, clip, name_list
 from vitsrt.sampling import Sampling
 from vitsrt.serve.backends.base import StageBackend
+from vitsrt.serve.engine.scheduler import Batch, Step
 from vitsrt.serve.engine.types import SynthesisRequest, VoiceInfo
-from vitsrt.serve.engine.windows import DecodeWindow, WindowPolicy, plan_windows
+from vitsrt.serve.engine.windows import DEFAULT_POLICY, DecodeWindow, WindowPolicy, plan_windows
 from vitsrt.text import DEFAULT_MAX_IDS, make_frontend, prepare_text, split_sentences
 from vitsrt.text.sequence import PhonemeSequence
 from vitsrt.voice import Voice
@@ -43,6 +48,8 @@ class Segment:
     sid: int
     scales: Sampling  # the request's values, the voice's defaults where it set none
     noise: regulator.RequestNoise
+    policy: WindowPolicy  # how this request's audio is cut into decode windows (streaming or one-shot)
+    following: Segment | None = None  # the request's next sentence: prefilled as soon as this one has flowed
     timings: dict[str, float] = field(default_factory=dict)
     # after prefill
     m_p: np.ndarray | None = None  # [C, T]
@@ -66,6 +73,21 @@ class Segment:
 class DecodeJob:
     segment: Segment
     window: DecodeWindow
+
+    @property
+    def stream_id(self) -> int:
+        return self.segment.stream_id
+
+
+Work = Segment | DecodeJob  # what the scheduler queues: segments for prefill and flow, windows for decode
+
+
+@dataclass
+class StepOutput:
+    """What one executed batch produced: follow-up work per item, and decoded windows' audio."""
+
+    follow_ups: list[tuple[Step, Work]] = field(default_factory=list)
+    audio: list[tuple[DecodeJob, np.ndarray]] = field(default_factory=list)
 
 
 class VoicePipeline:
@@ -103,7 +125,8 @@ class VoicePipeline:
 
     # ----- request admission: everything that can be wrong with a request fails here, in the caller ---
 
-    def segments_for(self, request: SynthesisRequest, stream_id: int, seed: int) -> list[Segment]:
+    def segments_for(self, request: SynthesisRequest, stream_id: int, seed: int,
+                     policy: WindowPolicy = DEFAULT_POLICY) -> list[Segment]:
         speaker = request.speaker or self.default_speaker
         if speaker not in self.manifest.speakers:
             raise NotFoundError(f"unknown speaker {clip(speaker)} for voice {self.name!r}; "
@@ -111,10 +134,11 @@ class VoicePipeline:
         scales = request.resolve(self.manifest.inference)
         sequences = self._sequences(request)
         sid = self.manifest.speakers[speaker]
-        return [
-            Segment(stream_id, i, seq, sid, scales, regulator.RequestNoise(seed, segment=i))
-            for i, seq in enumerate(sequences)
-        ]
+        segments = [Segment(stream_id, i, seq, sid, scales, regulator.RequestNoise(seed, segment=i), policy)
+                    for i, seq in enumerate(sequences)]
+        for segment, following in itertools.pairwise(segments):
+            segment.following = following
+        return segments
 
     def _sequences(self, request: SynthesisRequest) -> list[PhonemeSequence]:
         if request.phonemes is not None:
@@ -149,6 +173,23 @@ class VoicePipeline:
             return self._spoken(sentence[:cut], language) + self._spoken(sentence[cut:].lstrip(), language)
 
     # ----- batched stage steps -------------------------------------------------------------------------
+
+    def run(self, batch: Batch[Work]) -> StepOutput:
+        """Execute one scheduled batch (all items of this voice) and say what each item leads to."""
+        if batch.step == "decode":
+            jobs = [item for item in batch.items if isinstance(item, DecodeJob)]
+            return StepOutput(audio=list(zip(jobs, self.decode(jobs), strict=True)))
+        segments = [item for item in batch.items if isinstance(item, Segment)]
+        if batch.step == "prefill":
+            self.prefill(segments)
+            return StepOutput(follow_ups=[("flow", segment) for segment in segments])
+        self.flow(segments)
+        output = StepOutput()
+        for segment in segments:
+            output.follow_ups += [("decode", DecodeJob(segment, window)) for window in segment.windows]
+            if segment.following is not None:  # look ahead: prepare the next sentence while this one decodes
+                output.follow_ups.append(("prefill", segment.following))
+        return output
 
     def _run(self, stage: str, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run `stage` on the inputs its graph declares (voice.json, written from the stage contract)."""
@@ -199,7 +240,7 @@ class VoicePipeline:
             segment.add_time("encoder", encoded - started)
             segment.add_time("duration", finished - encoded)
 
-    def flow(self, segments: Sequence[Segment], policy: WindowPolicy) -> None:
+    def flow(self, segments: Sequence[Segment]) -> None:
         """Length regulation + prior sample per item (host), then the flow on the padded batch."""
         started = time.perf_counter()
         z_ps = []
@@ -216,7 +257,7 @@ class VoicePipeline:
         finished = time.perf_counter()
         for row, segment in enumerate(segments):
             segment.z = z[row, :, : segment.frames]
-            segment.windows = plan_windows(segment.frames, self.context, policy)
+            segment.windows = plan_windows(segment.frames, self.context, segment.policy)
             segment.add_time("regulator", regulated - started)
             segment.add_time("flow", finished - regulated)
 

@@ -18,9 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, Literal, TypeVar
 
-STEPS = ("prefill", "flow", "decode")  # the engine's batched steps (a "stage" is a graph)
+Step = Literal["prefill", "flow", "decode"]  # the engine's batched steps (a "stage" is a graph)
+STEPS: tuple[Step, ...] = ("prefill", "flow", "decode")
+ItemT = TypeVar("ItemT")
+
+
+@dataclass(frozen=True)
+class Batch(Generic[ItemT]):
+    """What the scheduler hands out: items of one step and one group (a voice), in priority order."""
+
+    step: Step
+    group: Hashable
+    items: list[ItemT]
 
 
 @dataclass
@@ -40,14 +51,14 @@ class StreamClock:
 
 
 @dataclass
-class _Entry:
-    item: Any
+class _Entry(Generic[ItemT]):
+    item: ItemT
     stream_id: int
     group: Hashable  # items batch together only within a group (same voice)
     enqueued: float
 
 
-class Scheduler:
+class Scheduler(Generic[ItemT]):
     def __init__(self, max_batch: int = 8, max_wait_s: float = 0.005, low_water_s: float = 0.3,
                  budgets: dict[str, int] | None = None):
         if max_batch < 1:
@@ -90,12 +101,12 @@ class Scheduler:
 
     # ----- queues ----------------------------------------------------------------------------------
 
-    def enqueue(self, stage: str, item: Any, stream_id: int, group: Hashable, now: float) -> None:
+    def enqueue(self, stage: Step, item: ItemT, stream_id: int, group: Hashable, now: float) -> None:
         if stream_id not in self._clocks:
             return  # stream already gone (cancelled while its previous step ran)
         self._queues[stage].append(_Entry(item, stream_id, group, now))
 
-    def depth(self, stage: str) -> int:
+    def depth(self, stage: Step) -> int:
         return len(self._queues[stage])
 
     def depths(self) -> dict[str, int]:
@@ -104,7 +115,7 @@ class Scheduler:
     def is_empty(self) -> bool:
         return not any(self._queues.values())
 
-    def _priority(self, entry: _Entry, now: float) -> tuple:
+    def _priority(self, entry: _Entry[ItemT], now: float) -> tuple[float, ...]:
         clock = self._clocks[entry.stream_id]
         if clock.first_audio_at is None:
             return (1, clock.created + clock.handicap, entry.enqueued)
@@ -113,20 +124,20 @@ class Scheduler:
         return (urgency, buffered, entry.enqueued)
 
     def next_batch(
-        self, now: float, size_of: Callable[[str, Any], int] | None = None
-    ) -> tuple[str | None, list[Any], float | None]:
-        """Pick the next step. Returns (stage, items, None) to run now, or (None, [], wait_s) to wait
-        (wait_s None = nothing queued at all). `size_of(stage, item)` is an item's work in the stage's unit
+        self, now: float, size_of: Callable[[Step, ItemT], int] | None = None
+    ) -> tuple[Batch[ItemT] | None, float | None]:
+        """Pick the next step. Returns (batch, None) to run now, or (None, wait_s) to wait (wait_s None =
+        nothing queued at all). `size_of(stage, item)` is an item's work in the stage's unit
         (decode: input frames, which also keeps short and long windows apart so short ones are not padded to
         long ones); the stage budgets are in the same units."""
-        best: tuple | None = None
+        best: tuple[tuple[float, ...], Step, _Entry[ItemT]] | None = None
         for stage_rank, stage in enumerate(reversed(STEPS)):  # ties: later steps first (finish work)
             for entry in self._queues[stage]:
                 key = (*self._priority(entry, now), stage_rank)
                 if best is None or key < best[0]:
                     best = (key, stage, entry)
         if best is None:
-            return None, [], None
+            return None, None
         _, stage, head = best
         queue = self._queues[stage]
         # sorted() is stable: equal priorities keep enqueue order (a stream's windows stay in order).
@@ -143,16 +154,16 @@ class Scheduler:
             oldest = min(e.enqueued for e in chosen)
             remaining = self.max_wait_s - (now - oldest)
             if remaining > 0 and self._only_prefill_waiting():
-                return None, [], remaining
+                return None, remaining
         chosen_ids = {id(e) for e in chosen}
         self._queues[stage] = [e for e in queue if id(e) not in chosen_ids]
-        return stage, [e.item for e in chosen], None
+        return Batch(stage, head.group, [e.item for e in chosen]), None
 
     def _only_prefill_waiting(self) -> bool:
         return not self._queues["flow"] and not self._queues["decode"]
 
 
-def _within_budget(chosen: list[_Entry], size_of: Callable[[Any], int], budget: int) -> list[_Entry]:
+def _within_budget(chosen: list[_Entry[ItemT]], size_of: Callable[[ItemT], int], budget: int) -> list[_Entry[ItemT]]:
     """The longest prefix of `chosen` whose padded size (largest item x count) fits `budget`; never empty."""
     kept, largest = [chosen[0]], size_of(chosen[0].item)
     for entry in chosen[1:]:

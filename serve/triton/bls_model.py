@@ -215,10 +215,10 @@ class TritonPythonModel:
         """Yield (audio, is_last) window by window, sentence by sentence."""
         synthesis = parse_request(request, self.speakers)
         seed = synthesis.seed if synthesis.seed is not None else secrets.randbits(63)
-        segments = self.pipeline.segments_for(synthesis, self._stream_id(), seed)
+        segments = self.pipeline.segments_for(synthesis, self._stream_id(), seed, self.policy)
         for segment in segments:
             self.pipeline.prefill([segment])
-            self.pipeline.flow([segment], self.policy)
+            self.pipeline.flow([segment])
             for window in segment.windows:
                 if cancelled():
                     return
