@@ -339,6 +339,54 @@ def test_a_client_that_goes_away_cancels_its_engine_stream(server, engine):
     assert engine.stats()["active_streams"] == 0 and time.monotonic() - left < 1.5
 
 
+def test_failure_after_the_first_audio_cuts_the_stream(server):
+    """A budget refusal found at a later sentence (its durations are known only then): the status is sent
+    already, so an `audio` body ends without its final chunk (the client sees an error, not a short file) and
+    an `sse` stream ends with an `error` event."""
+    from vitsrt.serve.engine.engine import Engine, EngineOptions
+    from vitsrt.voices import default_voice_dir
+
+    small = Engine.open([default_voice_dir()], options=EngineOptions(threads=1, max_audio_seconds=8.0))
+    door = RunningDoor(small)
+    body = _with(input=" ".join([TEXT] * 4), seed=4)  # ~2.5 s a sentence: the 4th passes the 8 s budget
+    try:
+        with (pytest.raises(httpx.RemoteProtocolError),
+              httpx.stream("POST", f"{door.url}/v1/audio/speech", json=body, timeout=60) as reply):
+            assert reply.status_code == 200
+            for _ in reply.iter_raw():
+                pass
+        events = httpx.post(f"{door.url}/v1/audio/speech", json={**body, "stream_format": "sse"}, timeout=60).text
+        still = httpx.post(f"{door.url}/v1/audio/speech", json=GOOD, timeout=60)
+    finally:
+        door.close()
+        small.close()
+    last = json.loads(events.strip().split("\n\n")[-1][len("data: "):])
+    assert last["type"] == "error" and last["error"]["code"] == "request_too_large", last
+    assert "speech.audio.delta" in events and still.status_code == 200
+
+
+def test_stop_lets_a_stream_in_flight_finish(engine):
+    """SIGTERM's path for the HTTP door: not ready at once, no new connections, the stream in flight runs to
+    its end within the grace period."""
+    door = RunningDoor(engine, grace_seconds=20.0, drain_seconds=0.3)
+    body = _with(input=" ".join([TEXT] * 3), voice="rms", seed=6)
+    try:
+        with httpx.stream("POST", f"{door.url}/v1/audio/speech", json=body, timeout=60) as reply:
+            pieces = reply.iter_raw()
+            received = [next(pieces)]
+            stopping = asyncio.run_coroutine_threadsafe(door.door.stop(), door.loop)
+            time.sleep(0.1)
+            assert httpx.get(f"{door.url}/readyz").status_code == 503  # draining: still answering, not ready
+            received.extend(pieces)
+        stopping.result(30)
+    finally:
+        door.loop.call_soon_threadsafe(door.loop.stop)
+        door.thread.join(10)
+    assert b"".join(received) == engine_pcm(engine, text=body["input"], speaker="rms", seed=6)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{door.url}/healthz")
+
+
 # --- 3. Time to first byte over HTTP vs the engine's own time to first audio --------------------------------------
 
 def test_first_body_byte_follows_the_first_decode_window(server, engine):

@@ -576,29 +576,17 @@ async def _let_grpc_tasks_finish(rounds: int = 100) -> None:
 
 async def serve_until_signal(engine: Engine, config: ServerConfig,
                              signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> None:
-    """Run a server until one of `signals` arrives, then shut down gracefully."""
-    server = TtsServer(engine, config)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        await server.shutdown()
+    """Run a gRPC server until one of `signals` arrives, then shut down gracefully: the gRPC door alone in
+    `vitsrt.serve.doors.serve_doors`, which runs several doors on one loop (`vitsrt serve`)."""
+    from vitsrt.serve.doors import GrpcDoor, serve_doors  # lazy: doors imports this module
+
+    await serve_doors([("gRPC", GrpcDoor(TtsServer(engine, config)))], signals)
 
 
 def run_server(voice_dirs: Sequence[str | Path], config: ServerConfig, backend: str = "onnxruntime",
                backend_options: dict[str, Any] | None = None) -> None:
-    """Open the engine on `voice_dirs`, serve until SIGTERM/SIGINT, close the engine (the `vitsrt serve` body)."""
-    check_setup(config)  # refuse unusable settings before the engine takes seconds to open
-    engine = Engine.open([str(path) for path in voice_dirs], backend=backend, options=config.engine,
-                         backend_options=backend_options)
-    try:
-        asyncio.run(serve_until_signal(engine, config))
-    finally:
-        engine.close()
+    """Open the engine on `voice_dirs`, serve gRPC until SIGTERM/SIGINT, close the engine: `run_doors` with the
+    gRPC door only (`vitsrt serve` calls run_doors itself, with whichever doors its flags ask for)."""
+    from vitsrt.serve.doors import ServeConfig, run_doors  # lazy: doors imports this module
 
+    run_doors(voice_dirs, ServeConfig(server=config), backend=backend, backend_options=backend_options)

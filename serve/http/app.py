@@ -260,10 +260,14 @@ class SpeechService:
                 yield chunk
 
     async def audio_pieces(self, call: _Call) -> AsyncIterator[bytes]:
-        async for chunk in self._chunks(call):
-            call.samples += len(chunk.audio)
-            call.sample_rate = chunk.sample_rate
-            yield call.encoder.encode(chunk.audio)
+        try:
+            async for chunk in self._chunks(call):
+                call.samples += len(chunk.audio)
+                call.sample_rate = chunk.sample_rate
+                yield call.encoder.encode(chunk.audio)
+        except VitsrtError as exc:  # counted here; the caller ends the stream as its format allows
+            self.metrics.errors.labels("http:speech", str(_engine_error(exc).status)).inc()
+            raise
         tail = call.encoder.finish()
         if tail:
             yield tail
@@ -275,7 +279,6 @@ class SpeechService:
                     yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(piece).decode()})
         except VitsrtError as exc:  # the status is sent already: say it in the stream, then end it cleanly
             logger.warning("http stream failed after its first audio: %s", clip(str(exc), 300))
-            self.metrics.errors.labels("http:speech", str(_engine_error(exc).status)).inc()
             yield _sse({"type": "error", **_engine_error(exc).body()})
             return
         chars = len(call.request.input)  # no tokeniser here: characters stand in for OpenAI's input tokens

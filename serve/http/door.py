@@ -29,6 +29,18 @@ class HttpSetupError(VitsrtError):
     """The HTTP door cannot listen where it was told to."""
 
 
+class _DropCutStreamError(logging.Filter):
+    """uvicorn logs an ERROR when an app ends a response without its final chunk. The HTTP door does that on
+    purpose (a stream cut after a failure or past max_call_seconds, so the client sees an incomplete body) and
+    logs its own WARNING with the reason; the extra ERROR line would only alarm."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing response."
+
+
+_CUT_STREAM_FILTER = _DropCutStreamError()
+
+
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -73,6 +85,7 @@ class HttpDoor:
                                    lifespan="off", timeout_graceful_shutdown=self.config.grace_seconds,
                                    server_header=False, h11_max_incomplete_event_size=64 * 1024,
                                    ssl_certfile=self.config.tls_cert, ssl_keyfile=self.config.tls_key)
+        logging.getLogger("uvicorn.error").addFilter(_CUT_STREAM_FILTER)  # one shared instance: added once
         self._server = _Server(uv_config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="vitsrt-http")
         while not self._server.started:
