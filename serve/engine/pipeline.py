@@ -152,16 +152,16 @@ class VoicePipeline:
         text = prepare_text(request.text or "", self.max_text_chars)
         language = request.language or None
         sequences = [seq for sentence in split_sentences(text, max_chars=MAX_SENTENCE_CHARS)
-                     for seq in self._spoken(sentence, language)]
+                     for seq in self._spoken(sentence, language, request.normalize_text)]
         if not sequences:
             raise NothingToSpeakError("text", "contains nothing pronounceable")
         return sequences
 
-    def _spoken(self, sentence: str, language: str | None) -> list[PhonemeSequence]:
+    def _spoken(self, sentence: str, language: str | None, expand: bool) -> list[PhonemeSequence]:
         """One sentence's ids: [] when it has nothing to say (a run of dashes is dropped, not fatal); a
         sentence whose ids pass the per-sentence limit (e.g. a long number read out) is halved at a space."""
         try:
-            return [self.frontend.from_text(sentence, language=language)]
+            return [self.frontend.from_text(sentence, language=language, expand=expand)]
         except NothingToSpeakError:
             log.debug("dropped a sentence with nothing pronounceable: %s", clip(sentence))
             return []
@@ -170,7 +170,8 @@ class VoicePipeline:
                 raise
             cut = sentence.rfind(" ", 0, len(sentence) // 2 + 1)
             cut = cut if cut > 0 else len(sentence) // 2
-            return self._spoken(sentence[:cut], language) + self._spoken(sentence[cut:].lstrip(), language)
+            return (self._spoken(sentence[:cut], language, expand)
+                    + self._spoken(sentence[cut:].lstrip(), language, expand))
 
     # ----- batched stage steps -------------------------------------------------------------------------
 

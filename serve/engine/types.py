@@ -32,6 +32,9 @@ class SynthesisRequest(SamplingOverrides):  # type: ignore[misc, valid-type]
     text: str | None = None
     phonemes: PhonemeIds | None = None
     language: str = ""
+    # Read numbers, money, dates, times, abbreviations, URLs as a person would (vitsrt.text.expand) before
+    # phonemising; False hands the text to the phonemiser as written.
+    normalize_text: bool = True
     seed: int | None = Field(default=None, ge=0, lt=2**64)
 
     @model_validator(mode="after")

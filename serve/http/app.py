@@ -218,7 +218,8 @@ class SpeechService:
             length_scale = self.engine.pipeline(voice).manifest.inference.length_scale / request.speed
         try:
             synthesis = SynthesisRequest(voice=voice, speaker=speaker, text=request.input,
-                                         language=request.language, seed=request.seed, length_scale=length_scale)
+                                         language=request.language, seed=request.seed, length_scale=length_scale,
+                                         normalize_text=request.normalize_text)
         except InputError as exc:
             raise _engine_error(exc) from None
         return synthesis, encoder

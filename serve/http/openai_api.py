@@ -16,7 +16,7 @@ Mapping choices (README and the module docs of `vitsrt.serve.http` repeat them f
   own rate (OpenAI's pcm is 24 kHz: ask for that with the `sample_rate` extension); the rate is in the
   `X-Sample-Rate` response header either way.
 * vitsrt extensions (OpenAI's SDK sends them with `extra_body`): `seed` (same seed, same audio), `language`,
-  `sample_rate` (resample the output).
+  `sample_rate` (resample the output), `normalize_text` (false: no reading of numbers, dates, abbreviations).
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ class SpeechRequest(BaseModel):
     seed: int | None = Field(None, ge=0, lt=2**64)
     language: str = ""
     sample_rate: int | None = Field(None, ge=8000, le=48000)
+    normalize_text: bool = True  # false: numbers, dates, abbreviations reach the phonemiser as written
 
     @property
     def voice_name(self) -> str:

@@ -67,7 +67,7 @@ class PhonemeInput(_message.Message):
     def __init__(self, phone_ids: _Optional[_Iterable[int]] = ..., tone_ids: _Optional[_Iterable[int]] = ..., language_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
-    __slots__ = ("voice", "speaker", "text", "phonemes", "language", "length_scale", "noise_scale", "noise_scale_w", "sdp_ratio", "seed", "encoding", "sample_rate")
+    __slots__ = ("voice", "speaker", "text", "phonemes", "language", "length_scale", "noise_scale", "noise_scale_w", "sdp_ratio", "seed", "encoding", "sample_rate", "normalize_text")
     VOICE_FIELD_NUMBER: _ClassVar[int]
     SPEAKER_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class SynthesizeRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_TEXT_FIELD_NUMBER: _ClassVar[int]
     voice: str
     speaker: str
     text: str
@@ -92,7 +93,8 @@ class SynthesizeRequest(_message.Message):
     seed: int
     encoding: AudioEncoding
     sample_rate: int
-    def __init__(self, voice: _Optional[str] = ..., speaker: _Optional[str] = ..., text: _Optional[str] = ..., phonemes: _Optional[_Union[PhonemeInput, _Mapping]] = ..., language: _Optional[str] = ..., length_scale: _Optional[float] = ..., noise_scale: _Optional[float] = ..., noise_scale_w: _Optional[float] = ..., sdp_ratio: _Optional[float] = ..., seed: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate: _Optional[int] = ...) -> None: ...
+    normalize_text: bool
+    def __init__(self, voice: _Optional[str] = ..., speaker: _Optional[str] = ..., text: _Optional[str] = ..., phonemes: _Optional[_Union[PhonemeInput, _Mapping]] = ..., language: _Optional[str] = ..., length_scale: _Optional[float] = ..., noise_scale: _Optional[float] = ..., noise_scale_w: _Optional[float] = ..., sdp_ratio: _Optional[float] = ..., seed: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate: _Optional[int] = ..., normalize_text: _Optional[bool] = ...) -> None: ...
 
 class SynthesizeResponse(_message.Message):
     __slots__ = ("audio", "sample_rate", "encoding", "duration_seconds")

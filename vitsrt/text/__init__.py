@@ -62,7 +62,7 @@ class FrontEnd(Protocol):
     kind: str
     accepts_text: bool
 
-    def from_text(self, text: str, *, language: str | None = None) -> PhonemeSequence: ...
+    def from_text(self, text: str, *, language: str | None = None, expand: bool = True) -> PhonemeSequence: ...
 
     def from_ids(
         self,

@@ -153,6 +153,6 @@ class IdsFrontEnd:
             )
         return PhonemeSequence(phone_ids=phones, tone_ids=tones, language_ids=langs)
 
-    def from_text(self, text: str, *, language: str | None = None) -> PhonemeSequence:
+    def from_text(self, text: str, *, language: str | None = None, expand: bool = True) -> PhonemeSequence:
         """Text is not accepted: this voice has no text front end."""
         raise InputError("text", "this voice has no text front end; send phone_ids (and tone_ids, language_ids)")
