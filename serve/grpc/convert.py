@@ -13,6 +13,7 @@ from vitsrt.errors import InputError
 from vitsrt.sampling import Sampling
 from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest, VoiceInfo
 from vitsrt.serve.proto import tts_pb2
+from vitsrt.text.normalize import check_text_length
 
 # Output rates a request may ask for: telephone (8 kHz) to 48 kHz, the range every supported codec covers.
 SAMPLE_RATE_RANGE = (8000, 48000)
@@ -48,11 +49,7 @@ def request_from_proto(message: tts_pb2.SynthesizeRequest, max_text_chars: int) 
     text: str | None = None
     phonemes: PhonemeIds | None = None
     if which == "text":
-        text = message.text
-        if not text.strip():
-            raise InputError("text", "is empty")
-        if len(text) > max_text_chars:
-            raise InputError("text", f"has {len(text)} characters, the limit is {max_text_chars}")
+        text = check_text_length(message.text, max_text_chars)  # early: the engine's own check, before queueing
     elif which == "phonemes":
         ids = message.phonemes
         if not ids.phone_ids:
