@@ -34,7 +34,7 @@ def test_negative_control_a_changed_proto_is_detected(tools, tmp_path):
     shutil.copytree(REPO_ROOT / "protos", proto_root)
     proto = proto_root / generate.PROTO_FILE
     field = "uint32 sentence_index = 6;"
-    proto.write_text(proto.read_text().replace(field, field + "\n  bool extra = 7;"))
+    proto.write_text(proto.read_text().replace(field, field + "\n  bool extra = 99;"))
     written = generate.generate(tmp_path / "out", proto_root=proto_root)
     changed = [p.name for p in written if p.read_text() != (STUBS / p.name).read_text()]
     assert "tts_pb2.py" in changed

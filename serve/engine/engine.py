@@ -32,6 +32,7 @@ from vitsrt.errors import BudgetError, InputError, NotFoundError, OverloadedErro
 from vitsrt.serve.backends.base import open_backend
 from vitsrt.serve.engine.pipeline import DecodeJob, Segment, StepOutput, VoicePipeline, Work
 from vitsrt.serve.engine.scheduler import Batch, Scheduler, Step
+from vitsrt.serve.engine.timestamps import SegmentSpans, segment_spans
 from vitsrt.serve.engine.types import AudioChunk, SynthesisRequest, SynthesisResult, VoiceInfo
 from vitsrt.serve.engine.windows import ONE_SHOT, WindowPolicy
 from vitsrt.voice import load_voice
@@ -86,6 +87,9 @@ class _Stream:
     finished: bool = False
     first_audio_at: float | None = None
     planned_frames: int = 0  # frames of the segments prefilled so far: the audio budget's running total
+    timestamps: bool = False  # the request asked for word/phoneme spans on its chunks
+    samples_sent: int = 0  # samples of the chunks emitted so far: where the next segment's spans start
+    spans: SegmentSpans | None = None  # the current segment's spans not yet handed to a chunk
 
     def timings(self) -> dict[str, float]:
         total: Counter[str] = Counter({"frontend": self.frontend_seconds})
@@ -212,9 +216,11 @@ class Engine:
         chunks: queue.Queue = queue.Queue()
         policy = self.options.windows if streaming_windows else ONE_SHOT
         stream = self._admit(request, chunks.put, policy)
-        pieces = [c.audio for c in self._iterate(stream.id, chunks)]
-        audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-        return SynthesisResult(audio, stream.pipeline.sample_rate, stream.timings())
+        received = list(self._iterate(stream.id, chunks))
+        audio = np.concatenate([c.audio for c in received]) if received else np.zeros(0, dtype=np.float32)
+        return SynthesisResult(audio, stream.pipeline.sample_rate, stream.timings(),
+                               words=[w for c in received for w in c.words],
+                               phonemes=[p for c in received for p in c.phonemes])
 
     def cancel(self, stream_id: int) -> bool:
         """Remove a stream from every queue at once. Safe to call twice or after it finished."""
@@ -267,7 +273,8 @@ class Engine:
             stream_id = self._next_id
             self._next_id += 1
         segments = pipeline.segments_for(request, stream_id, seed, policy)  # front end: raises on bad input
-        stream = _Stream(stream_id, pipeline, segments, sink, started, time.perf_counter() - started)
+        stream = _Stream(stream_id, pipeline, segments, sink, started, time.perf_counter() - started,
+                         timestamps=request.timestamps)
         with self._cond:
             if len(self._streams) >= self.options.max_active_streams:
                 raise OverloadedError(f"overloaded: {len(self._streams)} active streams (limit reached)")
@@ -344,11 +351,8 @@ class Engine:
             while (stream.next_segment, stream.next_window) in stream.pending:
                 key = (stream.next_segment, stream.next_window)
                 segment = stream.segments[stream.next_segment]
-                audio = stream.pending.pop(key)
                 last_window = stream.next_window == len(segment.windows) - 1
-                is_last = last_window and stream.next_segment == len(stream.segments) - 1
-                ready.append(AudioChunk(audio, stream.pipeline.sample_rate, stream.chunks_sent, is_last, segment.index))
-                stream.chunks_sent += 1
+                ready.append(self._chunk(stream, segment, stream.pending.pop(key), last_window))
                 if last_window:
                     stream.next_segment, stream.next_window = stream.next_segment + 1, 0
                 else:
@@ -366,6 +370,21 @@ class Engine:
             stream.sink(chunk)
         if finished:
             stream.sink(_END)
+
+    @staticmethod
+    def _chunk(stream: _Stream, segment: Segment, audio: np.ndarray, last_window: bool) -> AudioChunk:
+        """The next chunk of `stream` (under the lock), with the spans that start inside it when asked for."""
+        is_last = last_window and segment.index == len(stream.segments) - 1
+        chunk = AudioChunk(audio, stream.pipeline.sample_rate, stream.chunks_sent, is_last, segment.index)
+        if stream.timestamps:
+            if stream.next_window == 0:  # the segment's first chunk: its spans start where the audio so far ends
+                stream.spans = segment_spans(segment.ids, segment.durations, stream.pipeline.hop, stream.samples_sent)
+            assert stream.spans is not None
+            # The segment's last chunk takes every span left, zero-length ones at its very end included.
+            chunk.phonemes, chunk.words = stream.spans.take(None if last_window else stream.samples_sent + len(audio))
+        stream.chunks_sent += 1
+        stream.samples_sent += len(audio)
+        return chunk
 
     def _handicap(self, first: Segment) -> float:
         share = min(first.tokens / self.options.max_phonemes, 1.0)

@@ -36,6 +36,9 @@ class SynthesisRequest(SamplingOverrides):  # type: ignore[misc, valid-type]
     # phonemising; False hands the text to the phonemiser as written.
     normalize_text: bool = True
     seed: int | None = Field(default=None, ge=0, lt=2**64)
+    # Word and phoneme spans on the chunks (AudioChunk.words/phonemes). Off by default: they cost a little
+    # host work and message size per chunk that most callers do not want.
+    timestamps: bool = False
 
     @model_validator(mode="after")
     def _one_input(self) -> SynthesisRequest:
@@ -44,9 +47,37 @@ class SynthesisRequest(SamplingOverrides):  # type: ignore[misc, valid-type]
         return self
 
 
+@dataclass(frozen=True)
+class PhonemeTimestamp:
+    """One id of the input and the samples it lasts: [start_sample, end_sample) from the stream's first sample.
+    `symbol` is the front end's name for the id (pad/BOS/EOS markers included; empty for raw ids input)."""
+
+    id: int
+    symbol: str
+    start_sample: int
+    end_sample: int
+
+
+@dataclass(frozen=True)
+class WordTimestamp:
+    """One spoken word and its samples [start_sample, end_sample) from the stream's first sample: from its first
+    phoneme's start to its last phoneme's end (silence and pause marks around it are outside)."""
+
+    text: str
+    start_sample: int
+    end_sample: int
+
+
 @dataclass
 class AudioChunk:
-    """A piece of a stream: float32 mono samples in [-1, 1]."""
+    """A piece of a stream: float32 mono samples in [-1, 1].
+
+    With `SynthesisRequest.timestamps`, `phonemes` and `words` hold the spans that START inside this chunk
+    (start_sample in [first sample of the chunk, one past its last)); a span may end in a later chunk. The last
+    chunk of a sentence also takes the sentence's zero-length spans at its very end. So every span comes
+    exactly once, with the audio where it begins, and a client can cut text at the last word whose end_sample
+    it has played. Phoneme spans cover every id, markers included, so they tile the audio without gaps.
+    """
 
     audio: np.ndarray
     sample_rate: int
@@ -54,6 +85,8 @@ class AudioChunk:
     is_last: bool
     sentence_index: int = 0
     timings: dict[str, float] | None = None  # on the last chunk: seconds per stage spent on this request
+    words: list[WordTimestamp] = field(default_factory=list)
+    phonemes: list[PhonemeTimestamp] = field(default_factory=list)
 
 
 @dataclass
@@ -61,6 +94,8 @@ class SynthesisResult:
     audio: np.ndarray  # float32 mono
     sample_rate: int
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds spent for this request
+    words: list[WordTimestamp] = field(default_factory=list)  # with SynthesisRequest.timestamps, as on chunks
+    phonemes: list[PhonemeTimestamp] = field(default_factory=list)
 
     @property
     def duration_seconds(self) -> float:

@@ -74,6 +74,9 @@ class ReceivedAudio:
     first_audio_seconds: float = 0.0  # from sending the request to the first audio bytes
     total_seconds: float = 0.0
     chunk_arrivals: list[float] = field(default_factory=list)  # seconds since the request, per chunk
+    # Streaming with SynthesizeRequest.timestamps: every chunk's spans in order (tts_pb2 messages)
+    words: list[Any] = field(default_factory=list)
+    phonemes: list[Any] = field(default_factory=list)
 
     @property
     def samples(self) -> np.ndarray:
@@ -164,14 +167,19 @@ class TtsClient:
         parts: list[bytes] = []
         arrivals: list[float] = []
         sample_rate, encoding = 0, Encoding.PCM_S16LE
+        words: list[Any] = []
+        phonemes: list[Any] = []
         for chunk in self.chunks(request):
             arrivals.append(time.perf_counter() - started)
             parts.append(chunk.audio)
+            words.extend(chunk.words)
+            phonemes.extend(chunk.phonemes)
             sample_rate = chunk.sample_rate
             encoding = Encoding.from_wire(chunk.encoding)
         total = time.perf_counter() - started
         first = next((t for t, p in zip(arrivals, parts, strict=True) if p), total)
-        return ReceivedAudio(b"".join(parts), sample_rate, encoding, len(parts), first, total, arrivals)
+        return ReceivedAudio(b"".join(parts), sample_rate, encoding, len(parts), first, total, arrivals, words,
+                             phonemes)
 
     def synthesize(self, text: str, **fields: object) -> ReceivedAudio:
         """Unary synthesis of `text`; keyword fields as in `build_request`."""

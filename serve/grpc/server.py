@@ -56,6 +56,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from vitsrt.audio import Encoding, StreamEncoder, encode_utterance
 from vitsrt.errors import InputError, NotFoundError, OverloadedError, VitsrtError
 from vitsrt.serve.engine.engine import Engine, EngineOptions
+from vitsrt.serve.engine.timestamps import rescale
+from vitsrt.serve.engine.types import AudioChunk, SynthesisRequest
 from vitsrt.serve.grpc.auth import BearerTokenInterceptor
 from vitsrt.serve.grpc.convert import request_from_proto, sample_rate_from_proto, voice_to_proto
 from vitsrt.serve.grpc.metrics import ServerMetrics
@@ -139,6 +141,28 @@ def _encode_chunk(encoder: StreamEncoder, samples: np.ndarray, last: bool) -> by
     """One chunk's bytes; the last chunk also carries the encoder's tail (resampler flush, codec frames)."""
     data = encoder.encode(samples)
     return data + encoder.finish() if last else data
+
+
+def _with_timestamps(request: SynthesisRequest, raw: bytes) -> SynthesisRequest:
+    """`request` with the wire's `timestamps` switch (read here: only the stream sends timestamps)."""
+    message = tts_pb2.SynthesizeRequest.FromString(raw)  # parsed once already by _parse: cannot fail
+    if message.HasField("timestamps"):
+        return request.model_copy(update={"timestamps": message.timestamps})
+    return request
+
+
+def _timestamps_to_proto(chunk: AudioChunk, rate: int) -> dict[str, Any]:
+    """The chunk's word/phoneme spans as AudioChunk fields, positions at the output `rate`."""
+    if not (chunk.words or chunk.phonemes):
+        return {}
+    words = rescale(chunk.words, chunk.sample_rate, rate)
+    phonemes = rescale(chunk.phonemes, chunk.sample_rate, rate)
+    return {
+        "words": [tts_pb2.WordTimestamp(text=w.text, start_sample=w.start_sample, end_sample=w.end_sample)
+                  for w in words],
+        "phonemes": [tts_pb2.PhonemeTimestamp(id=p.id, symbol=p.symbol, start_sample=p.start_sample,
+                                              end_sample=p.end_sample) for p in phonemes],
+    }
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
@@ -334,6 +358,7 @@ class TtsServicer:
         method = "SynthesizeStream"
         started = time.perf_counter()
         request, encoding, target_rate = self._parse(raw)
+        request = _with_timestamps(request, raw)
         with self._slot():
             encoder: StreamEncoder | None = None
             samples = 0
@@ -349,7 +374,7 @@ class TtsServicer:
                     await context.write(tts_pb2.AudioChunk(
                         audio=data, sample_rate=encoder.sample_rate,
                         encoding=encoding.value, index=chunk.index, is_last=chunk.is_last,
-                        sentence_index=chunk.sentence_index))
+                        sentence_index=chunk.sentence_index, **_timestamps_to_proto(chunk, encoder.sample_rate)))
         self._metrics.latency.labels(method).observe(time.perf_counter() - started)
         if sample_rate:
             self._metrics.audio_seconds.labels(method).inc(samples / sample_rate)

@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vitsrt.audio import StreamEncoder
 from vitsrt.errors import BudgetError, InputError, NotFoundError, OverloadedError, VitsrtError, clip
 from vitsrt.serve.engine.engine import Engine
+from vitsrt.serve.engine.timestamps import rescale
 from vitsrt.serve.engine.types import AudioChunk, SynthesisRequest
 from vitsrt.serve.grpc.auth import parse_bearer, token_matches
 from vitsrt.serve.grpc.metrics import ServerMetrics
@@ -91,6 +92,7 @@ class _Call:
     samples: int = 0
     sample_rate: int = 0
     closed: bool = False
+    spans: dict[str, Any] | None = None  # the last chunk's timestamps event, until sse_pieces sends it
 
 
 def _page() -> str | None:
@@ -130,6 +132,18 @@ def _encoder(request: SpeechRequest, voice_rate: int) -> StreamEncoder:
 
 def _sse(event: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+
+def _timestamps_event(chunk: AudioChunk, rate: int) -> dict[str, Any] | None:
+    """The SSE event for a chunk's word/phoneme spans (None without any): positions in samples at the output
+    `rate`, from the stream's first sample, as on the gRPC AudioChunk (see vitsrt.serve.engine.types)."""
+    if not (chunk.words or chunk.phonemes):
+        return None
+    words = [{"text": w.text, "start_sample": w.start_sample, "end_sample": w.end_sample}
+             for w in rescale(chunk.words, chunk.sample_rate, rate)]
+    phonemes = [{"id": p.id, "symbol": p.symbol, "start_sample": p.start_sample, "end_sample": p.end_sample}
+                for p in rescale(chunk.phonemes, chunk.sample_rate, rate)]
+    return {"type": "speech.timestamps", "sample_rate": rate, "words": words, "phonemes": phonemes}
 
 
 class SpeechService:
@@ -212,6 +226,9 @@ class SpeechService:
         if len(request.input) > limit:
             raise ApiError(400, f"input has {len(request.input)} characters, the limit is {limit}", param="input",
                            code="string_above_max_length")
+        if request.timestamps and request.stream_format != "sse":  # an audio body has no place for them
+            raise ApiError(400, "timestamps are sent as events: set stream_format to 'sse'", param="timestamps",
+                           code="invalid_value")
         encoder = _encoder(request, voices[voice].sample_rate)
         length_scale = None
         if request.speed is not None:  # relative to the voice's own pace, so 1.0 sounds as trained
@@ -219,7 +236,7 @@ class SpeechService:
         try:
             synthesis = SynthesisRequest(voice=voice, speaker=speaker, text=request.input,
                                          language=request.language, seed=request.seed, length_scale=length_scale,
-                                         normalize_text=request.normalize_text)
+                                         normalize_text=request.normalize_text, timestamps=request.timestamps)
         except InputError as exc:
             raise _engine_error(exc) from None
         return synthesis, encoder
@@ -265,6 +282,7 @@ class SpeechService:
             async for chunk in self._chunks(call):
                 call.samples += len(chunk.audio)
                 call.sample_rate = chunk.sample_rate
+                call.spans = _timestamps_event(chunk, call.encoder.sample_rate)
                 yield call.encoder.encode(chunk.audio)
         except VitsrtError as exc:  # counted here; the caller ends the stream as its format allows
             self.metrics.errors.labels("http:speech", str(_engine_error(exc).status)).inc()
@@ -276,6 +294,9 @@ class SpeechService:
     async def sse_pieces(self, call: _Call) -> AsyncIterator[bytes]:
         try:
             async for piece in self.audio_pieces(call):
+                if call.spans is not None:  # before the audio they start in
+                    yield _sse(call.spans)
+                    call.spans = None
                 if piece:
                     yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(piece).decode()})
         except VitsrtError as exc:  # the status is sent already: say it in the stream, then end it cleanly

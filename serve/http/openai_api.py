@@ -16,7 +16,8 @@ Mapping choices (README and the module docs of `vitsrt.serve.http` repeat them f
   own rate (OpenAI's pcm is 24 kHz: ask for that with the `sample_rate` extension); the rate is in the
   `X-Sample-Rate` response header either way.
 * vitsrt extensions (OpenAI's SDK sends them with `extra_body`): `seed` (same seed, same audio), `language`,
-  `sample_rate` (resample the output), `normalize_text` (false: no reading of numbers, dates, abbreviations).
+  `sample_rate` (resample the output), `normalize_text` (false: no reading of numbers, dates, abbreviations),
+  `timestamps` (with `stream_format` "sse": `speech.timestamps` events with word and phoneme spans in samples).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class SpeechRequest(BaseModel):
     language: str = ""
     sample_rate: int | None = Field(None, ge=8000, le=48000)
     normalize_text: bool = True  # false: numbers, dates, abbreviations reach the phonemiser as written
+    timestamps: bool = False  # sse only: word/phoneme spans as `speech.timestamps` events
 
     @property
     def voice_name(self) -> str:

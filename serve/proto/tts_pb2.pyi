@@ -67,7 +67,7 @@ class PhonemeInput(_message.Message):
     def __init__(self, phone_ids: _Optional[_Iterable[int]] = ..., tone_ids: _Optional[_Iterable[int]] = ..., language_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
-    __slots__ = ("voice", "speaker", "text", "phonemes", "language", "length_scale", "noise_scale", "noise_scale_w", "sdp_ratio", "seed", "encoding", "sample_rate", "normalize_text")
+    __slots__ = ("voice", "speaker", "text", "phonemes", "language", "length_scale", "noise_scale", "noise_scale_w", "sdp_ratio", "seed", "encoding", "sample_rate", "normalize_text", "timestamps")
     VOICE_FIELD_NUMBER: _ClassVar[int]
     SPEAKER_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class SynthesizeRequest(_message.Message):
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_TEXT_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     voice: str
     speaker: str
     text: str
@@ -94,7 +95,8 @@ class SynthesizeRequest(_message.Message):
     encoding: AudioEncoding
     sample_rate: int
     normalize_text: bool
-    def __init__(self, voice: _Optional[str] = ..., speaker: _Optional[str] = ..., text: _Optional[str] = ..., phonemes: _Optional[_Union[PhonemeInput, _Mapping]] = ..., language: _Optional[str] = ..., length_scale: _Optional[float] = ..., noise_scale: _Optional[float] = ..., noise_scale_w: _Optional[float] = ..., sdp_ratio: _Optional[float] = ..., seed: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate: _Optional[int] = ..., normalize_text: _Optional[bool] = ...) -> None: ...
+    timestamps: bool
+    def __init__(self, voice: _Optional[str] = ..., speaker: _Optional[str] = ..., text: _Optional[str] = ..., phonemes: _Optional[_Union[PhonemeInput, _Mapping]] = ..., language: _Optional[str] = ..., length_scale: _Optional[float] = ..., noise_scale: _Optional[float] = ..., noise_scale_w: _Optional[float] = ..., sdp_ratio: _Optional[float] = ..., seed: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate: _Optional[int] = ..., normalize_text: _Optional[bool] = ..., timestamps: _Optional[bool] = ...) -> None: ...
 
 class SynthesizeResponse(_message.Message):
     __slots__ = ("audio", "sample_rate", "encoding", "duration_seconds")
@@ -109,17 +111,43 @@ class SynthesizeResponse(_message.Message):
     def __init__(self, audio: _Optional[bytes] = ..., sample_rate: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
-    __slots__ = ("audio", "sample_rate", "encoding", "index", "is_last", "sentence_index")
+    __slots__ = ("audio", "sample_rate", "encoding", "index", "is_last", "sentence_index", "words", "phonemes")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     IS_LAST_FIELD_NUMBER: _ClassVar[int]
     SENTENCE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    PHONEMES_FIELD_NUMBER: _ClassVar[int]
     audio: bytes
     sample_rate: int
     encoding: AudioEncoding
     index: int
     is_last: bool
     sentence_index: int
-    def __init__(self, audio: _Optional[bytes] = ..., sample_rate: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., index: _Optional[int] = ..., is_last: _Optional[bool] = ..., sentence_index: _Optional[int] = ...) -> None: ...
+    words: _containers.RepeatedCompositeFieldContainer[WordTimestamp]
+    phonemes: _containers.RepeatedCompositeFieldContainer[PhonemeTimestamp]
+    def __init__(self, audio: _Optional[bytes] = ..., sample_rate: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., index: _Optional[int] = ..., is_last: _Optional[bool] = ..., sentence_index: _Optional[int] = ..., words: _Optional[_Iterable[_Union[WordTimestamp, _Mapping]]] = ..., phonemes: _Optional[_Iterable[_Union[PhonemeTimestamp, _Mapping]]] = ...) -> None: ...
+
+class WordTimestamp(_message.Message):
+    __slots__ = ("text", "start_sample", "end_sample")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    START_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    END_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    start_sample: int
+    end_sample: int
+    def __init__(self, text: _Optional[str] = ..., start_sample: _Optional[int] = ..., end_sample: _Optional[int] = ...) -> None: ...
+
+class PhonemeTimestamp(_message.Message):
+    __slots__ = ("id", "symbol", "start_sample", "end_sample")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    START_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    END_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    symbol: str
+    start_sample: int
+    end_sample: int
+    def __init__(self, id: _Optional[int] = ..., symbol: _Optional[str] = ..., start_sample: _Optional[int] = ..., end_sample: _Optional[int] = ...) -> None: ...

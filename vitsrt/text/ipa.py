@@ -33,7 +33,7 @@ from vitsrt.text.expand import expand_text
 from vitsrt.text.ids import DEFAULT_MAX_IDS, IdsFrontEnd
 from vitsrt.text.inventory import BOS, EOS, PAD, default_phoneme_id_map
 from vitsrt.text.normalize import normalize_text
-from vitsrt.text.sequence import PhonemeSequence
+from vitsrt.text.sequence import PhonemeSequence, WordSpan
 
 __all__ = [
     "DEFAULT_LANGUAGE",
@@ -95,6 +95,7 @@ class PhonemeIdMap:
                 raise ValueError(f"phoneme_id_map lacks the {role} symbol {symbol!r}")
         self._table = table
         self._specials = frozenset((pad, bos, eos))
+        self._pad, self._bos, self._eos = pad, bos, eos
         self._max_key_len = max(len(k) for k in table)
         self.pad_ids = table[pad]
         self.bos_ids = table[bos]
@@ -116,23 +117,31 @@ class PhonemeIdMap:
         pad/BOS/EOS characters in the input are treated as unknown: they are markers the front
         end places itself, never phonemes.
         """
+        known, _, unknown = self.tokenize_at(phonemes)
+        return known, unknown
+
+    def tokenize_at(self, phonemes: str) -> tuple[list[str], list[int], list[str]]:
+        """`tokenize`, plus where each symbol starts in the NFC form of `phonemes` (words are found by it)."""
         text = unicodedata.normalize("NFC", phonemes)
         known: list[str] = []
+        positions: list[int] = []
         unknown: list[str] = []
         i = 0
         while i < len(text):
             match = self._longest_match(text, i)
             if match:
                 known.append(match)
+                positions.append(i)
                 i += len(match)
                 continue
             parts = unicodedata.normalize("NFD", text[i])
             if len(parts) > 1 and all(p in self for p in parts):
                 known.extend(parts)
+                positions.extend([i] * len(parts))
             else:
                 unknown.append(text[i])
             i += 1
-        return known, unknown
+        return known, positions, unknown
 
     def _longest_match(self, text: str, i: int) -> str | None:
         for size in range(min(self._max_key_len, len(text) - i), 0, -1):
@@ -152,6 +161,28 @@ class PhonemeIdMap:
                 ids.extend(self.pad_ids)
         ids.extend(self.eos_ids)
         return np.asarray(ids, dtype=np.int64)
+
+    def symbol_ranges(self, symbols: Sequence[str], *, add_blank: bool) -> list[tuple[int, int]]:
+        """The id range [start, end) of each symbol in `to_ids(symbols)` (its own ids, not the blank after)."""
+        blank = len(self.pad_ids) if add_blank else 0
+        at = len(self.bos_ids) + blank
+        ranges = []
+        for symbol in symbols:
+            size = len(self._table[symbol])
+            ranges.append((at, at + size))
+            at += size + blank
+        return ranges
+
+    def id_symbols(self, symbols: Sequence[str], *, add_blank: bool) -> tuple[str, ...]:
+        """The symbol each id of `to_ids(symbols)` stands for (markers as the map names them)."""
+        pad = (self._pad,) * len(self.pad_ids) if add_blank else ()
+        out: list[str] = [self._bos] * len(self.bos_ids)
+        out.extend(pad)
+        for symbol in symbols:
+            out.extend([symbol] * len(self._table[symbol]))
+            out.extend(pad)
+        out.extend([self._eos] * len(self.eos_ids))
+        return tuple(out)
 
 
 # Marks that carry a pause or intonation and that the voice sees as symbols. espeak-ng reads them
@@ -332,6 +363,46 @@ def _pronounceable(symbols: Sequence[str]) -> bool:
     return any(unicodedata.category(ch)[0] in "LM" for s in symbols for ch in s)
 
 
+# Characters a written word may carry at its edges that are not part of the word ('"Hi,"' is the word Hi).
+_WORD_EDGES = ',;:!?…—()[]{}"«»“”¡¿'
+
+
+def _text_words(text: str) -> list[str]:
+    """The written words of `text` as espeak-ng is given them (pause marks cut out, see `split_pause_marks`),
+    edge marks stripped, anything without a letter or digit (a lone dash) dropped: espeak speaks none of it."""
+    words: list[str] = []
+    for piece in split_pause_marks(text):
+        if not piece.is_mark:
+            words.extend(word.strip(_WORD_EDGES) for word in piece.text.split())
+    return [word for word in words if any(ch.isalnum() for ch in word)]
+
+
+def _word_numbers(text: str) -> list[int]:
+    """For each character: the number of the whitespace-free stretch it is in, -1 for whitespace."""
+    numbers: list[int] = []
+    current = -1
+    for i, ch in enumerate(text):
+        if ch.isspace():
+            numbers.append(-1)
+            continue
+        if i == 0 or text[i - 1].isspace():
+            current += 1
+        numbers.append(current)
+    return numbers
+
+
+def _ipa_words(ipa: str, symbols: Sequence[str], positions: Sequence[int]) -> list[tuple[int, int]]:
+    """Each spoken word as (first, last) index into `symbols`. espeak-ng separates words by spaces, so a word is
+    a whitespace-free stretch of `ipa` (the NFC string `symbols` were tokenized from), from its first to its last
+    pronounceable symbol: pause marks glued to it ("wˈɜːld,") stay outside, a stretch of marks only is no word."""
+    numbers = _word_numbers(ipa)
+    words: dict[int, list[int]] = {}
+    for index, (symbol, at) in enumerate(zip(symbols, positions, strict=True)):
+        if numbers[at] >= 0 and _pronounceable([symbol]):
+            words.setdefault(numbers[at], [index, index])[1] = index
+    return [(first, last) for first, last in words.values()]
+
+
 class IpaFrontEnd:
     """Text -> `PhonemeSequence` for voices whose symbols are espeak-ng IPA phonemes.
 
@@ -432,7 +503,8 @@ class IpaFrontEnd:
         clean = self._spoken_text(text, voice, expand)
         if not clean:
             raise NothingToSpeakError("text", "is empty (nothing to synthesize)")
-        symbols, unknown = self.id_map.tokenize(self.phonemizer.phonemize(clean, voice))
+        ipa = unicodedata.normalize("NFC", self.phonemizer.phonemize(clean, voice))
+        symbols, positions, unknown = self.id_map.tokenize_at(ipa)
         if unknown:
             logger.warning(
                 "skipped %d phoneme(s) missing from the voice's phoneme_id_map: %s",
@@ -452,7 +524,19 @@ class IpaFrontEnd:
             language_ids=np.full(phone_ids.size, language_id, dtype=np.int64),
             phonemes=symbols,
             skipped=len(unknown),
+            symbols=self.id_map.id_symbols(symbols, add_blank=self.add_blank),
+            words=self._words(clean, ipa, symbols, positions),
         )
+
+    def _words(self, text: str, ipa: str, symbols: list[str], positions: list[int]) -> tuple[WordSpan, ...]:
+        """The spoken words with their id ranges. Named by the written (expanded) words of `text` when there are
+        as many of them as espeak-ng spoke, else by their IPA: espeak sometimes joins words ("of the" ->
+        "ʌvðə"), and then no one-to-one pairing is safe, so the whole segment keeps the IPA names."""
+        spoken = _ipa_words(ipa, symbols, positions)
+        written = _text_words(text)
+        names = written if len(written) == len(spoken) else ["".join(symbols[a : b + 1]) for a, b in spoken]
+        ranges = self.id_map.symbol_ranges(symbols, add_blank=self.add_blank)
+        return tuple(WordSpan(name, ranges[a][0], ranges[b][1]) for name, (a, b) in zip(names, spoken, strict=True))
 
     def from_ids(
         self,

@@ -6,7 +6,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["PhonemeSequence"]
+__all__ = ["PhonemeSequence", "WordSpan"]
+
+
+@dataclass(frozen=True)
+class WordSpan:
+    """One spoken word of a segment as the id range [start, end) it covers: from its first phoneme's id to its
+    last phoneme's id, the blanks between its phonemes included, the blanks and marks around it not."""
+
+    text: str
+    start: int
+    end: int
 
 
 @dataclass(frozen=True)
@@ -17,6 +27,8 @@ class PhonemeSequence:
     voice uses them, already interspersed). `phonemes` lists the recognised phoneme symbols in order
     (without pad/BOS/EOS; empty for raw ids) and exists for debugging and logs.
     `skipped` counts input phonemes dropped because the voice's symbol table lacks them.
+    `symbols` names the symbol of every id (pad/BOS/EOS markers included; empty for raw ids) and `words`
+    the words the ids speak, in order (empty for raw ids): what timestamps are reported in.
     """
 
     phone_ids: np.ndarray
@@ -24,6 +36,8 @@ class PhonemeSequence:
     language_ids: np.ndarray
     phonemes: list[str] = field(default_factory=list)
     skipped: int = 0
+    symbols: tuple[str, ...] = ()
+    words: tuple[WordSpan, ...] = ()
 
     def __post_init__(self) -> None:
         arrays = (self.phone_ids, self.tone_ids, self.language_ids)
@@ -35,6 +49,10 @@ class PhonemeSequence:
                 "phone_ids, tone_ids and language_ids differ in length: "
                 f"{len(self.phone_ids)}, {len(self.tone_ids)}, {len(self.language_ids)}"
             )
+        if self.symbols and len(self.symbols) != len(self.phone_ids):
+            raise ValueError(f"symbols has {len(self.symbols)} entries for {len(self.phone_ids)} ids")
+        if any(not 0 <= w.start < w.end <= len(self.phone_ids) for w in self.words):
+            raise ValueError("a word's id range lies outside the ids")
 
     def __len__(self) -> int:
         return len(self.phone_ids)
