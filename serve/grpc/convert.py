@@ -64,7 +64,7 @@ def request_from_proto(message: tts_pb2.SynthesizeRequest, max_text_chars: int) 
         raise InputError("input", "set text or phonemes")
     # The proto's optional scalars carry the SynthesisRequest field names: the sampling values and the seed.
     optional = {name: getattr(message, name)
-                for name in (*Sampling.model_fields, "seed", "normalize_text") if message.HasField(name)}
+                for name in (*Sampling.model_fields, "seed", "normalize_text", "timestamps") if message.HasField(name)}
     try:
         request = SynthesisRequest(voice=message.voice, speaker=message.speaker, text=text, phonemes=phonemes,
                                    language=message.language, **optional)

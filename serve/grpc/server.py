@@ -57,7 +57,7 @@ from vitsrt.audio import Encoding, StreamEncoder, encode_utterance
 from vitsrt.errors import InputError, NotFoundError, OverloadedError, VitsrtError
 from vitsrt.serve.engine.engine import Engine, EngineOptions
 from vitsrt.serve.engine.timestamps import rescale
-from vitsrt.serve.engine.types import AudioChunk, SynthesisRequest
+from vitsrt.serve.engine.types import AudioChunk
 from vitsrt.serve.grpc.auth import BearerTokenInterceptor
 from vitsrt.serve.grpc.convert import request_from_proto, sample_rate_from_proto, voice_to_proto
 from vitsrt.serve.grpc.metrics import ServerMetrics
@@ -141,14 +141,6 @@ def _encode_chunk(encoder: StreamEncoder, samples: np.ndarray, last: bool) -> by
     """One chunk's bytes; the last chunk also carries the encoder's tail (resampler flush, codec frames)."""
     data = encoder.encode(samples)
     return data + encoder.finish() if last else data
-
-
-def _with_timestamps(request: SynthesisRequest, raw: bytes) -> SynthesisRequest:
-    """`request` with the wire's `timestamps` switch (read here: only the stream sends timestamps)."""
-    message = tts_pb2.SynthesizeRequest.FromString(raw)  # parsed once already by _parse: cannot fail
-    if message.HasField("timestamps"):
-        return request.model_copy(update={"timestamps": message.timestamps})
-    return request
 
 
 def _timestamps_to_proto(chunk: AudioChunk, rate: int) -> dict[str, Any]:
@@ -358,7 +350,6 @@ class TtsServicer:
         method = "SynthesizeStream"
         started = time.perf_counter()
         request, encoding, target_rate = self._parse(raw)
-        request = _with_timestamps(request, raw)
         with self._slot():
             encoder: StreamEncoder | None = None
             samples = 0
