@@ -15,7 +15,7 @@ PIP_VERSION ?= 26.3
 TEST_LOCK := requirements/test.lock
 DEMO_LOCK := requirements/demo.lock
 # The extras each install set brings (tests/test_lock.py checks the locks against pyproject with these lists).
-TEST_EXTRAS := torch ipa train triton bench eval dev
+TEST_EXTRAS := torch ipa train triton bench eval http wyoming formats dev
 DEMO_EXTRAS := ipa
 # tritonserver (Python backend, runs on CPU) for the Triton tests. --no-deps: its pins (numpy<2, protobuf<7
 # through tritonclient[grpc]) conflict with ours, and none of them is needed to run it.
@@ -71,14 +71,15 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) tools/lint_imports.py
 
-# Debian *main* packages for the default voice's corpus (flite: CMU Flite voices slt, rms, awb, kal16 and the
-# public-domain Alice text). Needs root; elsewhere the tests that need flite skip with a reason.
-DEBIAN_PACKAGES ?= flite
+# Debian *main* packages: flite for the default voice's corpus (CMU Flite voices slt, rms, awb, kal16 and the
+# public-domain Alice text), chromium for the web page test (headless). Needs root; elsewhere the tests that
+# need them skip with a reason.
+DEBIAN_PACKAGES ?= flite chromium
 debian-deps:
-	@if command -v flite >/dev/null 2>&1; then :; \
+	@if command -v flite >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
-	else echo "debian-deps: no flite and no root apt-get: corpus tests will skip"; fi
+	else echo "debian-deps: no flite/chromium and no root apt-get: the corpus and web page tests will skip"; fi
 
 # The default voice's corpus (recipes/default-voice/README.md): CORPUS_HOURS of flite speech + metadata.csv.
 CORPUS ?= $(OUT)/corpus
