@@ -87,6 +87,7 @@ class _Stream:
     finished: bool = False
     first_audio_at: float | None = None
     planned_frames: int = 0  # frames of the segments prefilled so far: the audio budget's running total
+    planned_silence: int = 0  # samples of their SSML breaks: silence is audio too, and counts the same
     timestamps: bool = False  # the request asked for word/phoneme spans on its chunks
     samples_sent: int = 0  # samples of the chunks emitted so far: where the next segment's spans start
     spans: SegmentSpans | None = None  # the current segment's spans not yet handed to a chunk
@@ -375,10 +376,16 @@ class Engine:
     def _chunk(stream: _Stream, segment: Segment, audio: np.ndarray, last_window: bool) -> AudioChunk:
         """The next chunk of `stream` (under the lock), with the spans that start inside it when asked for."""
         is_last = last_window and segment.index == len(stream.segments) - 1
+        # SSML breaks: exact zeros before the segment's first window and after its last; decoded samples untouched.
+        lead = segment.pause if stream.next_window == 0 else 0
+        trail = segment.tail if last_window else 0
+        if lead or trail:
+            audio = np.concatenate([np.zeros(lead, np.float32), audio, np.zeros(trail, np.float32)])
         chunk = AudioChunk(audio, stream.pipeline.sample_rate, stream.chunks_sent, is_last, segment.index)
         if stream.timestamps:
-            if stream.next_window == 0:  # the segment's first chunk: its spans start where the audio so far ends
-                stream.spans = segment_spans(segment.ids, segment.durations, stream.pipeline.hop, stream.samples_sent)
+            if stream.next_window == 0:  # the segment's first chunk: its spans start where its own audio starts
+                stream.spans = segment_spans(segment.ids, segment.durations, stream.pipeline.hop,
+                                             stream.samples_sent + lead)
             assert stream.spans is not None
             # The segment's last chunk takes every span left, zero-length ones at its very end included.
             chunk.phonemes, chunk.words = stream.spans.take(None if last_window else stream.samples_sent + len(audio))
@@ -399,7 +406,9 @@ class Engine:
             return BudgetError(f"a sentence would be {seconds:.0f} s of audio, over the limit of "
                                f"{limits.max_sentence_seconds:g} s per sentence; split it or lower length_scale")
         stream.planned_frames += segment.frames
-        if stream.planned_frames / frames_per_second > limits.max_audio_seconds:
+        stream.planned_silence += segment.pause + segment.tail
+        if (stream.planned_frames / frames_per_second + stream.planned_silence / stream.pipeline.sample_rate
+                > limits.max_audio_seconds):
             return BudgetError(f"the request would produce more than {limits.max_audio_seconds:g} s of audio, "
                                "the limit per request; split it or lower length_scale")
         return None

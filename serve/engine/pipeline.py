@@ -24,13 +24,14 @@ import numpy as np
 
 from vitsrt import regulator
 from vitsrt.errors import InputError, NotFoundError, NothingToSpeakError, TooManyIdsError, VitsrtError, clip, name_list
-from vitsrt.sampling import Sampling
+from vitsrt.sampling import Sampling, check_sampling
 from vitsrt.serve.backends.base import StageBackend
 from vitsrt.serve.engine.scheduler import Batch, Step
 from vitsrt.serve.engine.types import SynthesisRequest, VoiceInfo
 from vitsrt.serve.engine.windows import DEFAULT_POLICY, DecodeWindow, WindowPolicy, plan_windows
 from vitsrt.text import DEFAULT_MAX_IDS, make_frontend, prepare_text, split_sentences
 from vitsrt.text.sequence import PhonemeSequence
+from vitsrt.text.ssml import Pause, is_ssml, parse_ssml
 from vitsrt.voice import Voice
 
 MAX_SENTENCE_CHARS = 300
@@ -50,6 +51,10 @@ class Segment:
     noise: regulator.RequestNoise
     policy: WindowPolicy  # how this request's audio is cut into decode windows (streaming or one-shot)
     following: Segment | None = None  # the request's next sentence: prefilled as soon as this one has flowed
+    # Exact silence around this segment's audio, in samples (SSML <break>): zeros the engine puts before its
+    # first chunk's audio (`pause`) and after its last (`tail`, only on the request's last segment).
+    pause: int = 0
+    tail: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     # after prefill
     m_p: np.ndarray | None = None  # [C, T]
@@ -67,6 +72,15 @@ class Segment:
 
     def add_time(self, stage: str, seconds: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """One segment-to-be: its ids, its sampling values (an SSML rate changes length_scale), the silence before."""
+
+    ids: PhonemeSequence
+    scales: Sampling
+    pause: int = 0
 
 
 @dataclass
@@ -132,10 +146,15 @@ class VoicePipeline:
             raise NotFoundError(f"unknown speaker {clip(speaker)} for voice {self.name!r}; "
                                 f"available: {name_list(list(self.manifest.speakers))}")
         scales = request.resolve(self.manifest.inference)
-        sequences = self._sequences(request)
+        if request.phonemes is None and is_ssml(request.text or ""):
+            planned, tail = self._ssml(request, scales)
+        else:
+            planned, tail = [_Planned(seq, scales) for seq in self._sequences(request)], 0
         sid = self.manifest.speakers[speaker]
-        segments = [Segment(stream_id, i, seq, sid, scales, regulator.RequestNoise(seed, segment=i), policy)
-                    for i, seq in enumerate(sequences)]
+        # The seed per segment index: an SSML request's sentences sound exactly as the same sentences in plain text.
+        segments = [Segment(stream_id, i, p.ids, sid, p.scales, regulator.RequestNoise(seed, segment=i), policy,
+                            pause=p.pause) for i, p in enumerate(planned)]
+        segments[-1].tail = tail
         for segment, following in itertools.pairwise(segments):
             segment.following = following
         return segments
@@ -149,13 +168,52 @@ class VoicePipeline:
                 raise InputError(f"phonemes.{exc.field}", exc.reason) from None
         if not self.frontend.accepts_text:
             raise InputError("text", f"voice {self.name!r} takes phoneme ids only (front end 'ids')")
-        text = prepare_text(request.text or "", self.max_text_chars)
-        language = request.language or None
-        sequences = [seq for sentence in split_sentences(text, max_chars=MAX_SENTENCE_CHARS)
-                     for seq in self._spoken(sentence, language, request.normalize_text)]
+        sequences = self._sentences(request.text or "", request.language or None, request.normalize_text)
         if not sequences:
             raise NothingToSpeakError("text", "contains nothing pronounceable")
         return sequences
+
+    def _sentences(self, text: str, language: str | None, expand: bool) -> list[PhonemeSequence]:
+        text = prepare_text(text, self.max_text_chars)
+        return [seq for sentence in split_sentences(text, max_chars=MAX_SENTENCE_CHARS)
+                for seq in self._spoken(sentence, language, expand)]
+
+    def _ssml(self, request: SynthesisRequest, scales: Sampling) -> tuple[list[_Planned], int]:
+        """An SSML document's segments (vitsrt.text.ssml): each run of text at one rate is split into sentences
+        as plain text is; each <phoneme> is a segment of its own; breaks become exact silence, in samples,
+        before the next segment (after the last one: the returned tail)."""
+        if not self.frontend.accepts_text:
+            raise InputError("text", f"voice {self.name!r} takes phoneme ids only (front end 'ids')")
+        document = parse_ssml(request.text or "", max_chars=self.max_text_chars, language=request.language or None)
+        language = request.language or self._known_language(document.language)
+        planned: list[_Planned] = []
+        silence = 0.0
+        for part in document.parts:
+            if isinstance(part, Pause):
+                silence += part.seconds
+                continue
+            if part.ipa:
+                sequences = [self._from_ipa(part.text, language)]
+            else:
+                sequences = self._sentences(part.text, language, request.normalize_text) if part.text.strip() else []
+            for seq in sequences:
+                planned.append(_Planned(seq, _at_rate(scales, part.rate), round(silence * self.sample_rate)))
+                silence = 0.0
+        if not planned:
+            raise NothingToSpeakError("text", "contains nothing pronounceable")
+        return planned, round(silence * self.sample_rate)
+
+    def _known_language(self, language: str | None) -> str | None:
+        # xml:lang is a hint: matched to the voice's languages ignoring case ("en-US"), else the voice's default.
+        by_lower = {name.lower(): name for name in self.manifest.front_end.languages}
+        return by_lower.get((language or "").lower())
+
+    def _from_ipa(self, ipa: str, language: str | None) -> PhonemeSequence:
+        from_ipa = getattr(self.frontend, "from_ipa", None)
+        if from_ipa is None:
+            raise InputError("text", f"voice {self.name!r} cannot say IPA (<phoneme>): its front end is "
+                             f"{self.manifest.front_end.kind!r}")
+        return from_ipa(ipa, language=language)
 
     def _spoken(self, sentence: str, language: str | None, expand: bool) -> list[PhonemeSequence]:
         """One sentence's ids: [] when it has nothing to say (a run of dashes is dropped, not fatal); a
@@ -276,3 +334,14 @@ class VoicePipeline:
             out.append(np.ascontiguousarray(audio[row, 0, job.window.crop(self.hop)], dtype=np.float32))
             job.segment.add_time("decode", elapsed)
         return out
+
+
+def _at_rate(scales: Sampling, rate: float) -> Sampling:
+    """`scales` with length_scale divided by an SSML prosody rate: exact durations, no time-stretching."""
+    if rate == 1.0:
+        return scales
+    try:
+        length_scale = check_sampling("length_scale", scales.length_scale / rate)
+    except InputError as exc:
+        raise InputError("text", f"SSML prosody rate {rate:g} makes length_scale {exc.reason}") from None
+    return scales.model_copy(update={"length_scale": length_scale})

@@ -528,6 +528,30 @@ class IpaFrontEnd:
             words=self._words(clean, ipa, symbols, positions),
         )
 
+    def from_ipa(self, ipa: str, *, language: str | None = None) -> PhonemeSequence:
+        """IPA given by the caller (SSML <phoneme>) straight to ids, no espeak-ng: every symbol must be in the
+        voice's phoneme_id_map (an unknown one is refused by name: silently skipping it would say another word).
+        Words are the IPA's space-separated runs, named by their IPA."""
+        _, language_id = self._language(language)
+        ipa = unicodedata.normalize("NFC", ipa.strip())
+        symbols, positions, unknown = self.id_map.tokenize_at(ipa)
+        if unknown:
+            names = " ".join(sorted({f"{ch!r}(U+{ord(ch):04X})" for ch in unknown}))
+            raise InputError("text", f"phoneme symbol(s) not in this voice's phoneme_id_map: {clip(names, 120)}")
+        if not _pronounceable(symbols):
+            raise NothingToSpeakError("text", f"nothing pronounceable in the IPA {clip(ipa, 40)}")
+        phone_ids = self.id_map.to_ids(symbols, add_blank=self.add_blank)
+        if phone_ids.size > self.max_length:
+            raise TooManyIdsError("text", f"IPA gives {phone_ids.size} ids, over the limit of {self.max_length}")
+        return PhonemeSequence(
+            phone_ids=phone_ids,
+            tone_ids=np.zeros(phone_ids.size, dtype=np.int64),
+            language_ids=np.full(phone_ids.size, language_id, dtype=np.int64),
+            phonemes=symbols,
+            symbols=self.id_map.id_symbols(symbols, add_blank=self.add_blank),
+            words=self._words(ipa, ipa, symbols, positions),
+        )
+
     def _words(self, text: str, ipa: str, symbols: list[str], positions: list[int]) -> tuple[WordSpan, ...]:
         """The spoken words with their id ranges. Named by the written (expanded) words of `text` when there are
         as many of them as espeak-ng spoke, else by their IPA: espeak sometimes joins words ("of the" ->
