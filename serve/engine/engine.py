@@ -122,11 +122,11 @@ class Engine:
         self._worker.start()
 
     def _step_budgets(self) -> dict[str, int]:
-        """Per-step work limits: one prefill step holds at most one longest-allowed sentence's tokens, one flow
-        step at most one longest-allowed sentence's frames (padded sizes), so no step runs much longer than the
-        largest decode step, whatever the requests ask for."""
+        """Per-step work limits: one prefill step costs at most one longest-allowed sentence's prefill (padded
+        batch, cost ~ tokens squared), one flow step holds at most one longest-allowed sentence's frames, so no
+        step runs much longer than the largest decode step, whatever the requests ask for."""
         frames_per_second = max(p.sample_rate / p.hop for p in self._pipelines.values())
-        return {"prefill": self.options.max_phonemes,
+        return {"prefill": self.options.max_phonemes ** 2,
                 "flow": math.ceil(self.options.max_sentence_seconds * frames_per_second)}
 
     @classmethod
@@ -428,7 +428,8 @@ class Engine:
 
 
 def _work_size(step: Step, item: Work) -> int:
-    """An item's work in its step's unit (the scheduler's budgets): prefill tokens, flow and decode frames."""
+    """An item's work in its step's unit (the scheduler's budgets): decode and flow frames; prefill the square of
+    the tokens, as the encoder's attention costs (four 200-id sentences batch together, two 768-id ones do not)."""
     if isinstance(item, DecodeJob):
         return item.window.input_frames
-    return item.tokens if step == "prefill" else item.frames
+    return item.tokens**2 if step == "prefill" else item.frames
