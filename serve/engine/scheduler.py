@@ -9,10 +9,9 @@ Order of service:
   3. everything else, the least-buffered stream first.
 Prefill waits up to `max_wait_s` for its batch to fill (new requests arrive from outside); flow and
 decode never wait: nothing can add to them while the worker idles, so waiting would only add latency.
-A stage may have a work budget (`budgets`, in the units of `size_of`; the engine: squared tokens for prefill,
-frames for flow): a
-batch is cut where its padded size (largest item x items) would pass it, so one step, and so the wait it
-imposes on every other stream, stays bounded whatever a request asks for.
+A stage may have a work budget (`budgets`, in the units of `size_of`; the engine's: squared tokens for
+prefill, frames for flow): a batch is cut where its padded size (largest item x items) would pass it, so one
+step, and so the wait it imposes on every other stream, stays bounded whatever a request asks for.
 """
 
 from __future__ import annotations
