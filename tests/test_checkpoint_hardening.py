@@ -106,16 +106,19 @@ def test_a_mismatched_size_never_builds_the_model(fixture_dir, tmp_path):
     # hidden_channels=1024 is within the schema's limits but would allocate a ~1.1 GB generator; the check
     # against the checkpoint's tensors must fail before that (the whole process stays far below it).
     config = _config(fixture_dir, tmp_path, "model", hidden_channels=1024)
+    # The peak is read from VmHWM, which belongs to this process's own address space: ru_maxrss survives
+    # execve, so a child forked from a large pytest process would report the parent's size.
     script = (
-        "import resource, sys\nfrom vitsrt.cli import main\n"
+        "import sys\nfrom pathlib import Path\nfrom vitsrt.cli import main\n"
         f"code = main(['info', {str(fixture_dir / 'G_0.pth')!r}, '-c', {str(config)!r}])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)\n"
+        "status = Path('/proc/self/status').read_text().splitlines()\n"
+        "print(next(line.split()[1] for line in status if line.startswith('VmHWM:')))\nsys.exit(code)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT,
                             timeout=300)
     assert result.returncode == 2, result.stderr
     assert "shape mismatch for enc_p.emb.weight" in result.stderr
-    peak_mib = int(result.stdout.strip()) / 1024  # ru_maxrss is in KiB on Linux
+    peak_mib = int(result.stdout.strip()) / 1024  # VmHWM is in KiB
     assert peak_mib < 900, f"peak RSS {peak_mib:.0f} MiB: the model was built before the check"
 
 
