@@ -149,8 +149,12 @@ def test_synthesize_audio_equals_the_engine_output_for_the_same_text_and_speaker
 
 
 def test_four_concurrent_clients_are_served_together_and_batched(engine):
-    jobs = [("Good morning, the coffee is ready.", "awb"), ("The front door is locked now.", "kal"),
-            ("It will rain this afternoon, take an umbrella.", "rms"), ("Your timer has finished.", "slt")]
+    # Several windows each (about 3 s of audio): every stream has audio pending long after its first chunk, so
+    # "all first chunks before any last one" holds for a concurrent server even on a loaded machine.
+    jobs = [("Good morning, the coffee is ready and the toast is warm on the kitchen table.", "awb"),
+            ("The front door is locked now, and the lights in the hallway are switched off.", "kal"),
+            ("It will rain this afternoon, so take an umbrella when you go to the station.", "rms"),
+            ("Your timer has finished, and the oven has turned itself off for the evening.", "slt")]
     before = {stage: Counter(sizes) for stage, sizes in engine.stats()["batch_sizes"].items()}
 
     async def one(port, text, speaker, gate):
