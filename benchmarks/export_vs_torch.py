@@ -42,6 +42,7 @@ from vitsrt.benchmarks.voices import BenchVoice, exported_voice, random_default_
 from vitsrt.export.ort_pipeline import synthesize_batch
 from vitsrt.sampling import SAMPLING_RANGES, Sampling
 from vitsrt.serve.backends.ort_runner import OrtRunner
+from vitsrt.stages import BERT_VITS2
 from vitsrt.train.loading import load_generator
 from vitsrt.train.models.common import sequence_mask
 from vitsrt.train.models.synthesizer import (
@@ -54,7 +55,9 @@ from vitsrt.train.models.wavenet import fold_weight_norm
 
 log = logging.getLogger("vitsrt.benchmarks.export_vs_torch")
 
-STAGES = ("encoder", "duration", "regulate", "flow", "decoder")
+# Timing phases: the contract's required stages in pipeline order, with the host's length regulation timed
+# between the token side (encoder, duration) and the frame side (flow, decoder).
+STAGES = (*BERT_VITS2.required[:2], "regulate", *BERT_VITS2.required[2:])
 # length_scale is tuned per voice (tune_length_scale); noise_scale_w 0 gives both sides the same durations.
 SAMPLING = Sampling(noise_scale=0.667, noise_scale_w=0.0, sdp_ratio=0.5)
 REPO_ROOT = Path(__file__).resolve().parents[1]
