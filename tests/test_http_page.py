@@ -8,7 +8,6 @@ Skipped with a reason when chromium is not installed (`apt-get install chromium`
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -17,13 +16,14 @@ import re
 import select
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from http_support import RunningDoor
 
 pytest.importorskip("fastapi", reason="the HTTP door needs the 'http' extra (fastapi, uvicorn)")
 pytest.importorskip("uvicorn", reason="the HTTP door needs the 'http' extra (fastapi, uvicorn)")
@@ -133,33 +133,6 @@ class Browser:
             self.process.wait(10)
         os.close(self._commands)
         os.close(self._replies)
-
-
-class RunningDoor:
-    """An HttpDoor serving from its own thread's event loop."""
-
-    def __init__(self, engine: Any, **settings: Any):
-        from vitsrt.serve.http import HttpConfig, HttpDoor
-
-        self.door = HttpDoor(engine, HttpConfig(port=0, **settings))
-        self.loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.door.start())
-            started.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, name="http-door", daemon=True)
-        self.thread.start()
-        assert started.wait(30)
-        self.url = f"http://127.0.0.1:{self.door.port}"
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.door.stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
