@@ -298,11 +298,10 @@ class Engine:
             started = time.perf_counter()
             try:
                 output = self._pipelines[str(live.group)].run(live)
+                self._update(live, output, time.perf_counter() - started)
             except Exception as exc:  # a failed batch fails its streams, never the engine
                 log.exception("%s step failed for %d items", live.step, len(live.items))
                 self._fail(live.items, exc)
-                continue
-            self._update(live, output, time.perf_counter() - started)
 
     def _schedule(self) -> Batch[Work] | None:
         """The next batch to run, waiting for work; None once the engine is closed and nothing is queued."""
