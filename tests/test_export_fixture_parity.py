@@ -25,6 +25,7 @@ from export_helpers import (  # noqa: E402
 )
 from vitsrt.export.ort_pipeline import PipelineResult, synthesize_batch  # noqa: E402
 from vitsrt.serve.backends.ort_runner import OrtRunner  # noqa: E402
+from vitsrt.voice import load_voice  # noqa: E402
 
 TOL = 1e-4
 HOP = 512
@@ -83,7 +84,8 @@ def test_negative_control_perturbed_decoder_graph(fixture_voice, cases, tmp_path
     path = tmp_path / "decoder.onnx"
     onnx.save(model, str(path))
     graphs = {s: fixture_voice / f"{s}.onnx" for s in ("encoder", "duration", "duration_dp_only", "flow")}
-    perturbed = OrtRunner({**graphs, "decoder": path}, intra_op_threads=1, spinning=True, quiet=True)
+    perturbed = OrtRunner({**graphs, "decoder": path}, voice=load_voice(fixture_voice), intra_op_threads=1,
+                          spinning=True, quiet=True)
     result = _synthesize(perturbed, cases, "case0")
     np.testing.assert_array_equal(result.durations, cases["case0_durations"][:, 0, :].astype(np.int64))
     assert max(_audio_errors(result, cases, "case0")) > TOL

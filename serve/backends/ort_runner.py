@@ -100,6 +100,7 @@ class OrtRunner:
         self,
         graphs: Mapping[str, str | os.PathLike[str]],
         *,
+        voice: Voice | None = None,
         quiet: bool = False,
         trt_cache_dir: Path | None = None,
         **options: object,
@@ -113,6 +114,7 @@ class OrtRunner:
         self._sessions = {stage: _open(Path(path), session_opts, providers) for stage, path in graphs.items()}
         self._inputs = {s: [i.name for i in session.get_inputs()] for s, session in self._sessions.items()}
         self._outputs = {s: [o.name for o in session.get_outputs()] for s, session in self._sessions.items()}
+        self.voice = voice  # the bundle whose manifest describes these graphs, if any
         log.debug("onnxruntime sessions %s on %s", list(self._sessions), providers)
 
     @classmethod
@@ -120,7 +122,8 @@ class OrtRunner:
         """Sessions for every graph a voice bundle lists (TensorRT EP engines cached inside the bundle)."""
         voice = voice if isinstance(voice, Voice) else load_voice(voice)
         kwargs.setdefault("trt_cache_dir", voice.root / "engines" / "ort-trt-cache")
-        return cls({stage: voice.root / spec.file for stage, spec in voice.manifest.graphs.items()}, **kwargs)
+        return cls({stage: voice.root / spec.file for stage, spec in voice.manifest.graphs.items()}, voice=voice,
+                   **kwargs)
 
     @classmethod
     def from_dir(cls, graph_dir: str | os.PathLike[str], **kwargs: object) -> OrtRunner:

@@ -55,6 +55,9 @@ class Segment:
     # first chunk's audio (`pause`) and after its last (`tail`, only on the request's last segment).
     pause: int = 0
     tail: int = 0
+    # Per-token encoder features of this sentence by graph input name ([dim, T] each, e.g. BERT features);
+    # a feature the voice's encoder takes and a segment lacks is fed as zeros.
+    features: dict[str, np.ndarray] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     # after prefill
     m_p: np.ndarray | None = None  # [C, T]
@@ -265,7 +268,7 @@ class VoicePipeline:
         phone, lengths = regulator.pad_batch([i.phone_ids for i in ids])
         tone, _ = regulator.pad_batch([i.tone_ids for i in ids])
         language, _ = regulator.pad_batch([i.language_ids for i in ids])
-        batch, tokens = phone.shape
+        tokens = phone.shape[1]
         values = {
             "phone_ids": phone.astype(np.int64),
             "tone_ids": tone.astype(np.int64),
@@ -275,7 +278,9 @@ class VoicePipeline:
         }
         for name in self.bert_inputs:
             # No BERT features with a request: zeros (documented; Bert-VITS2 voices then rely on phones only).
-            values[name] = np.zeros((batch, self.bert_dim, tokens), dtype=np.float32)
+            zeros = np.zeros((self.bert_dim, 0), dtype=np.float32)
+            values[name] = regulator.pad_batch([s.features.get(name, zeros) for s in segments], axis=-1,
+                                               size=tokens)[0].astype(np.float32)
         enc_out = self._run("encoder", values)
         encoded = time.perf_counter()
 
