@@ -22,6 +22,7 @@ import asyncio
 import importlib
 import importlib.metadata
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -160,13 +161,10 @@ class EngineTarget:
             engine_options = EngineOptions(**fields)
         except ValueError as exc:
             raise VitsrtError(f"bad engine option: {exc}") from None
-        backend_options: dict[str, Any] = {}
-        if self.options.backend.startswith("torch"):
-            if not (self.options.checkpoint and self.options.config):
-                raise VitsrtError("the engine's torch backend needs --checkpoint and --config")
-            backend_options = {"checkpoint": self.options.checkpoint, "config": self.options.config}
-            if self.options.threads:
-                backend_options["threads"] = self.options.threads
+        # Given files go to the backend, whose options model decides: the torch backend needs them, the others
+        # refuse them in one line (no option is accepted and ignored).
+        backend_options = {name: value for name in ("checkpoint", "config")
+                           if (value := getattr(self.options, name))}
         self.engine = Engine.open([self.options.voice], backend=self.options.backend, options=engine_options,
                                   backend_options=backend_options)
         pipeline = self.engine.pipeline()
@@ -235,7 +233,7 @@ class EngineTarget:
 
     def versions(self) -> dict[str, str]:
         names = ["onnxruntime", "onnxruntime-gpu", "numpy"]
-        if self.options.backend.startswith("torch"):
+        if "torch" in sys.modules:  # a torch backend ran
             names.append("torch")
         return package_versions(*names)
 

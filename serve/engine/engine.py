@@ -142,8 +142,9 @@ class Engine:
         pipelines = []
         for voice_dir in voice_dirs:
             voice = load_voice(voice_dir)
-            # Engine-wide thread settings reach the backends whose options declare them (onnxruntime).
-            defaults = {"intra_op_threads": options.threads, "spinning": options.spinning}
+            # Engine-wide thread settings reach only the backends whose options model has them (onnxruntime:
+            # intra_op_threads, spinning; torch: threads).
+            defaults = {"intra_op_threads": options.threads, "threads": options.threads, "spinning": options.spinning}
             stage_backend = open_backend(backend, voice, engine_defaults=defaults, **(backend_options or {}))
             pipelines.append(VoicePipeline(voice, stage_backend, max_text_chars=options.max_text_chars,
                                            max_phonemes=options.max_phonemes))
