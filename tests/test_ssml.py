@@ -6,13 +6,12 @@ without it (same seed: the noise is drawn per segment index), and a prosody rate
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
+from http_support import RunningDoor
 from vitsrt.errors import BudgetError, InputError
 from vitsrt.serve.engine.engine import Engine, EngineOptions
 from vitsrt.serve.engine.types import SynthesisRequest
@@ -252,30 +251,15 @@ def test_grpc_request_with_ssml(engine):
 def test_http_input_with_ssml(engine):
     httpx = pytest.importorskip("httpx")
     from vitsrt.audio import float_to_pcm16
-    from vitsrt.serve.http import HttpConfig, HttpDoor
 
-    door = HttpDoor(engine, HttpConfig(port=0))
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(door.start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, name="http-door", daemon=True)
-    thread.start()
+    door = RunningDoor(engine)
     text = '<speak>Hello there. <break time="500ms"/>How are you?</speak>'
     try:
-        assert started.wait(30)
         body = {"model": "tts-1", "voice": "slt", "input": text, "response_format": "pcm", "seed": SEED,
                 "sample_rate": RATE}
-        reply = httpx.post(f"http://127.0.0.1:{door.port}/v1/audio/speech", json=body, timeout=60)
+        reply = httpx.post(f"{door.url}/v1/audio/speech", json=body, timeout=60)
     finally:
-        asyncio.run_coroutine_threadsafe(door.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+        door.close()
     assert reply.status_code == 200, reply.text
     expected = np.concatenate(sentences(engine, text, speaker="slt"))
     assert reply.content == float_to_pcm16(expected).tobytes()

@@ -8,10 +8,8 @@ sentence's durations (integers: they do not depend on batch partners), and phone
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-import threading
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from http_support import RunningDoor
 from vitsrt.serve.engine.engine import Engine, EngineOptions
 from vitsrt.serve.engine.timestamps import rescale
 from vitsrt.serve.engine.types import PhonemeIds, PhonemeTimestamp, SynthesisRequest, WordTimestamp
@@ -197,31 +196,16 @@ def test_grpc_stream_carries_the_spans(engine):
 
 def test_http_sse_sends_timestamp_events(engine):
     httpx = pytest.importorskip("httpx")
-    from vitsrt.serve.http import HttpConfig, HttpDoor
 
-    door = HttpDoor(engine, HttpConfig(port=0))
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(door.start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, name="http-door", daemon=True)
-    thread.start()
+    door = RunningDoor(engine)
     try:
-        assert started.wait(30)
-        url = f"http://127.0.0.1:{door.port}/v1/audio/speech"
+        url = f"{door.url}/v1/audio/speech"
         body = {"model": "tts-1", "voice": "slt", "input": TWO, "response_format": "pcm", "seed": SEED,
                 "stream_format": "sse", "timestamps": True}
         reply = httpx.post(url, json=body, timeout=60)
         refused = httpx.post(url, json={**body, "stream_format": "audio"}, timeout=60)
     finally:
-        asyncio.run_coroutine_threadsafe(door.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+        door.close()
     assert reply.status_code == 200, reply.text
     events = [json.loads(line[len("data: "):]) for line in reply.text.split("\n\n") if line.startswith("data: ")]
     spans = [e for e in events if e["type"] == "speech.timestamps"]
