@@ -21,7 +21,6 @@ import io
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -61,8 +60,18 @@ SYNTH = "/vitsrt.v1.TextToSpeech/Synthesize"
 STREAM = "/vitsrt.v1.TextToSpeech/SynthesizeStream"
 
 
-def _limit_memory() -> None:  # preexec_fn of the child processes
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+# `vitsrt ARGS` in a child whose address space is limited by the child itself, first thing: a preexec_fn would
+# run Python between fork and exec in a copy of this process, whose gRPC threads once aborted it there (SIGABRT,
+# "epoll_wait error: Bad file descriptor").
+_LIMITED_CLI = (
+    f"import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT})); "
+    "sys.argv[0] = 'vitsrt'; runpy.run_module('vitsrt.cli', run_name='__main__')"
+)
+
+
+def limited_cli(*args: str) -> list[str]:
+    """The command line of `vitsrt ARGS` with the memory limit."""
+    return [sys.executable, "-c", _LIMITED_CLI, *args]
 
 
 def _one_line(message: str, limit: int = MESSAGE_LIMIT) -> list[str]:
@@ -239,8 +248,8 @@ class ServeProcess:
         parser = argparse.ArgumentParser()
         serve.add_arguments(parser)
         self.has_audio_limit = "--max-audio-seconds" in parser._option_string_actions
-        args = [sys.executable, "-m", "vitsrt.cli", "serve", "--port", "0", "--threads", "1", "--max-wait-ms", "2",
-                "--max-text-chars", str(MAX_TEXT), "--grace", "1"]
+        args = limited_cli("serve", "--port", "0", "--threads", "1", "--max-wait-ms", "2", "--max-text-chars",
+                           str(MAX_TEXT), "--grace", "1")
         for voice in voices:
             args += ["-v", str(voice)]
         if self.has_audio_limit:
@@ -249,7 +258,7 @@ class ServeProcess:
         self._port: list[int] = []
         self._ready = threading.Event()
         self.process = subprocess.Popen(args, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True, preexec_fn=_limit_memory)
+                                        stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read_log, daemon=True).start()
         if not self._ready.wait(120) or not self._port:
             self.close()
@@ -371,8 +380,8 @@ def run_cli(args: list[str], *, isolate: bool = False, timeout: float = 60.0) ->
     an uncaught exception prints its traceback), or in a child process with limited memory and a timeout."""
     if isolate:
         try:
-            done = subprocess.run([sys.executable, "-m", "vitsrt.cli", *args], cwd=REPO_ROOT, capture_output=True,
-                                  text=True, timeout=timeout, stdin=subprocess.DEVNULL, preexec_fn=_limit_memory)
+            done = subprocess.run(limited_cli(*args), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
             return Outcome(None, str(exc.stdout or ""), f"(timed out after {timeout:.0f} s) {exc.stderr or ''}")
         return Outcome(done.returncode, done.stdout, done.stderr)
