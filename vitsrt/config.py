@@ -8,15 +8,14 @@ same defaults here, so a checkpoint built from a sparse config gets the same arc
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vitsrt.errors import ConfigError, clip
+from vitsrt.files import NotRegularFileError, open_regular
 
 # Symbol-table sizes of upstream Bert-VITS2 2.x (text/symbols.py): 112 symbols, 6 + 2 + 4 tones, 3 languages.
 BERT_VITS2_N_SYMBOLS = 112
@@ -272,22 +271,18 @@ def version_from_state_dict_keys(keys: set[str]) -> str | None:
 
 
 def _read_config_bytes(path: Path) -> bytes:
-    """The file's bytes: a regular file only, at most MAX_CONFIG_BYTES."""
+    """The file's bytes: a regular file only (vitsrt.files), at most MAX_CONFIG_BYTES."""
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; the fstat below then refuses it.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open_regular(path) as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except NotRegularFileError as exc:
+        if exc.kind == "a directory":
+            raise ConfigError(f"{path} is a directory, not a config file") from None
+        raise ConfigError(f"{path} is not a regular file (a FIFO, device or socket cannot be a config)") from None
     except FileNotFoundError:
         raise ConfigError(f"config not found: {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise ConfigError(f"{path} is a directory, not a config file")
-        raise ConfigError(f"{path} is not a regular file (a FIFO, device or socket cannot be a config)")
-    with os.fdopen(fd, "rb") as handle:
-        data = handle.read(MAX_CONFIG_BYTES + 1)
     # Read one byte past the cap: a file that grows after the check is still refused.
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB; not a config.json")

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import re
-import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -30,6 +29,7 @@ from typing import Annotated, Any, BinaryIO, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from vitsrt.errors import VoiceError, clip
+from vitsrt.files import NotRegularFileError, irregular, open_regular
 from vitsrt.receptive_field import decoder_context_frames
 from vitsrt.sampling import Sampling
 from vitsrt.stages import BERT_FEATURES, BERT_VITS2, STAGE_NAMES, StageName, TensorDType
@@ -495,37 +495,12 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-_FILE_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
-def _irregular(mode: int) -> str | None:
-    """What a file that is not a regular file is ("a FIFO", ...); None for a regular file."""
-    if stat.S_ISREG(mode):
-        return None
-    return next((kind for test, kind in _FILE_KINDS if test(mode)), "a special file")
-
-
 def _open_regular(path: Path) -> BinaryIO:
-    """Open `path` for reading only if it is a regular file; VoiceError for anything else.
-
-    Opening a FIFO blocks until some writer appears (a server start-up would hang) and a device can
-    read forever, so the type is checked before opening; the open is non-blocking and the check is
-    repeated on the descriptor, in case the path was swapped in between.
-    """
-    kind = _irregular(os.stat(path).st_mode)
-    if kind is None:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        kind = _irregular(os.fstat(fd).st_mode)
-        if kind is None:
-            return os.fdopen(fd, "rb")
-        os.close(fd)
-    raise VoiceError(f"{clip(os.fspath(path), 200)}: is {kind}, not a regular file")
+    """Open `path` for reading only if it is a regular file (vitsrt.files); VoiceError for anything else."""
+    try:
+        return open_regular(path)
+    except NotRegularFileError as exc:
+        raise VoiceError(f"{clip(os.fspath(path), 200)}: is {exc.kind}, not a regular file") from None
 
 
 def _summarize(err: ValidationError, limit: int = 5) -> str:
@@ -633,7 +608,7 @@ def _bundle_file(root: Path, relative: str, what: str) -> Path | None:
     if not real.is_relative_to(root.resolve()):
         raise VoiceError(f"{named} leads outside the voice directory (to {clip(real, 120)}); refusing to follow it")
     try:
-        kind = _irregular(os.stat(real).st_mode)
+        kind = irregular(os.stat(real).st_mode)
     except FileNotFoundError:
         return None
     except OSError as exc:
