@@ -43,6 +43,18 @@ def _wait_for(condition, timeout: float = 5.0) -> bool:
     return condition()
 
 
+def _all_at_once(call, jobs: list) -> list:
+    """`call(job)` for every job from its own thread, all released together (so the server batches them)."""
+    start = threading.Barrier(len(jobs))
+
+    def run(job):
+        start.wait()
+        return call(job)
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(run, jobs))
+
+
 def _float_stream(client: TtsClient, tokens: int, seed: int) -> np.ndarray:
     return client.call_streaming(ids_request(tokens, seed, encoding=Encoding.FLOAT32LE)).samples
 
@@ -51,14 +63,7 @@ def test_32_concurrent_streams_each_equal_solo(server):
     jobs = [(MIXED_LENGTHS[i % len(MIXED_LENGTHS)], 100 + i) for i in range(32)]
     with TtsClient(server.target, timeout=120) as client:
         solo = [_float_stream(client, tokens, seed) for tokens, seed in jobs]
-        start = threading.Barrier(len(jobs))
-
-        def run(job):
-            start.wait()
-            return _float_stream(client, *job)
-
-        with ThreadPoolExecutor(len(jobs)) as pool:
-            together = list(pool.map(run, jobs))
+        together = _all_at_once(lambda job: _float_stream(client, *job), jobs)
     batched = server.engine.stats()["batch_sizes"]["decode"]
     assert max(batched) > 1, "the concurrent streams were never batched together"
     for (tokens, seed), alone, crowd in zip(jobs, solo, together, strict=True):
@@ -149,14 +154,7 @@ def test_same_seed_guarantee_as_the_proto_states(server):
     with TtsClient(server.target, timeout=120) as client:
         solo = [both(client, *job) for job in jobs]
         again = both(client, *jobs[5])
-        start = threading.Barrier(len(jobs))
-
-        def run(job):
-            start.wait()
-            return both(client, *job)
-
-        with ThreadPoolExecutor(len(jobs)) as pool:
-            together = list(pool.map(run, jobs))
+        together = _all_at_once(lambda job: both(client, *job), jobs)
     assert np.array_equal(again[0], solo[5][0]) and np.array_equal(again[1], solo[5][1])  # alone: bit-identical
     for (pcm, floats), (crowd_pcm, crowd_floats) in zip(solo, together, strict=True):
         assert len(crowd_pcm) == len(pcm) and len(crowd_floats) == len(floats) > 0
