@@ -272,11 +272,15 @@ class FrontEnd(_Strict):
     * ``kind="ipa"``: espeak-ng phonemes mapped piper-style through ``phoneme_id_map`` with the
       ``bos``/``eos`` markers and ``pad`` between phonemes; ``espeak_voices`` maps a language name to the
       espeak-ng voice that phonemizes it.
+    * ``kind="piper"``: an imported piper voice: phonemes and ids exactly as piper-tts makes them
+      (`vitsrt.text.piper`), through ``phoneme_id_map`` with pad between phonemes (``add_blank`` true);
+      ``espeak_voice`` is the voice's espeak-ng voice (its ``espeak.voice``), ``vowel_clusters`` its
+      phoneme merges (each joins into a key of ``phoneme_id_map``).
     Table sizes are stored explicitly because they are the sizes of the encoder's embedding tables,
     which bound every id a request may carry.
     """
 
-    kind: Literal["ids", "ipa"]
+    kind: Literal["ids", "ipa", "piper"]
     num_symbols: int = Field(ge=1, le=MAX_TABLE_ROWS)
     symbols: list[str] | None = None
     phoneme_id_map: dict[str, list[int]] | None = None
@@ -291,6 +295,8 @@ class FrontEnd(_Strict):
     num_tones: int = Field(ge=1, le=MAX_SMALL_TABLE)
     bert_inputs: list[BertInput] = Field(default_factory=list)
     bert_dim: int = Field(default=1024, ge=1, le=MAX_CHANNELS)
+    espeak_voice: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_+-]*$")
+    vowel_clusters: list[list[str]] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> FrontEnd:
@@ -303,13 +309,14 @@ class FrontEnd(_Strict):
                 )
         else:
             if not self.phoneme_id_map:
-                raise ValueError("kind 'ipa' needs a non-empty 'phoneme_id_map'")
+                raise ValueError(f"kind {self.kind!r} needs a non-empty 'phoneme_id_map'")
             for marker in ("bos", "eos", "pad"):
                 if getattr(self, marker) not in self.phoneme_id_map:
                     raise ValueError(f"{marker} marker {getattr(self, marker)!r} is not in phoneme_id_map")
             unknown = sorted(set(self.espeak_voices) - set(self.languages))
             if unknown:
                 raise ValueError(f"espeak_voices names languages that are not in 'languages': {unknown}")
+        self._piper_consistent()
         if self.phoneme_id_map is not None:
             for phoneme, ids in self.phoneme_id_map.items():
                 if not ids or any(i < 0 or i >= self.num_symbols for i in ids):
@@ -324,6 +331,19 @@ class FrontEnd(_Strict):
         if len(set(self.bert_inputs)) != len(self.bert_inputs):
             raise ValueError(f"bert_inputs has duplicates: {self.bert_inputs}")
         return self
+
+    def _piper_consistent(self) -> None:
+        if self.kind != "piper":
+            if self.espeak_voice is not None or self.vowel_clusters is not None:
+                raise ValueError("'espeak_voice' and 'vowel_clusters' belong to kind 'piper'")
+            return
+        if self.espeak_voice is None:
+            raise ValueError("kind 'piper' needs 'espeak_voice' (the piper voice's espeak.voice)")
+        if not self.add_blank:
+            raise ValueError("kind 'piper' puts the pad between phonemes: 'add_blank' must be true")
+        for cluster in self.vowel_clusters or []:
+            if len(cluster) < 2 or "".join(cluster) not in (self.phoneme_id_map or {}):
+                raise ValueError(f"vowel cluster {cluster} must join two or more phonemes into a phoneme_id_map key")
 
 
 _Rate = Annotated[int, Field(ge=1, le=64)]

@@ -24,6 +24,7 @@ from vitsrt.text.ids import DEFAULT_MAX_IDS, IdsFrontEnd, intersperse, validate_
 from vitsrt.text.inventory import BOS, EOS, PAD, PHONEME_INVENTORY, default_phoneme_id_map, inventory_digest
 from vitsrt.text.ipa import EspeakPhonemizer, IpaFrontEnd, PhonemeIdMap, Phonemizer
 from vitsrt.text.normalize import check_text_length, normalize_text, prepare_text
+from vitsrt.text.piper import PiperFrontEnd
 from vitsrt.text.sentences import DEFAULT_MAX_SENTENCE_CHARS, SentenceSplitter, split_sentences
 from vitsrt.text.sequence import PhonemeSequence
 
@@ -38,6 +39,7 @@ __all__ = [
     "PhonemeIdMap",
     "PhonemeSequence",
     "Phonemizer",
+    "PiperFrontEnd",
     "SentenceSplitter",
     "check_text_length",
     "default_phoneme_id_map",
@@ -93,12 +95,14 @@ def make_frontend(
     """Build the front end a voice.json describes.
 
     `config` is the voice's front-end section: the `vitsrt.voice.FrontEnd` pydantic model, or
-    any object/dict with its fields: ``kind`` ("ids" | "ipa"), ``num_symbols``, ``symbols``,
+    any object/dict with its fields: ``kind`` ("ids" | "ipa" | "piper"), ``num_symbols``, ``symbols``,
     ``phoneme_id_map``, ``add_blank``, ``blank_id``, ``bos``/``eos``/``pad``, ``espeak_voices``,
     ``languages`` (name -> id), ``num_languages``, ``num_tones``; optionally ``default_language``.
     Missing sizes are derived (``len(symbols)``, largest map id + 1, largest language id + 1).
     For "ipa" the map comes from ``phoneme_id_map``, else from ``symbols``, else vitsrt's
     default inventory. `phonemizer` lets several voices share one espeak-ng instance.
+    "piper" (an imported piper voice, `PiperFrontEnd`) also reads ``espeak_voice`` and ``vowel_clusters``;
+    its text should go through ``frontend.sentences(text)`` whole (espeak-ng splits it as in piper).
     """
     kind = _field(config, "kind")
     symbols = _field(config, "symbols")
@@ -143,4 +147,19 @@ def make_frontend(
             max_length=max_length,
             phonemizer=phonemizer,
         )
-    raise ValueError(f"unknown front end kind {kind!r} (expected 'ids' or 'ipa')")
+    if kind == "piper":
+        return PiperFrontEnd(
+            id_map or {},
+            _field(config, "espeak_voice"),
+            languages=languages or None,
+            espeak_voices=_field(config, "espeak_voices"),
+            vowel_clusters=_field(config, "vowel_clusters"),
+            pad=_field(config, "pad", PAD),
+            bos=_field(config, "bos", BOS),
+            eos=_field(config, "eos", EOS),
+            num_symbols=num_symbols,
+            num_languages=num_languages,
+            num_tones=num_tones,
+            max_length=max_length,
+        )
+    raise ValueError(f"unknown front end kind {kind!r} (expected 'ids', 'ipa' or 'piper')")
