@@ -15,7 +15,7 @@ PIP_VERSION ?= 26.3
 TEST_LOCK := requirements/test.lock
 DEMO_LOCK := requirements/demo.lock
 # The extras each install set brings (tests/test_lock.py checks the locks against pyproject with these lists).
-TEST_EXTRAS := torch ipa train triton bench eval http wyoming formats dev
+TEST_EXTRAS := torch ipa bv2 bert piper train triton bench eval http wyoming formats dev
 DEMO_EXTRAS := ipa
 # tritonserver (Python backend, runs on CPU) for the Triton tests. --no-deps: its pins (numpy<2, protobuf<7
 # through tritonclient[grpc]) conflict with ours, and none of them is needed to run it.
