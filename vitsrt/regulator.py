@@ -45,6 +45,7 @@ _MAX_TOKEN_FRAMES: Final = 1 << 24
 # Sub-stream tags for the two noise sources of one request segment.
 _SDP_STREAM: Final = 0
 _PRIOR_STREAM: Final = 1
+_BERT_FILLER_STREAM: Final = 2  # + slot index: Bert-VITS2's BERT inputs of the other languages
 _UINT64_LIMIT: Final = 1 << 64
 
 
@@ -301,6 +302,12 @@ class RequestNoise:
         channels = _check_size(channels, "channels")
         frames = _check_size(frames, "frames")
         return self._generator(_PRIOR_STREAM).standard_normal((channels, frames), dtype=np.float32)
+
+    def bert_filler(self, slot: int, dim: int, tokens: int) -> np.ndarray:
+        """Unit normal noise float32 [dim, T] for BERT input number `slot` when the sentence is in another
+        language: Bert-VITS2 2.3 fills those inputs with randn, in training and in inference, not zeros."""
+        dim, tokens, slot = _check_size(dim, "dim"), _check_size(tokens, "tokens"), _check_size(slot, "slot")
+        return self._generator(_BERT_FILLER_STREAM + slot).standard_normal((dim, tokens), dtype=np.float32)
 
 
 def _check_seed(value: object, field: str) -> int:

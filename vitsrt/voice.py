@@ -272,6 +272,11 @@ class FrontEnd(_Strict):
     * ``kind="ipa"``: espeak-ng phonemes mapped piper-style through ``phoneme_id_map`` with the
       ``bos``/``eos`` markers and ``pad`` between phonemes; ``espeak_voices`` maps a language name to the
       espeak-ng voice that phonemizes it.
+    * ``kind="bv2"``: Bert-VITS2 text in Chinese, Japanese or English (`vitsrt.text.bv2`, upstream's front end):
+      ``symbols`` is upstream's symbol table, ``tone_offsets`` each language's first tone id; ``bert_models``
+      names, per language, the BERT graph directory in the bundle (``bert/<hash>``, shared by voices that use the
+      same model) whose features feed the encoder input ``bert_slots`` names; languages without one get zeros.
+      Raw ids are accepted too.
     * ``kind="piper"``: an imported piper voice: phonemes and ids exactly as piper-tts makes them
       (`vitsrt.text.piper`), through ``phoneme_id_map`` with pad between phonemes (``add_blank`` true);
       ``espeak_voice`` is the voice's espeak-ng voice (its ``espeak.voice``), ``vowel_clusters`` its
@@ -280,7 +285,7 @@ class FrontEnd(_Strict):
     which bound every id a request may carry.
     """
 
-    kind: Literal["ids", "ipa", "piper"]
+    kind: Literal["ids", "ipa", "piper", "bv2"]
     num_symbols: int = Field(ge=1, le=MAX_TABLE_ROWS)
     symbols: list[str] | None = None
     phoneme_id_map: dict[str, list[int]] | None = None
@@ -297,12 +302,16 @@ class FrontEnd(_Strict):
     bert_dim: int = Field(default=1024, ge=1, le=MAX_CHANNELS)
     espeak_voice: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_+-]*$")
     vowel_clusters: list[list[str]] | None = None
+    tone_offsets: dict[str, int] | None = None
+    bert_slots: dict[str, BertInput] = Field(default_factory=dict)
+    bert_models: dict[str, str] = Field(default_factory=dict)
+    default_language: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> FrontEnd:
-        if self.kind == "ids":
+        if self.kind in ("ids", "bv2"):
             if self.symbols is None:
-                raise ValueError("kind 'ids' needs the 'symbols' table")
+                raise ValueError(f"kind {self.kind!r} needs the 'symbols' table")
             if len(self.symbols) != self.num_symbols:
                 raise ValueError(
                     f"'symbols' has {len(self.symbols)} entries but num_symbols is {self.num_symbols}"
@@ -317,6 +326,7 @@ class FrontEnd(_Strict):
             if unknown:
                 raise ValueError(f"espeak_voices names languages that are not in 'languages': {unknown}")
         self._piper_consistent()
+        self._bv2_consistent()
         if self.phoneme_id_map is not None:
             for phoneme, ids in self.phoneme_id_map.items():
                 if not ids or any(i < 0 or i >= self.num_symbols for i in ids):
@@ -346,6 +356,33 @@ class FrontEnd(_Strict):
                 raise ValueError(f"vowel cluster {cluster} must join two or more phonemes into a phoneme_id_map key")
 
 
+    def _bv2_consistent(self) -> None:
+        if self.kind != "bv2":
+            if self.tone_offsets is not None or self.bert_slots or self.bert_models:
+                raise ValueError("'tone_offsets', 'bert_slots' and 'bert_models' belong to kind 'bv2'")
+            return
+        if self.tone_offsets is None:
+            raise ValueError("kind 'bv2' needs 'tone_offsets' (each language's first tone id)")
+        for field in ("tone_offsets", "bert_slots", "bert_models"):
+            unknown = sorted(set(getattr(self, field)) - set(self.languages))
+            if unknown:
+                raise ValueError(f"{field} names languages that are not in 'languages': {unknown}")
+        for lang, offset in self.tone_offsets.items():
+            if not 0 <= offset < self.num_tones:
+                raise ValueError(f"tone_offsets[{lang!r}] = {offset} is outside 0..{self.num_tones - 1}")
+        for lang, path in self.bert_models.items():
+            if lang not in self.bert_slots:
+                raise ValueError(f"bert_models[{lang!r}] has no bert_slots entry (which encoder input it feeds)")
+            if not _BERT_DIR.fullmatch(path):
+                raise ValueError(f"bert_models[{lang!r}] = {clip(path)} is not a bundle directory bert/<hash>")
+        missing = sorted(set(self.bert_slots.values()) - set(self.bert_inputs))
+        if missing:
+            raise ValueError(f"bert_slots feed {missing}, which are not in bert_inputs")
+        if self.default_language is not None and self.default_language not in self.languages:
+            raise ValueError(f"default_language {clip(self.default_language)} is not in 'languages'")
+
+
+_BERT_DIR = re.compile(r"bert/[0-9a-f]{8,64}")
 _Rate = Annotated[int, Field(ge=1, le=64)]
 _Kernel = Annotated[int, Field(ge=1, le=256)]
 _Dilations = Annotated[list[Annotated[int, Field(ge=1, le=64)]], Field(min_length=1, max_length=8)]

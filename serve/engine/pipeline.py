@@ -26,6 +26,7 @@ from vitsrt import regulator
 from vitsrt.errors import InputError, NotFoundError, NothingToSpeakError, TooManyIdsError, VitsrtError, clip, name_list
 from vitsrt.sampling import Sampling, check_sampling
 from vitsrt.serve.backends.base import StageBackend
+from vitsrt.serve.engine.bert_stage import shared_stage
 from vitsrt.serve.engine.scheduler import Batch, Step
 from vitsrt.serve.engine.types import SynthesisRequest, VoiceInfo
 from vitsrt.serve.engine.windows import DEFAULT_POLICY, DecodeWindow, WindowPolicy, plan_windows
@@ -116,7 +117,10 @@ class VoicePipeline:
         self.manifest = voice.manifest
         self.backend = backend
         # The front end holds the one limit on ids per sentence (phoneme input is one sentence).
-        self.frontend = make_frontend(self.manifest.front_end, max_length=max_phonemes)
+        self.frontend = make_frontend(self.manifest.front_end, max_length=max_phonemes, root=voice.root)
+        # Bert-VITS2 text: one BERT stage per language with a model (sessions shared by voices using the same one)
+        models = self.manifest.front_end.bert_models
+        self.bert = {lang: shared_stage(voice.root / path) for lang, path in models.items()}
         self.max_text_chars = max_text_chars
         self.hop = self.manifest.hop_length
         self.sample_rate = self.manifest.sample_rate
@@ -178,6 +182,12 @@ class VoicePipeline:
 
     def _sentences(self, text: str, language: str | None, expand: bool) -> list[PhonemeSequence]:
         text = prepare_text(text, self.max_text_chars)
+        whole = getattr(self.frontend, "sentences", None)  # piper voices: espeak-ng splits sentences as in piper
+        if whole is not None:
+            try:
+                return whole(text, language=language)
+            except NothingToSpeakError:
+                return []
         return [seq for sentence in split_sentences(text, max_chars=MAX_SENTENCE_CHARS)
                 for seq in self._spoken(sentence, language, expand)]
 
@@ -263,6 +273,7 @@ class VoicePipeline:
 
     def prefill(self, segments: Sequence[Segment]) -> None:
         """Encoder + duration predictor for a batch of segments, padded to the longest text."""
+        self._bert_features(segments)
         started = time.perf_counter()
         ids = [s.ids for s in segments]
         phone, lengths = regulator.pad_batch([i.phone_ids for i in ids])
@@ -303,6 +314,22 @@ class VoicePipeline:
             segment.frames = int(max(segment.durations.sum(), 1))
             segment.add_time("encoder", encoded - started)
             segment.add_time("duration", finished - encoded)
+
+    def _bert_features(self, segments: Sequence[Segment]) -> None:
+        """Bert-VITS2 text: each language's BERT graph on its sentences of the batch (one padded call per model);
+        the sentence's features go to its language's encoder input, the other BERT inputs get the request's
+        seeded normal noise (upstream 2.3's randn). Sentences without BERT tokens keep zeros."""
+        pending = [s for s in segments if s.ids.bert is not None and not s.features]
+        for lang, stage in self.bert.items():
+            group = [s for s in pending if s.ids.bert.language == lang]
+            if not group:
+                continue
+            started = time.perf_counter()
+            for segment, features in zip(group, stage.features([s.ids.bert for s in group]), strict=True):
+                segment.features = {name: segment.noise.bert_filler(slot, self.bert_dim, segment.tokens)
+                                    for slot, name in enumerate(self.bert_inputs)}
+                segment.features[segment.ids.bert.slot] = features
+                segment.add_time("bert", time.perf_counter() - started)
 
     def flow(self, segments: Sequence[Segment]) -> None:
         """Length regulation + prior sample per item (host), then the flow on the padded batch."""

@@ -17,6 +17,7 @@ espeak-ng voice that reads it; ``expand=False`` turns it off for one call.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from vitsrt.text.expand import drop_emoji, expand_text, expander_for, register_expander
@@ -91,6 +92,7 @@ def make_frontend(
     *,
     max_length: int = DEFAULT_MAX_IDS,
     phonemizer: Phonemizer | None = None,
+    root: Path | None = None,
 ) -> FrontEnd:
     """Build the front end a voice.json describes.
 
@@ -103,6 +105,8 @@ def make_frontend(
     default inventory. `phonemizer` lets several voices share one espeak-ng instance.
     "piper" (an imported piper voice, `PiperFrontEnd`) also reads ``espeak_voice`` and ``vowel_clusters``;
     its text should go through ``frontend.sentences(text)`` whole (espeak-ng splits it as in piper).
+    "bv2" (Bert-VITS2 text, `Bv2FrontEnd`) loads the BERT tokenizers its ``bert_models`` name from the voice
+    bundle at `root`.
     """
     kind = _field(config, "kind")
     symbols = _field(config, "symbols")
@@ -162,4 +166,8 @@ def make_frontend(
             num_tones=num_tones,
             max_length=max_length,
         )
-    raise ValueError(f"unknown front end kind {kind!r} (expected 'ids', 'ipa' or 'piper')")
+    if kind == "bv2":
+        from vitsrt.text.bv2 import make_bv2  # its language modules load pypinyin/jieba/pyopenjtalk on first use
+
+        return make_bv2(config, max_length=max_length, root=root)
+    raise ValueError(f"unknown front end kind {kind!r} (expected 'ids', 'ipa', 'piper' or 'bv2')")

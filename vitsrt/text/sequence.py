@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["PhonemeSequence", "WordSpan"]
+__all__ = ["BertTokens", "PhonemeSequence", "WordSpan"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,18 @@ class WordSpan:
 
 
 @dataclass(frozen=True)
+class BertTokens:
+    """What the BERT stage needs for one sentence: the tokenizer's ids ([CLS]/[SEP] included) for the model of
+    `language`, and how many ids (blanks included) each token covers; its features feed encoder input `slot`."""
+
+    language: str
+    slot: str
+    input_ids: np.ndarray  # [N] int64
+    word2ph: np.ndarray  # [N] int64, sums to the sentence's number of ids
+    tokens: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PhonemeSequence:
     """Token ids for one segment, ready to batch into the encoder.
 
@@ -28,7 +40,8 @@ class PhonemeSequence:
     (without pad/BOS/EOS; empty for raw ids) and exists for debugging and logs.
     `skipped` counts input phonemes dropped because the voice's symbol table lacks them.
     `symbols` names the symbol of every id (pad/BOS/EOS markers included; empty for raw ids) and `words`
-    the words the ids speak, in order (empty for raw ids): what timestamps are reported in.
+    the words the ids speak, in order (empty for raw ids): what timestamps are reported in. `bert` carries
+    the BERT stage's tokens for Bert-VITS2 text.
     """
 
     phone_ids: np.ndarray
@@ -38,6 +51,7 @@ class PhonemeSequence:
     skipped: int = 0
     symbols: tuple[str, ...] = ()
     words: tuple[WordSpan, ...] = ()
+    bert: BertTokens | None = None  # Bert-VITS2 text: the BERT stage's input (None: no BERT features)
 
     def __post_init__(self) -> None:
         arrays = (self.phone_ids, self.tone_ids, self.language_ids)
@@ -53,6 +67,8 @@ class PhonemeSequence:
             raise ValueError(f"symbols has {len(self.symbols)} entries for {len(self.phone_ids)} ids")
         if any(not 0 <= w.start < w.end <= len(self.phone_ids) for w in self.words):
             raise ValueError("a word's id range lies outside the ids")
+        if self.bert is not None and int(self.bert.word2ph.sum()) != len(self.phone_ids):
+            raise ValueError(f"BERT word2ph covers {int(self.bert.word2ph.sum())} ids of {len(self.phone_ids)}")
 
     def __len__(self) -> int:
         return len(self.phone_ids)
