@@ -26,8 +26,10 @@ from vitsrt.export.onnx_export import DEFAULT_OPSET, ExportError, check_graph, c
 from vitsrt.export.verify import FP16_WEIGHT_TOLERANCES, verify_and_report
 from vitsrt.export.weight_storage import store_weights_fp16
 from vitsrt.sampling import Sampling
+from vitsrt.serve.backends.torch_backend import WEIGHTS_NAME
 from vitsrt.stages import BERT_FEATURES, BERT_VITS2
 from vitsrt.train.loading import LoadedGenerator, load_generator
+from vitsrt.train.stage_runner import save_bundle_weights
 from vitsrt.voice import (
     MANIFEST_NAME,
     DecoderInfo,
@@ -264,6 +266,10 @@ def export_voice(
         manifest = build_manifest(loaded, graphs, name=voice_name, opset=opset, parity=parity, inference=inference,
                                   weights=weights)
         manifest.write(staging / MANIFEST_NAME)
+        # The generator itself, for the torch backends (the voice directory alone runs `--backend torch-cuda`).
+        save_bundle_weights(staging / WEIGHTS_NAME, loaded.model, family_name=manifest.model.family,
+                            version=loaded.version, config_json=loaded.config.to_json(),
+                            graphs={stage: spec.sha256 for stage, spec in manifest.graphs.items()})
         load_voice(staging)  # what a server will do: the bundle must load and its hashes match
         _publish(staging, out_dir)
     except VitsrtError:

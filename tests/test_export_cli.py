@@ -159,7 +159,8 @@ def test_force_replaces_a_stale_bundle(tmp_path, capsys):
     assert voice.manifest.name == "tiny-cli" and voice.manifest.parity is None
     assert not (out / "stale.txt").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["voice.json", "encoder.onnx", "duration.onnx", "duration_dp_only.onnx", "flow.onnx", "decoder.onnx"]
+        ["voice.json", "encoder.onnx", "duration.onnx", "duration_dp_only.onnx", "flow.onnx", "decoder.onnx",
+         "weights.safetensors"]
     )
     assert _leftovers(tmp_path) == []
     assert oct(out.stat().st_mode & 0o777) == oct(0o755)

@@ -1,11 +1,15 @@
-"""The engine: requests become streams; one worker runs batched stage steps chosen by the scheduler.
+"""The engine: requests become streams; execution lanes run batched stage steps chosen by the scheduler.
 
     engine = Engine.open(["voices/alice"], backend="onnxruntime")
     audio = engine.synthesize(SynthesisRequest(text="Hello there.")).audio
     for chunk in engine.stream(SynthesisRequest(text="A longer sentence...")):
         play(chunk.audio)
 
-Streams from many callers share every backend call (continuous batching). Everything that can be wrong
+Streams from many callers share every backend call (continuous batching). A lane is one worker thread with
+its own backend per voice (its own sessions, `threads` intra-op threads each); every lane takes its next batch
+from the one scheduler, so with two lanes on two cores two batches run side by side once two or more streams
+are live, instead of one batch spreading thin over both cores. Lanes change where a batch runs, never what
+an item computes (every graph is masked and all noise comes from the request's seed). Everything that can be wrong
 with a request raises in the caller's thread at admission (InputError / NotFoundError / OverloadedError);
 a failure inside a batch fails only the streams in that batch, and the engine keeps serving.
 """
@@ -13,8 +17,10 @@ a failure inside a batch fails only the streams in that batch, and the engine ke
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import math
+import os
 import queue
 import secrets
 import threading
@@ -29,13 +35,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from vitsrt.errors import BudgetError, InputError, NotFoundError, OverloadedError, VitsrtError, clip, name_list
-from vitsrt.serve.backends.base import open_backend
+from vitsrt.serve.backends.base import BACKENDS, StageBackend, backend_entry, open_backend
 from vitsrt.serve.engine.pipeline import DecodeJob, Segment, StepOutput, VoicePipeline, Work
 from vitsrt.serve.engine.scheduler import Batch, Scheduler, Step
 from vitsrt.serve.engine.timestamps import SegmentSpans, segment_spans
 from vitsrt.serve.engine.types import AudioChunk, SynthesisRequest, SynthesisResult, VoiceInfo
 from vitsrt.serve.engine.windows import ONE_SHOT, WindowPolicy
-from vitsrt.voice import load_voice
+from vitsrt.voice import Voice, load_voice
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +70,66 @@ class EngineOptions(BaseModel):
     max_audio_seconds: float = Field(300.0, gt=0, description="audio one request may produce")
     max_sentence_seconds: float = Field(
         60.0, gt=0, description="audio one sentence may produce (the flow runs on a whole sentence at once)")
-    threads: int | None = Field(None, ge=1, description="intra-op threads per backend (None: runtime default)")
+    # Lanes: None picks from the core count for CPU backends (`default_lanes`), one lane elsewhere (two for
+    # torch-cuda: one lane's host work overlaps the other's GPU work); `threads` is then per lane.
+    lanes: int | None = Field(None, ge=1, le=64, description="execution lanes, each a worker with its own sessions")
+    threads: int | None = Field(None, ge=1, description="intra-op threads per backend, i.e. per lane (None: from "
+                                "the core count for CPU backends, the runtime's default elsewhere)")
     # Off by default: spin-waiting intra-op threads compete with the engine worker and the server's event
     # loop (measured: +24-41% throughput with it off, benchmarks/results/README.md, 2026-11-22 spinning).
     spinning: bool = Field(False, description="onnxruntime: idle intra-op threads spin-wait for the next call")
     windows: WindowPolicy = Field(default_factory=WindowPolicy, description="streaming decode windows")
     low_water_ms: float = Field(300.0, ge=0)
+
+
+# Backends that compute on the host's cores (lanes split the cores between them), and the lanes a GPU backend
+# gets by default.
+CPU_BACKENDS = ("onnxruntime", "torch")
+GPU_DEFAULT_LANES = {"torch-cuda": 2}
+MAX_DEFAULT_LANES = 8
+
+
+def default_lanes(cores: int) -> tuple[int, int]:
+    """(lanes, threads per lane) for a CPU backend on `cores` cores. Small batches scale poorly past 2 intra-op
+    threads, and a lane of its own per core pair lets batches of different streams run at once: 1 core 1x1,
+    2 cores 2x1, 3 cores 3x1, 4 cores 2x2, 8 cores 4x2, 16 and more 8 lanes sharing the cores."""
+    cores = max(1, cores)
+    if cores <= 3:
+        return cores, 1
+    lanes = min(MAX_DEFAULT_LANES, cores // 2)
+    return lanes, cores // lanes
+
+
+def resolve_lanes(options: EngineOptions, backend: str, cores: int | None = None) -> EngineOptions:
+    """`options` with `lanes` (and for CPU backends `threads`) filled in for `backend` on `cores` cores.
+    Given values are kept; a CPU backend with only one of the two given gets the other from the core count."""
+    cores = cores or os.cpu_count() or 1
+    entry = backend_entry(backend)
+    name = next(n for n, e in BACKENDS.items() if e is entry)
+    if name not in CPU_BACKENDS:
+        return options.model_copy(update={"lanes": options.lanes or GPU_DEFAULT_LANES.get(name, 1)})
+    lanes, threads = options.lanes, options.threads
+    if lanes is None and threads is None:
+        lanes, threads = default_lanes(cores)
+    elif lanes is None:
+        lanes = max(1, min(MAX_DEFAULT_LANES, cores // threads))  # type: ignore[operator]
+    elif threads is None:
+        threads = max(1, cores // lanes)
+    return options.model_copy(update={"lanes": lanes, "threads": threads})
+
+
+def _with_backend(pipeline: VoicePipeline, backend: StageBackend) -> VoicePipeline:
+    """`pipeline` for another lane: the same voice, front end and limits (shared, read-only), its own backend."""
+    twin = copy.copy(pipeline)
+    twin.backend = backend
+    return twin
+
+
+@dataclass
+class _Lane:
+    index: int
+    pipelines: dict[str, VoicePipeline]
+    thread: threading.Thread | None = None
 
 
 @dataclass
@@ -100,13 +160,28 @@ class _Stream:
 
 
 class Engine:
-    def __init__(self, pipelines: Sequence[VoicePipeline], options: EngineOptions | None = None):
+    def __init__(self, pipelines: Sequence[VoicePipeline], options: EngineOptions | None = None,
+                 lane_backend: Callable[[Voice], StageBackend] | None = None):
+        """`pipelines` are the first lane's; each further lane (`options.lanes`, default 1 here; `Engine.open`
+        picks from the core count) gets the same voices with a backend from `lane_backend(voice)`."""
         if not pipelines:
             raise VitsrtError("the engine needs at least one voice")
         self.options = options or EngineOptions()
         self._pipelines = {p.name: p for p in pipelines}
         if len(self._pipelines) != len(pipelines):
             raise VitsrtError("two voices share one name")
+        lanes = self.options.lanes or 1
+        if lanes > 1 and lane_backend is None:
+            raise VitsrtError(f"{lanes} lanes need a backend per lane: pass lane_backend, or use Engine.open")
+        self._lanes = [_Lane(0, self._pipelines)]
+        try:
+            for index in range(1, lanes):
+                assert lane_backend is not None
+                self._lanes.append(_Lane(index, {name: _with_backend(p, lane_backend(p.voice))
+                                                 for name, p in self._pipelines.items()}))
+        except BaseException:
+            self._close_backends()
+            raise
         self.default_voice = pipelines[0].name
         self._scheduler: Scheduler[Work] = Scheduler(
             self.options.max_batch, self.options.max_wait_ms / 1000.0, self.options.low_water_ms / 1000.0,
@@ -118,8 +193,10 @@ class Engine:
         self._stopping = False
         self._batch_sizes: dict[str, Counter[int]] = {"prefill": Counter(), "flow": Counter(), "decode": Counter()}
         self._stage_seconds: Counter[str] = Counter()
-        self._worker = threading.Thread(target=self._run_worker, name="vitsrt-engine", daemon=True)
-        self._worker.start()
+        for lane in self._lanes:
+            name = "vitsrt-engine" if lanes == 1 else f"vitsrt-engine-lane{lane.index}"
+            lane.thread = threading.Thread(target=self._run_worker, args=(lane,), name=name, daemon=True)
+            lane.thread.start()
 
     def _step_budgets(self) -> dict[str, int]:
         """Per-step work limits: one prefill step costs at most one longest-allowed sentence's prefill (padded
@@ -137,18 +214,27 @@ class Engine:
         options: EngineOptions | None = None,
         backend_options: dict[str, Any] | None = None,
     ) -> Engine:
-        """Load voice bundles and open one backend per voice."""
-        options = options or EngineOptions()
-        pipelines = []
-        for voice_dir in voice_dirs:
-            voice = load_voice(voice_dir)
-            # Engine-wide thread settings reach only the backends whose options model has them (onnxruntime:
-            # intra_op_threads, spinning; torch: threads).
-            defaults = {"intra_op_threads": options.threads, "threads": options.threads, "spinning": options.spinning}
-            stage_backend = open_backend(backend, voice, engine_defaults=defaults, **(backend_options or {}))
-            pipelines.append(VoicePipeline(voice, stage_backend, max_text_chars=options.max_text_chars,
-                                           max_phonemes=options.max_phonemes))
-        return cls(pipelines, options)
+        """Load voice bundles and open one backend per voice and lane (lanes and threads per lane: as given,
+        else from the core count for CPU backends; see `resolve_lanes`)."""
+        options = resolve_lanes(options or EngineOptions(), backend)
+        # Engine-wide thread settings reach only the backends whose options model has them (onnxruntime:
+        # intra_op_threads, spinning; torch: threads).
+        defaults = {"intra_op_threads": options.threads, "threads": options.threads, "spinning": options.spinning}
+
+        def lane_backend(voice: Voice) -> StageBackend:
+            return open_backend(backend, voice, engine_defaults=defaults, **(backend_options or {}))
+
+        pipelines: list[VoicePipeline] = []
+        try:
+            for voice_dir in voice_dirs:
+                voice = load_voice(voice_dir)
+                pipelines.append(VoicePipeline(voice, lane_backend(voice), max_text_chars=options.max_text_chars,
+                                               max_phonemes=options.max_phonemes))
+            return cls(pipelines, options, lane_backend)
+        except BaseException:
+            for pipeline in pipelines:
+                pipeline.backend.close()
+            raise
 
     # ----- public API ------------------------------------------------------------------------------
 
@@ -242,6 +328,7 @@ class Engine:
                 "queue_depths": self._scheduler.depths(),
                 "batch_sizes": {stage: dict(sorted(c.items())) for stage, c in self._batch_sizes.items()},
                 "stage_seconds": dict(self._stage_seconds),
+                "lanes": len(self._lanes),
             }
 
     def close(self, timeout: float = 10.0) -> None:
@@ -249,9 +336,16 @@ class Engine:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._worker.join(timeout)
-        for pipeline in self._pipelines.values():
-            pipeline.backend.close()
+        deadline = time.monotonic() + timeout
+        for lane in self._lanes:
+            if lane.thread is not None:
+                lane.thread.join(max(0.0, deadline - time.monotonic()))
+        self._close_backends()
+
+    def _close_backends(self) -> None:
+        for lane in self._lanes:
+            for pipeline in lane.pipelines.values():
+                pipeline.backend.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -289,16 +383,16 @@ class Engine:
 
     # ----- the worker ------------------------------------------------------------------------------
 
-    def _run_worker(self) -> None:
-        """schedule -> execute -> update, until closed (vLLM's loop: the scheduler picks, the pipeline runs,
-        the engine books the results)."""
+    def _run_worker(self, lane: _Lane) -> None:
+        """One lane: schedule -> execute -> update, until closed (vLLM's loop: the scheduler picks, the
+        pipeline runs on this lane's backend, the engine books the results)."""
         while (batch := self._schedule()) is not None:
             live = self._live(batch)
             if not live.items:
                 continue
             started = time.perf_counter()
             try:
-                output = self._pipelines[str(live.group)].run(live)
+                output = lane.pipelines[str(live.group)].run(live)
                 self._update(live, output, time.perf_counter() - started)
             except Exception as exc:  # a failed batch fails its streams, never the engine
                 log.exception("%s step failed for %d items", live.step, len(live.items))
@@ -336,6 +430,8 @@ class Engine:
             for step, work in output.follow_ups:
                 if work.stream_id not in refused:
                     self._scheduler.enqueue(step, work, work.stream_id, batch.group, now)
+            if output.follow_ups:
+                self._cond.notify_all()  # an idle lane may take them while this one delivers
         for stream_id, error in refused.items():
             self._fail_stream(stream_id, error)
         for job, samples in output.audio:

@@ -54,10 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", action="store_true", help="stream (chunked decoding) and report first-audio time")
     parser.add_argument("--backend", default="onnxruntime",
                         help="onnxruntime (default), onnxruntime-cuda, onnxruntime-tensorrt, tensorrt, "
-                             "torch or torch-cuda (these two need --checkpoint and --config)")
-    parser.add_argument("--checkpoint", help="--backend torch: the voice's G_*.pth generator checkpoint")
+                             "torch or torch-cuda (these two run the bundle's weights.safetensors)")
+    parser.add_argument("--checkpoint", help="--backend torch: a G_*.pth checkpoint instead of the bundle's weights")
     parser.add_argument("--config", help="--backend torch: the checkpoint's config.json")
-    parser.add_argument("--threads", type=int, help="intra-op threads")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                        help="--backend torch[-cuda]: autocast flow and decoder to bf16/fp16 (default fp32)")
+    parser.add_argument("--threads", "--lane-threads", dest="threads", type=int,
+                        help="intra-op threads per lane (default: from the core count)")
+    parser.add_argument("--lanes", type=int, help="execution lanes (default: from the core count)")
     parser.add_argument("-o", "--output", required=True,
                         help=f"output file: {', '.join(AUDIO_FORMATS)} (16-bit PCM), or - for WAV on standard output")
 
@@ -89,15 +93,18 @@ def check_speaker(speaker: str, voice: str, speakers: Sequence[str]) -> None:
 
 
 def backend_options(args: argparse.Namespace) -> Mapping[str, Any] | None:
-    """The torch backend runs the training checkpoint, which a voice bundle does not hold."""
+    """The torch backends run the bundle's weights, or a training checkpoint given with its config."""
     wants_torch = args.backend in TORCH_BACKENDS
-    if wants_torch and not (args.checkpoint and args.config):
-        raise InputError("backend", f"--backend {args.backend} needs --checkpoint G_*.pth and --config config.json")
-    if not wants_torch and (args.checkpoint or args.config):
-        raise InputError("checkpoint", "--checkpoint and --config go with --backend torch or torch-cuda")
+    if not wants_torch and (args.checkpoint or args.config or args.precision):
+        raise InputError("checkpoint", "--checkpoint, --config and --precision go with --backend torch or torch-cuda")
     if not wants_torch:
         return None
-    return {"checkpoint": args.checkpoint, "config": args.config, "threads": args.threads}
+    if bool(args.checkpoint) != bool(args.config):
+        raise InputError("checkpoint", "--checkpoint and --config go together")
+    options: dict[str, Any] = {"precision": args.precision} if args.precision else {}
+    if args.checkpoint:
+        options.update(checkpoint=args.checkpoint, config=args.config)
+    return options
 
 
 def build_request(args: argparse.Namespace) -> Any:
@@ -147,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     request = build_request(args)
     extra = backend_options(args)
     voice = args.voice or default_voice_dir()
-    options = EngineOptions(threads=args.threads)
+    options = EngineOptions(threads=args.threads, lanes=args.lanes)
     with Engine.open([voice], backend=args.backend, options=options, backend_options=extra) as engine:
         info = engine.voices[engine.default_voice]
         check_speaker(args.speaker, info.name, info.speakers)
