@@ -25,7 +25,20 @@ from vitsrt.text.bv2_common import G2P
 from vitsrt.text.ids import DEFAULT_MAX_IDS, IdsFrontEnd, intersperse
 from vitsrt.text.sequence import BertTokens, PhonemeSequence
 
-__all__ = ["LANGUAGE_ALIASES", "Bv2Analysis", "Bv2FrontEnd", "Tokenizer", "bert_word2ph"]
+__all__ = [
+    "LANGUAGE_ALIASES",
+    "STANDARD_BERT_SLOTS",
+    "STANDARD_LANGUAGES",
+    "STANDARD_NUM_TONES",
+    "STANDARD_TONE_OFFSETS",
+    "Bv2Analysis",
+    "Bv2FrontEnd",
+    "Tokenizer",
+    "bert_word2ph",
+    "make_bv2",
+    "standard_frontend",
+    "standard_symbols",
+]
 
 # Upstream's language names (ZH, JP, EN) and the tags clients send.
 LANGUAGE_ALIASES = {
@@ -34,6 +47,27 @@ LANGUAGE_ALIASES = {
     "en": "EN", "en-us": "EN", "en-gb": "EN", "english": "EN",
 }
 _MODULES = {"ZH": "vitsrt.text.bv2_zh", "JP": "vitsrt.text.bv2_ja", "EN": "vitsrt.text.bv2_en"}
+
+# Upstream Bert-VITS2 2.0-2.3's tables (its text/symbols.py; later upstream revisions added Japanese symbols and
+# no longer have 112 entries): ids index the encoder's embedding table as pad, then the union of the Chinese,
+# Japanese and English phone sets sorted by code point, then punctuation and the silence/unknown markers.
+_ZH_PHONES = (
+    "E En a ai an ang ao b c ch d e ei en eng er f g h i i0 ia ian iang iao ie in ing iong ir iu j k l m n o "
+    "ong ou p q r s sh t u ua uai uan uang ui un uo v van ve vn w x y z zh AA EE OO"
+)
+_JA_PHONES = "N a a: b by ch d dy e e: f g gy h hy i i: j k ky m my n ny o o: p py q r ry s sh t ts ty u u: w y z zy"
+_EN_PHONES = "aa ae ah ao aw ay b ch d dh eh er ey f g hh ih iy jh k l m n ng ow oy p r s sh t th uh uw V w y z zh"
+_TAIL_SYMBOLS = ("!", "?", "…", ",", ".", "'", "-", "SP", "UNK")
+STANDARD_LANGUAGES = {"ZH": 0, "JP": 1, "EN": 2}
+STANDARD_TONE_OFFSETS = {"ZH": 0, "JP": 6, "EN": 8}  # 6 Chinese, 2 Japanese, 4 English tones
+STANDARD_NUM_TONES = 12
+STANDARD_BERT_SLOTS = {"ZH": "bert", "JP": "ja_bert", "EN": "en_bert"}
+
+
+def standard_symbols() -> list[str]:
+    """The 112-entry Bert-VITS2 2.x symbol table (index = phone id)."""
+    phones = set(_ZH_PHONES.split()) | set(_JA_PHONES.split()) | set(_EN_PHONES.split())
+    return ["_", *sorted(phones), *_TAIL_SYMBOLS]
 
 
 class Tokenizer:
@@ -176,3 +210,9 @@ def make_bv2(config: Any, *, max_length: int = DEFAULT_MAX_IDS, root: Path | Non
         config.symbols, config.languages, config.tone_offsets, num_tones=config.num_tones,
         num_languages=config.num_languages, add_blank=config.add_blank, bert_slots=config.bert_slots,
         tokenizers=tokenizers, default_language=config.default_language, max_length=max_length)
+
+
+def standard_frontend(max_length: int = DEFAULT_MAX_IDS) -> Bv2FrontEnd:
+    """Upstream's tables without BERT tokenizers (English words are grouped without the BERT's pieces)."""
+    return Bv2FrontEnd(standard_symbols(), STANDARD_LANGUAGES, STANDARD_TONE_OFFSETS, num_tones=STANDARD_NUM_TONES,
+                       num_languages=len(STANDARD_LANGUAGES), max_length=max_length)
