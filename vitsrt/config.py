@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vitsrt.errors import ConfigError, clip
 from vitsrt.files import NotRegularFileError, open_regular
@@ -22,6 +22,10 @@ BERT_VITS2_N_SYMBOLS = 112
 BERT_VITS2_NUM_TONES = 12
 BERT_VITS2_NUM_LANGUAGES = 3
 BERT_DIM = 1024
+
+# Model families a config.json can describe (its top-level "family"; absent: Bert-VITS2, as upstream writes it).
+BERT_VITS2_FAMILY = "bert-vits2"
+VITS_FAMILY = "vits"
 
 # Sanity limits. Upstream's largest published configs use 192-512 channels, 6 layers and 44.1 kHz; the limits sit
 # far above that and only stop a typo (hidden_channels=1e6) from allocating gigabytes before anything is checked.
@@ -122,23 +126,7 @@ class ModelSection(_Section):
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelSection:
-        if self.hidden_channels % self.n_heads:
-            raise ValueError(
-                f"hidden_channels ({self.hidden_channels}) must be divisible by n_heads ({self.n_heads})"
-            )
-        if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
-            raise ValueError("upsample_rates and upsample_kernel_sizes must have the same length")
-        if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
-            raise ValueError("resblock_kernel_sizes and resblock_dilation_sizes must have the same length")
-        for rate, kernel in zip(self.upsample_rates, self.upsample_kernel_sizes, strict=True):
-            if rate <= 0 or kernel < rate or (kernel - rate) % 2:
-                raise ValueError(f"upsample kernel {kernel} must be >= rate {rate} and have the same parity")
-        # Each upsampling stage halves the channels; the last stage must keep at least one.
-        if self.upsample_initial_channel >> len(self.upsample_rates) < 1:
-            raise ValueError(
-                f"upsample_initial_channel ({self.upsample_initial_channel}) must be >= 2**len(upsample_rates) "
-                f"({2 ** len(self.upsample_rates)})"
-            )
+        _check_common_shapes(self)
         # Upstream asserts this in every speaker-conditioned attention stack (cond_layer_idx = 2).
         if self.use_spk_conditioned_encoder and self.gin_channels > 0 and self.n_layers <= 2:
             raise ValueError(f"n_layers must be > 2 with a speaker-conditioned encoder (got {self.n_layers})")
@@ -147,38 +135,13 @@ class ModelSection(_Section):
         return self
 
 
-class BertVits2Config(BaseModel):
-    """A whole upstream config.json. Unknown top-level keys are preserved."""
+class _ModelConfig(BaseModel):
+    """What every model family's whole config.json answers the same way (train, data and model sections)."""
 
     model_config = ConfigDict(extra="allow")
 
-    train: TrainSection = Field(default_factory=TrainSection)
-    data: DataSection = Field(default_factory=DataSection)
-    model: ModelSection = Field(default_factory=ModelSection)
-    version: str | None = None
-
-    @model_validator(mode="after")
-    def _check_consistency(self) -> BertVits2Config:
-        hop = 1
-        for rate in self.model.upsample_rates:
-            hop *= rate
-        if hop != self.data.hop_length:
-            raise ValueError(
-                f"product of model.upsample_rates ({hop}) must equal data.hop_length ({self.data.hop_length})"
-            )
-        for name, sid in self.data.spk2id.items():
-            if not 0 <= sid < max(self.data.n_speakers, 1):
-                raise ValueError(
-                    f"data.spk2id[{clip(name, 40)}] = {sid} is outside 0..n_speakers-1 ({self.data.n_speakers})"
-                )
-        parameters = approx_generator_parameters(self)
-        if parameters > MAX_GENERATOR_PARAMETERS:
-            raise ValueError(
-                f"the model section describes a generator of about {parameters / 1e9:.1f} billion parameters "
-                f"(limit {MAX_GENERATOR_PARAMETERS / 1e9:.0f} billion): check hidden_channels, filter_channels, "
-                "n_layers and upsample_initial_channel"
-            )
-        return self
+    train: TrainSection
+    data: DataSection
 
     @property
     def hop_length(self) -> int:
@@ -190,10 +153,12 @@ class BertVits2Config(BaseModel):
 
     @property
     def spec_channels(self) -> int:
+        """Bins of the linear spectrogram the posterior encoder reads (upstream's spec_channels)."""
         return self.data.filter_length // 2 + 1
 
     @property
     def segment_frames(self) -> int:
+        """The decoder's training window in frames (upstream passes segment_size // hop_length)."""
         return self.train.segment_size // self.data.hop_length
 
     def speakers(self) -> dict[str, int]:
@@ -206,13 +171,163 @@ class BertVits2Config(BaseModel):
         return json.dumps(self.model_dump(mode="json", exclude_none=False), indent=2, ensure_ascii=False)
 
 
-def _attention_stack_parameters(model: ModelSection, layers: int, kernel: int) -> int:
+class BertVits2Config(_ModelConfig):
+    """A whole upstream config.json. Unknown top-level keys are preserved."""
+
+    train: TrainSection = Field(default_factory=TrainSection)
+    data: DataSection = Field(default_factory=DataSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    version: str | None = None
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> BertVits2Config:
+        _check_hop(self.model.upsample_rates, self.data.hop_length)
+        _check_spk2id(self.data)
+        _check_size(approx_generator_parameters(self))
+        return self
+
+
+# ----- original VITS (as upstream VITS and piper train it) ------------------------------------------------
+
+
+class VitsTrainSection(TrainSection):
+    """Upstream VITS's train section: Bert-VITS2's keys with VITS's defaults where they differ."""
+
+    segment_size: int = Field(8192, ge=1, le=1 << 22)
+    lr_decay: float = Field(0.999875, gt=0, le=1)
+
+
+class VitsDataSection(DataSection):
+    """Upstream VITS's data section (LJSpeech defaults); ``n_speakers`` <= 1 is a single-speaker model
+    (upstream's ljs config says 0). piper's ``num_speakers`` is read as ``n_speakers``."""
+
+    sampling_rate: int = Field(22050, gt=0, le=384_000)
+    filter_length: int = Field(1024, gt=0, le=65536)
+    hop_length: int = Field(256, gt=0, le=8192)
+    win_length: int = Field(1024, gt=0, le=65536)
+    n_mel_channels: int = Field(80, gt=0, le=1024)
+    n_speakers: int = Field(1, ge=0, le=100_000, validation_alias=AliasChoices("n_speakers", "num_speakers"))
+
+
+class VitsModelSection(_Section):
+    """The arguments of upstream VITS's ``SynthesizerTrn`` (piper's are the same), upstream ljs defaults.
+
+    ``n_vocab`` (piper: ``num_symbols``) is the size of the phoneme embedding table; upstream VITS takes it
+    from its symbol list, so a config without it gets piper's 256 and loaders size the table from the
+    checkpoint. ``gin_channels`` is the speaker vector's size (multi-speaker models only need it; piper uses
+    0 for single-speaker voices). ``use_sdp``: the stochastic duration predictor (else the deterministic one).
+    """
+
+    n_vocab: int = Field(256, ge=1, le=65536, validation_alias=AliasChoices("n_vocab", "num_symbols"))
+    inter_channels: int = Field(192, gt=0, le=MAX_CHANNELS)
+    hidden_channels: int = Field(192, gt=0, le=MAX_CHANNELS)
+    filter_channels: int = Field(768, gt=0, le=4 * MAX_CHANNELS)
+    n_heads: int = Field(2, gt=0, le=64)
+    n_layers: int = Field(6, gt=0, le=MAX_LAYERS)
+    kernel_size: int = Field(3, gt=0, le=63)
+    p_dropout: float = Field(0.1, ge=0, lt=1)
+    resblock: Literal["1", "2"] = "1"
+    resblock_kernel_sizes: list[_Kernel] = Field(default_factory=lambda: [3, 7, 11], min_length=1, max_length=16)
+    resblock_dilation_sizes: list[Annotated[list[_Dilation], Field(min_length=1, max_length=16)]] = Field(
+        default_factory=lambda: [[1, 3, 5]] * 3, min_length=1, max_length=16
+    )
+    upsample_rates: list[_Rate] = Field(default_factory=lambda: [8, 8, 2, 2], min_length=1, max_length=16)
+    upsample_initial_channel: int = Field(512, gt=0, le=MAX_CHANNELS)
+    upsample_kernel_sizes: list[_Kernel] = Field(default_factory=lambda: [16, 16, 4, 4], min_length=1, max_length=16)
+    n_layers_q: int = Field(3, ge=0, le=MAX_LAYERS)
+    use_spectral_norm: bool = False
+    gin_channels: int = Field(0, ge=0, le=MAX_CHANNELS)
+    use_sdp: bool = True
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> VitsModelSection:
+        _check_common_shapes(self)
+        return self
+
+
+class VitsConfig(_ModelConfig):
+    """A whole original-VITS config.json (upstream VITS's layout plus ``"family": "vits"``, which tells it
+    from a Bert-VITS2 config). Unknown keys are preserved, as for Bert-VITS2."""
+
+    family: Literal["vits"] = VITS_FAMILY
+    train: VitsTrainSection = Field(default_factory=VitsTrainSection)
+    data: VitsDataSection = Field(default_factory=VitsDataSection)
+    model: VitsModelSection = Field(default_factory=VitsModelSection)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> VitsConfig:
+        _check_hop(self.model.upsample_rates, self.data.hop_length)
+        _check_spk2id(self.data)
+        if self.multi_speaker and self.model.gin_channels < 1:
+            raise ValueError(f"a multi-speaker model (n_speakers = {self.data.n_speakers}) needs gin_channels > 0")
+        _check_size(approx_vits_parameters(self))
+        return self
+
+    @property
+    def n_speakers(self) -> int:
+        """Rows of the speaker table; 1 for a single-speaker model (which has none)."""
+        return max(self.data.n_speakers, 1)
+
+    @property
+    def multi_speaker(self) -> bool:
+        return self.n_speakers > 1
+
+    def speakers(self) -> dict[str, int]:
+        return super().speakers() if self.data.spk2id else {f"speaker_{i}": i for i in range(self.n_speakers)}
+
+
+ModelConfig = BertVits2Config | VitsConfig
+
+
+def _check_common_shapes(m: ModelSection | VitsModelSection) -> None:
+    """Shape rules every VITS-family model section shares (attention heads, HiFi-GAN decoder layout)."""
+    if m.hidden_channels % m.n_heads:
+        raise ValueError(f"hidden_channels ({m.hidden_channels}) must be divisible by n_heads ({m.n_heads})")
+    if len(m.upsample_rates) != len(m.upsample_kernel_sizes):
+        raise ValueError("upsample_rates and upsample_kernel_sizes must have the same length")
+    if len(m.resblock_kernel_sizes) != len(m.resblock_dilation_sizes):
+        raise ValueError("resblock_kernel_sizes and resblock_dilation_sizes must have the same length")
+    for rate, kernel in zip(m.upsample_rates, m.upsample_kernel_sizes, strict=True):
+        if rate <= 0 or kernel < rate or (kernel - rate) % 2:
+            raise ValueError(f"upsample kernel {kernel} must be >= rate {rate} and have the same parity")
+    # Each upsampling stage halves the channels; the last stage must keep at least one.
+    if m.upsample_initial_channel >> len(m.upsample_rates) < 1:
+        raise ValueError(
+            f"upsample_initial_channel ({m.upsample_initial_channel}) must be >= 2**len(upsample_rates) "
+            f"({2 ** len(m.upsample_rates)})"
+        )
+
+
+def _check_hop(upsample_rates: list[int], hop_length: int) -> None:
+    hop = 1
+    for rate in upsample_rates:
+        hop *= rate
+    if hop != hop_length:
+        raise ValueError(f"product of model.upsample_rates ({hop}) must equal data.hop_length ({hop_length})")
+
+
+def _check_spk2id(data: DataSection) -> None:
+    for name, sid in data.spk2id.items():
+        if not 0 <= sid < max(data.n_speakers, 1):
+            raise ValueError(f"data.spk2id[{clip(name, 40)}] = {sid} is outside 0..n_speakers-1 ({data.n_speakers})")
+
+
+def _check_size(parameters: int) -> None:
+    if parameters > MAX_GENERATOR_PARAMETERS:
+        raise ValueError(
+            f"the model section describes a generator of about {parameters / 1e9:.1f} billion parameters "
+            f"(limit {MAX_GENERATOR_PARAMETERS / 1e9:.0f} billion): check hidden_channels, filter_channels, "
+            "n_layers and upsample_initial_channel"
+        )
+
+
+def _attention_stack_parameters(model: ModelSection | VitsModelSection, layers: int, kernel: int) -> int:
     """Weights of `layers` attention + FFN layers (q, k, v, o projections and two convolutions)."""
     h, f = model.hidden_channels, model.filter_channels
     return layers * (4 * h * h + 2 * h * f * kernel)
 
 
-def _decoder_parameters(model: ModelSection) -> int:
+def _decoder_parameters(model: ModelSection | VitsModelSection) -> int:
     """Weights of the HiFi-GAN decoder's upsampling convolutions and residual blocks."""
     convs_per_dilation = 2 if model.resblock == "1" else 1
     channels = model.upsample_initial_channel
@@ -238,6 +353,17 @@ def approx_generator_parameters(config: BertVits2Config) -> int:
     text = _attention_stack_parameters(m, m.n_layers, m.kernel_size) + 3 * BERT_DIM * h
     posterior = 16 * wavenet_layer + config.spec_channels * m.inter_channels
     return text + flow + posterior + _decoder_parameters(m) + config.data.n_speakers * m.gin_channels
+
+
+def approx_vits_parameters(config: VitsConfig) -> int:
+    """The same lower bound for an original-VITS generator (4 WaveNet couplings of 4 layers, no BERT)."""
+    m = config.model
+    h = m.hidden_channels
+    wavenet_layer = 2 * h * h * 5 + 2 * h * h
+    text = _attention_stack_parameters(m, m.n_layers, m.kernel_size) + m.n_vocab * h
+    posterior = 16 * wavenet_layer + config.spec_channels * m.inter_channels
+    speakers = config.n_speakers * m.gin_channels if config.multi_speaker else 0
+    return text + 16 * wavenet_layer + posterior + _decoder_parameters(m) + speakers
 
 
 def normalize_version(raw: str) -> str:
@@ -289,7 +415,7 @@ def _read_config_bytes(path: Path) -> bytes:
     return data
 
 
-def load_config(path: str | Path) -> BertVits2Config:
+def load_config(path: str | Path) -> ModelConfig:
     """Read and validate a config.json; any problem becomes a one-line ConfigError."""
     path = Path(path)
     data = _read_config_bytes(path)
@@ -311,11 +437,23 @@ def _shown(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit and text.isprintable() else clip(text, limit)
 
 
-def parse_config(raw: Any, source: str = "config") -> BertVits2Config:
+def config_family(raw: dict[str, Any], source: str = "config") -> str:
+    """The model family a parsed config.json describes: its top-level "family", Bert-VITS2 when absent."""
+    family = raw.get("family", BERT_VITS2_FAMILY)
+    if family not in (BERT_VITS2_FAMILY, VITS_FAMILY):
+        raise ConfigError(
+            f"{source}: unknown model family {_shown(str(family))!r}; known: {BERT_VITS2_FAMILY}, {VITS_FAMILY}"
+        )
+    return family
+
+
+def parse_config(raw: Any, source: str = "config") -> ModelConfig:
+    """A Bert-VITS2 or (``"family": "vits"``) original-VITS config; any problem is a one-line ConfigError."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a JSON object at the top level")
+    kind: type[ModelConfig] = VitsConfig if config_family(raw, source) == VITS_FAMILY else BertVits2Config
     try:
-        config = BertVits2Config.model_validate(raw)
+        config = kind.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         # The location can hold keys from the file (spk2id names): shown clipped.
@@ -324,6 +462,6 @@ def parse_config(raw: Any, source: str = "config") -> BertVits2Config:
         raise ConfigError(f"{source}: invalid {where}: {message}") from None
     except RecursionError:
         raise ConfigError(f"{source}: nested too deeply to be a config") from None
-    if config.version is not None:
+    if isinstance(config, BertVits2Config) and config.version is not None:
         check_supported(config.version)
     return config

@@ -91,7 +91,7 @@ class TrainOutput:
     logw: torch.Tensor  # [B, 1, T] dp prediction
     logw_target: torch.Tensor  # [B, 1, T] log of the aligned durations (upstream logw_)
     logw_sdp: torch.Tensor  # [B, 1, T] sdp sample with unit noise
-    g: torch.Tensor  # [B, G, 1]
+    g: torch.Tensor | None  # [B, G, 1]; None for a model without speakers (single-speaker VITS)
 
 
 def as_batch_vector(value: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
@@ -129,6 +129,41 @@ def expand_by_durations(
         for t in token_tensors
     )
     return y_lengths, expanded
+
+
+@torch.no_grad()
+def monotonic_alignment(
+    z_p: torch.Tensor,
+    m_p: torch.Tensor,
+    logs_p: torch.Tensor,
+    x_mask: torch.Tensor,
+    y_mask: torch.Tensor,
+    noise_scale: float = 0.0,
+) -> torch.Tensor:
+    """VITS's alignment for training: the monotonic path maximising log N(z_p | m_p, exp(logs_p)).
+
+    z_p [B, C, F], m_p/logs_p [B, C, T], masks [B, 1, T] / [B, 1, F] -> attn [B, 1, F, T] (0/1, z_p's dtype).
+    ``noise_scale`` > 0 adds VITS2's Gaussian noise (scaled by the grid's std) before the search.
+    """
+    # log N(z_p | m_p, exp(logs_p)) for every (frame, token), summed over channels, in float32.
+    zf, mf, lf = z_p.float(), m_p.float(), logs_p.float()
+    inv_var = torch.exp(-2 * lf)  # [B, C, T]
+    const = torch.sum(-0.5 * math.log(2 * math.pi) - lf, [1], keepdim=True)  # [B, 1, T]
+    quad_z = torch.matmul(-0.5 * (zf**2).transpose(1, 2), inv_var)  # [B, F, T]
+    cross = torch.matmul(zf.transpose(1, 2), mf * inv_var)  # [B, F, T]
+    quad_m = torch.sum(-0.5 * (mf**2) * inv_var, [1], keepdim=True)  # [B, 1, T]
+    neg_cent = const + quad_z + cross + quad_m
+    if noise_scale > 0:
+        neg_cent = neg_cent + torch.std(neg_cent) * torch.randn_like(neg_cent) * noise_scale
+    attn_mask = x_mask.unsqueeze(2) * y_mask.unsqueeze(-1)  # [B, 1, F, T]
+    return maximum_path(neg_cent, attn_mask.squeeze(1)).unsqueeze(1).to(z_p.dtype)
+
+
+def expand_prior(attn: torch.Tensor, m_p: torch.Tensor, logs_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prior statistics per frame, following the path: [B, C, T] -> [B, C, F] with attn [B, 1, F, T]."""
+    m_frames = torch.matmul(attn.squeeze(1), m_p.transpose(1, 2)).transpose(1, 2)
+    logs_frames = torch.matmul(attn.squeeze(1), logs_p.transpose(1, 2)).transpose(1, 2)
+    return m_frames, logs_frames
 
 
 class SynthesizerTrn(nn.Module):
@@ -281,21 +316,7 @@ class SynthesizerTrn(nn.Module):
         enc, m_p, logs_p, x_mask, g = self.encode(x, x_lengths, tone, language, bert, ja_bert, en_bert, sid)
         z, m_q, logs_q, y_mask = self.enc_q(spec, spec_lengths, g=g)
         z_p = self.flow(z, y_mask, g=g)
-
-        with torch.no_grad():
-            # log N(z_p | m_p, exp(logs_p)) for every (frame, token), summed over channels, in float32.
-            zf, mf, lf = z_p.float(), m_p.float(), logs_p.float()
-            inv_var = torch.exp(-2 * lf)  # [B, C, T]
-            const = torch.sum(-0.5 * math.log(2 * math.pi) - lf, [1], keepdim=True)  # [B, 1, T]
-            quad_z = torch.matmul(-0.5 * (zf**2).transpose(1, 2), inv_var)  # [B, F, T]
-            cross = torch.matmul(zf.transpose(1, 2), mf * inv_var)  # [B, F, T]
-            quad_m = torch.sum(-0.5 * (mf**2) * inv_var, [1], keepdim=True)  # [B, 1, T]
-            neg_cent = const + quad_z + cross + quad_m
-            if mas_noise_scale > 0:
-                neg_cent = neg_cent + torch.std(neg_cent) * torch.randn_like(neg_cent) * mas_noise_scale
-            attn_mask = x_mask.unsqueeze(2) * y_mask.unsqueeze(-1)  # [B, 1, F, T]
-            attn = maximum_path(neg_cent, attn_mask.squeeze(1)).unsqueeze(1).to(z_p.dtype)
-
+        attn = monotonic_alignment(z_p, m_p, logs_p, x_mask, y_mask, mas_noise_scale)
         w = attn.sum(2)  # [B, 1, T] frames per token
         tokens = torch.sum(x_mask)
         sdp_nll = self.sdp(enc, x_mask, w, g=g) / tokens
@@ -307,9 +328,7 @@ class SynthesizerTrn(nn.Module):
         sdp_mse = torch.sum((logw_sdp - logw_target) ** 2, [1, 2]) / tokens
         duration_loss = dp_mse + sdp_nll + sdp_mse
 
-        # Prior statistics per frame, following the path.
-        m_p = torch.matmul(attn.squeeze(1), m_p.transpose(1, 2)).transpose(1, 2)
-        logs_p = torch.matmul(attn.squeeze(1), logs_p.transpose(1, 2)).transpose(1, 2)
+        m_p, logs_p = expand_prior(attn, m_p, logs_p)
 
         starts = random_starts(spec_lengths, segment_frames)
         audio = self.dec(slice_segments(z, starts, segment_frames), g=g)
