@@ -19,15 +19,12 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 HELP = ("print what this machine can run: CUDA devices, onnxruntime providers, TensorRT and torch, the backends "
         "each voice can use and whether the text front ends' data is present")
 
 log = logging.getLogger(__name__)
-
-# The file the torch(-cuda) backend reads from a voice bundle (vitsrt.serve.backends.torch_backend.WEIGHTS_NAME;
-# spelled here too so the doctor imports no serving module).
-WEIGHTS_NAME = "weights.safetensors"
 
 # Text front-end kinds -> (the packages they need, the data file/folder inside the first one, the extra).
 _FRONT_ENDS: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -205,6 +202,26 @@ def _engines_built(voice: object) -> bool:
     return bool(getattr(getattr(voice, "manifest", None), "engines", None))
 
 
+def _weights_problem(voice: Any) -> str:
+    """Why the bundle's weights cannot feed the torch backends ("" when they can); reads the header only."""
+    import json
+
+    from vitsrt.errors import VitsrtError
+    from vitsrt.serve.backends.torch_backend import WEIGHTS_NAME, weights_metadata
+
+    path = voice.root / WEIGHTS_NAME
+    if not path.is_file():
+        return f"no {WEIGHTS_NAME} in the bundle: re-export it with `vitsrt export` (this version writes it)"
+    try:
+        metadata = weights_metadata(path)
+        graphs = json.loads(metadata.get("graphs", "{}"))
+    except (VitsrtError, ValueError) as exc:
+        return f"{WEIGHTS_NAME} is unreadable ({exc}): re-export the voice"
+    if graphs != {stage: spec.sha256 for stage, spec in voice.manifest.graphs.items()}:
+        return f"{WEIGHTS_NAME} was written for other graphs than voice.json lists: re-export the voice"
+    return ""
+
+
 def voice_backends(voice_dir: Path, machine: Machine) -> VoiceReport:
     """Which backends can run this voice here: "ok", or the reason and the fix."""
     from vitsrt.errors import VitsrtError
@@ -218,8 +235,8 @@ def voice_backends(voice_dir: Path, machine: Machine) -> VoiceReport:
         return report
     manifest = voice.manifest
     report.name, report.family, report.front_end = manifest.name, manifest.model.family, manifest.front_end.kind
-    weights = (voice.root / WEIGHTS_NAME).is_file()
-    no_weights = f"no {WEIGHTS_NAME} in the bundle: re-export it with `vitsrt export` (this version writes it)"
+    no_weights = _weights_problem(voice)
+    weights = not no_weights
     cuda, has_torch = machine.has("cuda"), machine.has("torch")
     checks = {
         "onnxruntime": (machine.has("onnxruntime"), "pip install onnxruntime"),
