@@ -338,6 +338,79 @@ def test_v_becomes_upper_case_and_unknown_phones_unk():
     assert result.word2ph == [1, 3, 1, 1]
 
 
+# ----- g2p_en's network ---------------------------------------------------------------------------------------------
+
+
+def _tiny_checkpoint(path: Path, favourite: int, hidden: int = 8) -> Path:
+    """A g2p_en-shaped checkpoint whose GRUs do nothing (zero weights keep the state at 0), so the decoder's
+    logits are fc_b alone and it always picks `favourite`."""
+    import numpy as np
+
+    def gru(prefix: str) -> dict:
+        return {
+            f"{prefix}_w_ih": np.zeros((3 * hidden, hidden), np.float32),
+            f"{prefix}_w_hh": np.zeros((3 * hidden, hidden), np.float32),
+            f"{prefix}_b_ih": np.zeros(3 * hidden, np.float32),
+            f"{prefix}_b_hh": np.zeros(3 * hidden, np.float32),
+        }
+
+    fc_b = np.zeros(len(bv2_en._NEURAL_PHONES), np.float32)
+    fc_b[favourite] = 1.0
+    rng = np.random.default_rng(0)
+    np.savez(
+        path,
+        enc_emb=rng.normal(size=(len(bv2_en._GRAPHEMES), hidden)).astype(np.float32),
+        dec_emb=rng.normal(size=(len(bv2_en._NEURAL_PHONES), hidden)).astype(np.float32),
+        fc_w=np.zeros((len(bv2_en._NEURAL_PHONES), hidden), np.float32),
+        fc_b=fc_b,
+        **gru("enc"),
+        **gru("dec"),
+    )
+    return path
+
+
+def test_network_decodes_greedily_up_to_twenty_phones(tmp_path):
+    k = bv2_en._NEURAL_PHONES.index("K")
+    network = bv2_en.G2pEnNetwork(_tiny_checkpoint(tmp_path / "k.npz", k))
+    assert network("abc") == ["K"] * 20
+    stop = bv2_en.G2pEnNetwork(_tiny_checkpoint(tmp_path / "stop.npz", bv2_en._NEURAL_PHONES.index("</s>")))
+    assert stop("abc") == []
+
+
+def test_network_vocabulary_and_bad_checkpoint(tmp_path):
+    assert len(bv2_en._NEURAL_PHONES) == 74 and len(bv2_en._GRAPHEMES) == 29
+    assert bv2_en._NEURAL_PHONES[4] == "AA0" and bv2_en._NEURAL_PHONES[-1] == "ZH"
+    path = _tiny_checkpoint(tmp_path / "ok.npz", 4)
+    import numpy as np
+
+    with np.load(path) as data:
+        broken = {name: data[name] for name in data.files}
+    broken["fc_w"] = broken["fc_w"][:10]
+    np.savez(tmp_path / "bad.npz", **broken)
+    with pytest.raises(InputError):
+        bv2_en.G2pEnNetwork(tmp_path / "bad.npz")
+
+
+def test_bare_uw_from_the_network_becomes_unk():
+    """g2p_en's vocabulary has a bare "UW"; upstream's arpa set does not, so it is kept as a symbol -> UNK."""
+    result = bv2_en.g2p("zzq", lambda text: ["▁zzq"], oov=lambda token: ["Z", "UW", "K"])
+    assert result.phones == ["_", "z", "UNK", "k", "_"]
+    assert result.tones == [0, 3, 0, 3, 0]
+
+
+def test_network_reproduces_upstreams_neural_readings():
+    """Runs where the g2p_en package (its checkpoint) is installed: every neural reading of the fixture."""
+    checkpoint = bv2_en.find_g2p_en_checkpoint()
+    if checkpoint is None:
+        pytest.skip("g2p_en is not installed (its checkpoint20.npz holds the network's weights)")
+    if not CASES:
+        pytest.skip(_ABSENT)
+    network = bv2_en.G2pEnNetwork(checkpoint)
+    readings = {token: arpa for case in CASES for token, arpa in _neural_tokens(case).items()}
+    assert readings
+    assert {token: network(token) for token in readings} == readings
+
+
 # ----- bad input -------------------------------------------------------------------------------------------------
 
 

