@@ -73,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     eng = parser.add_argument_group("engine options (default: the engine's)")
     eng.add_argument("--max-batch", type=int)
+    eng.add_argument("--lanes", type=int, help="execution lanes (default: from the core count; --threads is per lane)")
     eng.add_argument("--max-wait-ms", type=float)
     eng.add_argument("--max-active-streams", type=int)
     eng.add_argument("--spinning", choices=("on", "off"), help="onnxruntime intra-op threads spin-wait between calls")
@@ -180,7 +181,7 @@ def target_options(args: argparse.Namespace) -> Any:
         voice = str(default_voice_dir())
     engine = {
         name: getattr(args, name)
-        for name in ("max_batch", "max_wait_ms", "max_active_streams")
+        for name in ("max_batch", "lanes", "max_wait_ms", "max_active_streams")
         if getattr(args, name) is not None
     }
     if windows := window_fields(args):

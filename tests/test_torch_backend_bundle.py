@@ -174,3 +174,18 @@ def test_bf16_autocast_keeps_durations_and_stays_near_float32(voice):
     bf16 = _audio(voice, "torch", precision="bf16")
     worst = _worst(bf16, fp32)  # same shapes: the durations did not move
     assert 1e-4 < worst <= 0.05, worst
+
+
+def test_synth_runs_torch_from_the_voice_directory_alone(voice, tmp_path, capsys):
+    import soundfile
+
+    from vitsrt.cli import main
+
+    common = ["-q", "synth", "-v", str(voice), "--ids", "0 5 0 9 0 12 0 7 0", "--seed", "3", "--lanes", "2"]
+    assert main([*common, "-o", str(tmp_path / "ort.wav")]) == 0
+    assert main([*common, "--backend", "torch", "-o", str(tmp_path / "torch.wav")]) == 0
+    ort, _ = soundfile.read(tmp_path / "ort.wav", dtype="int16")
+    eager, _ = soundfile.read(tmp_path / "torch.wav", dtype="int16")
+    assert len(eager) == len(ort) > 0 and np.abs(eager.astype(np.int32) - ort).max() <= 1
+    assert main([*common, "--precision", "bf16", "-o", str(tmp_path / "x.wav")]) == 2  # onnxruntime: refused
+    assert "--precision go with --backend torch" in capsys.readouterr().err

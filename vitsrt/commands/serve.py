@@ -30,7 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wyoming-port", type=int, default=None,
                         help="Wyoming protocol port (Home Assistant and other Wyoming clients; 0: a free one)")
     parser.add_argument("--backend", default="onnxruntime", help="stage backend (onnxruntime, onnxruntime-cuda, ...)")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads per backend session")
+    parser.add_argument("--threads", "--lane-threads", dest="threads", type=int, default=None,
+                        help="intra-op threads per backend session, i.e. per lane (default: from the core count)")
+    parser.add_argument("--lanes", type=int, default=None,
+                        help="execution lanes, each a worker with its own sessions (default: from the core count "
+                        "for CPU backends, 1 for GPU backends, 2 for torch-cuda)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                        help="--backend torch[-cuda]: autocast flow and decoder to bf16/fp16 (default fp32)")
     parser.add_argument("--triton-url", default=None,
                         help="with --backend triton: the Triton gRPC endpoint running the stage models (HOST:PORT)")
     parser.add_argument("--max-batch", type=int, default=8, help="largest batch per engine stage")
@@ -99,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
     engine = EngineOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                            max_active_streams=args.max_concurrent_streams, max_text_chars=args.max_text_chars,
-                           threads=args.threads, max_audio_seconds=args.max_audio_seconds,
+                           threads=args.threads, lanes=args.lanes, max_audio_seconds=args.max_audio_seconds,
                            max_sentence_seconds=args.max_sentence_seconds, max_phonemes=args.max_phonemes)
     only_others = args.grpc_port is None and (args.http_port is not None or args.wyoming_port is not None)
     config = ServerConfig(
@@ -111,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
         drain_seconds=args.drain, request_timeout=args.request_timeout, max_call_seconds=args.max_call_seconds,
     )
     doors = ServeConfig(server=config, grpc=not only_others, http_port=args.http_port, wyoming_port=args.wyoming_port)
-    backend_options = {"url": args.triton_url} if args.triton_url else None
+    backend_options: dict | None = {"url": args.triton_url} if args.triton_url else None
+    if args.precision:
+        backend_options = {**(backend_options or {}), "precision": args.precision}
     voices = args.voices or [default_voice_dir()]
     run_doors(voices, doors, backend=args.backend, backend_options=backend_options)
     return 0
