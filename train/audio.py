@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -38,10 +39,11 @@ class CleanAudio:
     source_channels: int
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """(float32 [frames, channels], rate); unreadable or empty files raise AudioError."""
+def read_audio(path: str | Path | BinaryIO) -> tuple[np.ndarray, int]:
+    """(float32 [frames, channels], rate) of a file or an open binary stream (a tar shard's member);
+    unreadable or empty audio raises AudioError."""
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(path if hasattr(path, "read") else str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AudioError(f"unreadable audio ({first})") from None
@@ -73,7 +75,7 @@ def trim_silence(samples: np.ndarray, rate: int, settings: AudioSettings) -> np.
     return samples[start:end]
 
 
-def clean_audio(path: str | Path, settings: AudioSettings) -> CleanAudio:
+def clean_audio(path: str | Path | BinaryIO, settings: AudioSettings) -> CleanAudio:
     data, rate = read_audio(path)
     if not np.isfinite(data).all():
         raise AudioError("audio contains NaN or infinite samples")

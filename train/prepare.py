@@ -1,4 +1,4 @@
-"""`vitsrt prepare`: a folder of recordings + a metadata file -> a training-ready folder.
+"""`vitsrt prepare`: a folder of recordings + a metadata file, or tar shards -> a training-ready folder.
 
 Output (``OUT``)::
 
@@ -11,6 +11,7 @@ Output (``OUT``)::
     wavs/<speaker>/<name>.json  what was done (source size/mtime, settings, phonemes): the re-run cache
     wavs/<speaker>/<name>.spec.pt  cached linear spectrogram (upstream's name and layout)
     prepare_report.json       counts, hours per speaker, skipped files with reasons
+    shards/<shard>.<hash>.json  (shard input only) one record per finished shard: the re-run/resume state
 
 Paths inside the filelists are relative to ``OUT``; the trainer resolves them against the config's
 folder. Re-running only does missing work: an item whose sidecar matches its source file, the audio
@@ -20,6 +21,11 @@ Metadata lines (``|``-separated, ``#`` comments allowed): ``path|speaker|languag
 7-field filelist (the phoneme fields are ignored and the text is phonemised again with the chosen
 front end), or ``path|text`` (speaker and language from the options). Paths are relative to the
 dataset folder; a missing extension means ``.wav``.
+
+Instead of a folder, the input may be WebDataset-style tar shards (files, or a folder holding them and no
+metadata file): see `vitsrt.train.shards`. Each worker process streams whole shards; finished shards are
+recorded and skipped on re-runs; ``shards`` (``START:STOP``) limits which shards this run processes. The
+output is the same layout, with the same files as the equivalent folder would give.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import logging
 import multiprocessing
 import os
 import random
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from vitsrt.config import BertVits2Config, load_config
-from vitsrt.errors import ConfigError, InputError
+from vitsrt.errors import ConfigError, InputError, VitsrtError
 from vitsrt.text.inventory import default_phoneme_id_map
 from vitsrt.text.normalize import normalize_text
 from vitsrt.train.audio import AudioError, AudioSettings, clean_audio, write_pcm16
@@ -73,7 +80,8 @@ class PrepareOptions:
     language: str = "en-us"
     speaker: str | None = None
     metadata: str | None = None
-    workers: int = 1
+    workers: int | None = 1  # None: one per core for shard input, 1 for a folder
+    shards: str | None = None  # "START:STOP": the shard indices this run processes (shard input only)
     seed: int = 1234
     val_per_speaker: int = 2
     max_val: int = 12
@@ -186,34 +194,61 @@ class ItemProcessor:
 
     def phonemize(self, text: str, language: str) -> list[str]:
         if self.frontend["kind"] == "ids":
-            table = set(self.frontend["symbols"])
+            symbols = self.frontend.get("symbols")
+            if symbols is None:  # shard input: the table is known only at the end, which filters then
+                return list(_char_text(text))
+            table = set(symbols)
             return [ch for ch in _char_text(text) if ch in table]
-        if self._ipa is None:
-            from vitsrt.text.ipa import IpaFrontEnd
+        return list(self._ipa_frontend(language).from_text(text, language=language).phonemes)
 
-            self._ipa = IpaFrontEnd(
-                self.frontend["phoneme_id_map"],
-                self.frontend["languages"],
-                espeak_voices=self.frontend["espeak_voices"],
-                add_blank=self.frontend["add_blank"],
-            )
-        return list(self._ipa.from_text(text, language=language).phonemes)
+    def _ipa_frontend(self, language: str) -> Any:
+        """The espeak front end; a language the section does not list yet (shard input, where languages are
+        found while reading) is added with its default espeak voice, as `frontend_section` will add it."""
+        if self._ipa is not None and language in self._ipa.languages:
+            return self._ipa
+        from vitsrt.text.ipa import IpaFrontEnd
 
-    def process(self, item: MetadataItem, wav_path: str) -> dict[str, Any]:
-        """Returns the sidecar record, or {"error": reason}. Reuses the existing output when it is current."""
-        sidecar = Path(wav_path).with_suffix(".json")
-        try:
-            stat = os.stat(item.source)
-        except OSError as exc:
-            return {"error": f"cannot read file ({exc.strerror or exc})"}
-        key = {
+        languages = dict(self.frontend["languages"])
+        voices = dict(self.frontend["espeak_voices"])
+        if language not in languages:
+            languages[language] = len(languages)
+            voices.setdefault(language, LANGUAGE_VOICES.get(language.lower(), language))
+            self.frontend = {**self.frontend, "languages": languages, "espeak_voices": voices}
+        self._ipa = IpaFrontEnd(
+            self.frontend["phoneme_id_map"],
+            languages,
+            espeak_voices=voices,
+            add_blank=self.frontend["add_blank"],
+            phonemizer=self._ipa.phonemizer if self._ipa is not None else None,
+        )
+        return self._ipa
+
+    def _key(self, item: MetadataItem, size: int, mtime_ns: int) -> dict[str, Any]:
+        return {
             "source": item.source,
-            "source_size": stat.st_size,
-            "source_mtime_ns": stat.st_mtime_ns,
+            "source_size": size,
+            "source_mtime_ns": mtime_ns,
             "settings": self.settings_key,
             "text": item.text,
             "language": item.language,
         }
+
+    def process(self, item: MetadataItem, wav_path: str) -> dict[str, Any]:
+        """Returns the sidecar record, or {"error": reason}. Reuses the existing output when it is current."""
+        try:
+            stat = os.stat(item.source)
+        except OSError as exc:
+            return {"error": f"cannot read file ({exc.strerror or exc})"}
+        return self._process(item, self._key(item, stat.st_size, stat.st_mtime_ns), item.source, wav_path)
+
+    def process_bytes(self, item: MetadataItem, data: bytes, mtime_ns: int, wav_path: str) -> dict[str, Any]:
+        """The same for a recording held in memory (a tar shard's member); `item.source` names it."""
+        from vitsrt.train.shards import named_bytes
+
+        return self._process(item, self._key(item, len(data), mtime_ns), named_bytes(data, item.source), wav_path)
+
+    def _process(self, item: MetadataItem, key: dict[str, Any], audio_source: Any, wav_path: str) -> dict[str, Any]:
+        sidecar = Path(wav_path).with_suffix(".json")
         if sidecar.is_file() and Path(wav_path).is_file():
             try:
                 record = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -223,7 +258,7 @@ class ItemProcessor:
                 record["reused"] = True
                 return record
         try:
-            clean = clean_audio(item.source, self.audio)
+            clean = clean_audio(audio_source, self.audio)
         except AudioError as exc:
             return {"error": str(exc)}
         try:
@@ -263,6 +298,13 @@ class PrepareReport:
     resampled: int = 0
     downmixed: int = 0
     skipped: list[Skipped] = field(default_factory=list)
+    # shard input only: shards in the input, prepared by this run, reused from an earlier run's record,
+    # and neither (outside this run's `shards` range and never finished)
+    shards_total: int = 0
+    shards_done: int = 0
+    shards_reused: int = 0
+    shards_pending: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds: ingest, spectrograms, total
 
     def render(self) -> str:
         lines = [f"prepared dataset: {self.output}", "", f"{'speaker':<24}{'files':>8}{'hours':>10}"]
@@ -276,6 +318,11 @@ class PrepareReport:
             f"train {self.train}, val {self.val}; new {self.processed}, reused {self.reused}; "
             f"resampled {self.resampled}, downmixed to mono {self.downmixed}"
         )
+        if self.shards_total:
+            lines.append(
+                f"shards {self.shards_total}: prepared now {self.shards_done}, done before {self.shards_reused}, "
+                f"not yet prepared {self.shards_pending}"
+            )
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)}:")
             reasons = Counter(s.reason for s in self.skipped)
@@ -288,15 +335,19 @@ class PrepareReport:
         return "\n".join(lines)
 
 
+def wav_name(speaker: str, parts: Sequence[str]) -> str:
+    """The prepared WAV of a recording (relative to the output): its path parts joined by ``__``."""
+    safe_speaker = speaker.replace("/", "_").replace("\\", "_") or "speaker"
+    return f"wavs/{safe_speaker}/{'__'.join(parts)}.wav"
+
+
 def _output_name(item: MetadataItem, dataset: Path) -> str:
     source = Path(item.source)
     try:
-        relative = source.resolve().relative_to(dataset.resolve())
-        stem = "__".join(relative.with_suffix("").parts)
+        parts: Sequence[str] = source.resolve().relative_to(dataset.resolve()).with_suffix("").parts
     except ValueError:
-        stem = source.stem
-    safe_speaker = item.speaker.replace("/", "_").replace("\\", "_") or "speaker"
-    return f"wavs/{safe_speaker}/{stem}.wav"
+        parts = [source.stem]
+    return wav_name(item.speaker, parts)
 
 
 def _chunks(jobs: list[Any], size: int) -> list[list[Any]]:
@@ -363,26 +414,28 @@ def _split(entries: list[FilelistEntry], options: PrepareOptions) -> tuple[list[
     return train, val
 
 
+Ingested = tuple[dict[str, Any], list[tuple[MetadataItem, str]], list[dict[str, Any]]]
+
+
 def prepare_dataset(
-    dataset_dir: str | Path, output_dir: str | Path, config_path: str | Path, options: PrepareOptions
+    dataset_dir: str | Path | Sequence[str | Path],
+    output_dir: str | Path,
+    config_path: str | Path,
+    options: PrepareOptions,
 ) -> PrepareReport:
-    dataset = Path(dataset_dir)
-    out = Path(output_dir)
-    if not dataset.is_dir():
-        raise InputError("dataset", f"not a folder: {dataset}")
+    """Prepare a dataset folder, or tar shards (shard files and/or folders of shards, one path or several)."""
+    from vitsrt.train.shards import find_shards
+
+    started = time.perf_counter()
+    inputs = [dataset_dir] if isinstance(dataset_dir, str | Path) else list(dataset_dir)
+    shards = find_shards(inputs, options.metadata)
+    if shards is None and options.shards:
+        raise InputError("shards", "a shard range applies to tar-shard input only, not to a dataset folder")
     if options.frontend not in FRONTENDS:
         raise InputError("frontend", f"must be one of {', '.join(FRONTENDS)}")
+    out = Path(output_dir)
     config = load_config(config_path)
     report = PrepareReport(output=str(out))
-    metadata = find_metadata(dataset, options.metadata)
-    items = parse_metadata(metadata, dataset, options, report.skipped)
-    if not items:
-        raise InputError("metadata", f"{metadata} lists no usable recordings")
-
-    frontend = frontend_section(
-        options.frontend, [i.language for i in items], [i.text for i in items], config.data.add_blank,
-        _previous_frontend(out),
-    )
     audio = AudioSettings(
         config.data.sampling_rate,
         config.data.hop_length,
@@ -390,21 +443,111 @@ def prepare_dataset(
         max_seconds=options.max_seconds,
     )
     settings_key = json.dumps({"audio": asdict(audio), "frontend": options.frontend}, sort_keys=True)
-    processor = ItemProcessor(audio, frontend, settings_key)
-
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = _plan_jobs(items, dataset, out, report)
-    records = _run_jobs(processor, jobs, options.workers)
+    if shards is None:
+        frontend, jobs, records = _ingest_folder(Path(inputs[0]), out, config, options, report, audio, settings_key)
+    else:
+        frontend, jobs, records = _ingest_shards(shards, out, config, options, report, audio, settings_key)
+    report.timings["ingest"] = time.perf_counter() - started
     entries = _collect_entries(jobs, records, out, audio.sampling_rate, report)
     if not entries:
         raise InputError("dataset", "no recording could be prepared:\n" + report.render())
     kept = _covered_by_table(entries, frontend, report)
 
+    spectrograms = time.perf_counter()
     _write_spectrograms(out, [e.audio for e in kept], config)
+    report.timings["spectrograms"] = time.perf_counter() - spectrograms
     _write_filelists(out, kept, options, report)
     _write_json(out / "config.json", _training_config(config, kept, frontend))
+    report.timings["total"] = time.perf_counter() - started
     _write_json(out / "prepare_report.json", asdict(report))
     return report
+
+
+def _ingest_folder(dataset: Path, out: Path, config: BertVits2Config, options: PrepareOptions,
+                   report: PrepareReport, audio: AudioSettings, settings_key: str) -> Ingested:
+    """A dataset folder's recordings, cleaned and phonemised: (front-end section, jobs, per-job records)."""
+    metadata = find_metadata(dataset, options.metadata)
+    items = parse_metadata(metadata, dataset, options, report.skipped)
+    if not items:
+        raise InputError("metadata", f"{metadata} lists no usable recordings")
+    frontend = frontend_section(
+        options.frontend, [i.language for i in items], [i.text for i in items], config.data.add_blank,
+        _previous_frontend(out),
+    )
+    processor = ItemProcessor(audio, frontend, settings_key)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = _plan_jobs(items, dataset, out, report)
+    return frontend, jobs, _run_jobs(processor, jobs, options.workers or 1)
+
+
+def _ingest_shards(shards: list[Path], out: Path, config: BertVits2Config, options: PrepareOptions,
+                   report: PrepareReport, audio: AudioSettings, settings_key: str) -> Ingested:
+    """Tar shards, streamed by worker processes (finished shards reused from their records); the same triple
+    as `_ingest_folder`, over every finished shard of the input, not only those of this run's range."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from vitsrt.train import shards as shard_io
+
+    previous = _previous_frontend(out)
+    # Workers cannot know the final table (it covers every transcript); "chars" phonemes are filtered at the end.
+    provisional = frontend_section(options.frontend, [], [], config.data.add_blank, previous)
+    if provisional["kind"] == "ids":
+        provisional["symbols"] = None
+    processor = ItemProcessor(audio, provisional, settings_key)
+    speaker = options.speaker or shards[0].resolve().parent.name
+    todo = shard_io.parse_shard_range(options.shards, len(shards))
+    out.mkdir(parents=True, exist_ok=True)
+    records: dict[int, dict[str, Any]] = {}
+    jobs: list[shard_io.ShardJob] = []
+    for index, shard in enumerate(shards):
+        signature = shard_io.shard_signature(shard, settings_key, speaker, options.language)
+        path = shard_io.record_path(out, shard)
+        record = shard_io.load_record(path, signature, out)
+        if record is not None:
+            records[index] = {**record, "reused": True}
+        elif index in todo:
+            jobs.append(shard_io.ShardJob(index, str(shard), str(out), str(path), signature, processor))
+        else:
+            report.shards_pending += 1
+    report.shards_total, report.shards_reused = len(shards), len(records)
+    log.info("%d shards: %d to prepare now, %d done before", len(shards), len(jobs), len(records))
+    try:
+        done = shard_io.run_shards(jobs, options.workers or shard_io.available_cores())
+    except BrokenProcessPool as exc:
+        raise VitsrtError(f"a shard worker died ({exc}); finished shards are recorded: run again to resume") from None
+    report.shards_done = len(done)
+    records.update({job.index: record for job, record in zip(jobs, done, strict=True)})
+    return _shard_items([records[i] for i in sorted(records)], out, options, previous, config, report)
+
+
+def _shard_items(records: list[dict[str, Any]], out: Path, options: PrepareOptions, previous: dict[str, Any] | None,
+                 config: BertVits2Config, report: PrepareReport) -> Ingested:
+    """Shard records -> the front-end section over all their transcripts, and jobs with records for them."""
+    jobs: list[tuple[MetadataItem, str]] = []
+    results: list[dict[str, Any]] = []
+    for record in records:
+        report.skipped.extend(Skipped(s["path"], s["reason"]) for s in record["skipped"])
+        for entry in record["items"]:
+            jobs.append((MetadataItem(entry["source"], entry["speaker"], entry["language"], entry["text"], 0),
+                         str(out / entry["wav"])))
+            result = dict(entry["record"]) if "record" in entry else {"error": entry["error"]}
+            result["reused"] = bool(result.get("reused") or record.get("reused"))
+            results.append(result)
+    frontend = frontend_section(options.frontend, [item.language for item, _ in jobs],
+                                [item.text for item, _ in jobs], config.data.add_blank, previous)
+    claims: dict[str, list[str]] = defaultdict(list)
+    for item, wav in jobs:
+        claims[wav].append(item.source)
+    symbols = set(frontend["symbols"]) if frontend["kind"] == "ids" else None
+    for i, ((item, wav), result) in enumerate(zip(jobs, results, strict=True)):
+        if len(claims[wav]) > 1:
+            others = [source for source in claims[wav] if source != item.source]
+            results[i] = {"error": f"same output file as {', '.join(others)} (keys must be unique)"}
+        elif symbols is not None and "error" not in result:
+            phonemes = [ch for ch in result["phonemes"] if ch in symbols]
+            results[i] = {**result, "phonemes": phonemes} if phonemes else {
+                "error": "text has no symbols the front end knows"}
+    return frontend, jobs, results
 
 
 def _previous_frontend(out: Path) -> dict[str, Any] | None:
