@@ -111,6 +111,19 @@ def _worst_diff(graph, session, cases: list[dict], reference: dict[str, np.ndarr
     return worst
 
 
+def _writable_copy(source: Path, target: Path, *, weights: bool = True) -> Path:
+    """A copy of a (read-only) fixture model directory whose files the test may rewrite."""
+    target.mkdir()
+    for path in source.iterdir():
+        if weights or path.suffix != ".safetensors":
+            shutil.copyfile(path, target / path.name)
+    return target
+
+
+def _copy_without_weights(source: Path, target: Path) -> Path:
+    return _writable_copy(source, target, weights=False)
+
+
 # ----- the stand-ins against the fixture ---------------------------------------------------------------
 
 
@@ -144,10 +157,8 @@ def test_perturbed_weight_is_caught(tmp_path, exports, cases, reference):
     from vitsrt.export.bert import export_bert
 
     source = FRONTEND_FIXTURE / "bert" / STAND_INS["EN"]
-    copy = tmp_path / "perturbed"
-    shutil.copytree(source, copy)
+    copy = _writable_copy(source, tmp_path / "perturbed")
     weights = copy / "model.safetensors"
-    weights.chmod(0o644)
     with safe_open(str(weights), framework="numpy") as handle:
         metadata = handle.metadata()
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
@@ -191,7 +202,7 @@ def test_graph_io_and_manifest(exports, lang):
     assert graph.directory.name == manifest.key[:16]
     model = onnx.load(str(graph.graph))
     layer_ids = {n.split("layer.")[1].split(".")[0] for n in (i.name for i in model.graph.initializer) if "layer." in n}
-    assert layer_ids <= {"0"}, f"graph holds layers past the one hidden_states[-3] needs: {layer_ids}"
+    assert layer_ids == {"0"}, f"graph should hold exactly the one layer hidden_states[-3] needs: {layer_ids}"
 
 
 # ----- content addressing ------------------------------------------------------------------------------
@@ -238,12 +249,6 @@ def test_fp16_weights_half_the_file_same_features(tmp_path, exports, cases, refe
 # ----- directories that are not a BERT -----------------------------------------------------------------
 
 
-def _copy_without_weights(source: Path, target: Path) -> Path:
-    target.mkdir()
-    for path in source.iterdir():
-        if path.suffix != ".safetensors":
-            shutil.copy(path, target / path.name)
-    return target
 
 
 def _bad_dir(kind: str, tmp_path: Path) -> Path:
@@ -260,7 +265,12 @@ def _bad_dir(kind: str, tmp_path: Path) -> Path:
         _copy_without_weights(zh, target)
         config = json.loads((zh / "config.json").read_text())
         (target / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
-        shutil.copy(zh / "model.safetensors", target / "model.safetensors")
+        shutil.copyfile(zh / "model.safetensors", target / "model.safetensors")
+    elif kind == "small-vocab":
+        _copy_without_weights(zh, target)
+        config = json.loads((zh / "config.json").read_text())
+        (target / "config.json").write_text(json.dumps({**config, "vocab_size": 100}))
+        shutil.copyfile(zh / "model.safetensors", target / "model.safetensors")
     elif kind == "no-weights":
         _copy_without_weights(zh, target)
     elif kind == "garbage-weights":
@@ -284,6 +294,7 @@ def _bad_dir(kind: str, tmp_path: Path) -> Path:
         ("empty", "no config.json"),
         ("gpt2-config", "model_type 'gpt2' is not a supported BERT"),
         ("one-layer", "at least 2 layers"),
+        ("small-vocab", "reach past the model's 100-row embedding"),
         ("no-weights", "no weights"),
         ("garbage-weights", "cannot be loaded"),
         ("layer0-missing", "lacks or mis-shapes 2 weights"),
@@ -328,7 +339,7 @@ def _tiny_model(model_type: str, layers: int, target: Path) -> Path:
     model.save_pretrained(target)
     zh = FRONTEND_FIXTURE / "bert" / STAND_INS["ZH"]
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        shutil.copy(zh / name, target / name)
+        shutil.copyfile(zh / name, target / name)
     return target
 
 
@@ -384,6 +395,23 @@ def test_character_tokenizer_matches_bert_japanese_tokenizer(cases):
             "\x00", "\u200b", "\ufffd", "\u2028", "[UNK]", "[MASK]", "[CLS]", "!", "(", "、", "…"]
     for text in _random_texts(pool, 400, seed=1):
         assert tokenizer.encode(text).ids == source(text)["input_ids"], repr(text)
+
+
+def test_export_time_tokenizer_check_catches_a_difference(monkeypatch):
+    """Negative control for the character pipeline and for export's own probe check: without the rules for
+    characters whose NFKC form holds a space, '゛' tokenizes differently from BertJapaneseTokenizer, and
+    build_tokenizer refuses to write such a tokenizer."""
+    _export_stack()
+    if not FRONTEND_FIXTURE.is_dir():
+        pytest.skip(_ABSENT)
+    import vitsrt.export.bert as bert_export
+
+    source_dir = FRONTEND_FIXTURE / "bert" / STAND_INS["JP"]
+    monkeypatch.setattr(bert_export, "_PROBES", ("あ゛い",))
+    assert bert_export.build_tokenizer(source_dir)[1] == "character"
+    monkeypatch.setattr(bert_export, "_nfkc_space_guards", lambda vocab: [])
+    with pytest.raises(VitsrtError, match="disagrees with its source"):
+        bert_export.build_tokenizer(source_dir)
 
 
 def _train_spm(tmp_path: Path, cases: list[dict], model_type: str, **options) -> Path:
@@ -446,6 +474,23 @@ def test_sentencepiece_tokenizer_matches_sentencepiece(tmp_path, cases, model):
         near_ties += 1
     assert near_ties <= len(texts) // 10
     print(f"{model}: {near_ties} of {len(texts)} random texts split differently at float32 near-ties")
+
+
+def test_deberta_spm_without_tokenizer_class_is_sentencepiece(tmp_path, cases):
+    """microsoft/deberta-v3-large's tokenizer_config.json names no tokenizer class; upstream still reads its
+    spm.model with DebertaV2Tokenizer, and so does the export."""
+    _export_stack()
+    from vitsrt.export.bert import build_tokenizer
+
+    source = _writable_copy(FRONTEND_FIXTURE / "bert" / STAND_INS["EN"], tmp_path / "deberta")
+    config_path = source / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    del config["tokenizer_class"]
+    config_path.write_text(json.dumps(config))
+    tokenizer, kind = build_tokenizer(source)
+    assert kind == "sentencepiece"
+    for case in _lang_cases(cases, "EN"):
+        assert tokenizer.encode(case["bert_text"]).ids == case["bert_input_ids"], case["id"]
 
 
 # ----- serve side --------------------------------------------------------------------------------------
