@@ -43,7 +43,7 @@ BATCH_TOLERANCE = 1e-5
 
 
 def _export_stack() -> None:
-    for module in ("torch", "transformers", "tokenizers", "sentencepiece", "onnxruntime", "onnx"):
+    for module in ("torch", "transformers", "tokenizers", "sentencepiece", "safetensors", "onnxruntime", "onnx"):
         pytest.importorskip(module, reason=f"{module} is needed to export a BERT (the bert extra)")
 
 
