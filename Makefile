@@ -116,3 +116,15 @@ demo-export: install
 
 clean:
 	rm -rf $(VENV) $(LATEST_VENV) $(OUT) .pytest_cache .ruff_cache *.egg-info
+
+# The prepared GPU check (scripts/gpu_check.sh; README "Installing for a GPU"): on a GPU machine with no network it
+# installs only the carried wheels it lacks (scripts/gpu_check.sh --fetch-wheels), runs the gpu/tensorrt tests and
+# the torch-cuda benchmark, and writes JSON results to GPU_CHECK_OUT. DRY_RUN=1 checks on any machine that it is
+# complete. It installs nothing from the locks (the GPU machine's own torch is the one to test).
+# Its Python: the project's virtual environment where there is one (a developer's machine), else $(PYTHON) (the GPU
+# machine's own, which holds its CUDA torch).
+GPU_CHECK_OUT ?= $(OUT)/gpu-check
+GPU_CHECK_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+.PHONY: gpu-check
+gpu-check:
+	PYTHON=$(GPU_CHECK_PYTHON) bash scripts/gpu_check.sh $(if $(DRY_RUN),--dry-run) $(GPU_CHECK_OUT)

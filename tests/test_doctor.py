@@ -75,7 +75,7 @@ def test_the_text_report_names_usable_backends_and_hints(capsys, weighted_voice)
     assert "voice small22k (bert-vits2, text ready)" in text
     assert "usable backends: onnxruntime, torch" in text
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        assert "hint: pip uninstall -y onnxruntime && pip install 'vitsrt[gpu]'" in text
+        assert "hint: pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps onnxruntime-gpu" in text
 
 
 def test_a_gpu_machine_would_be_reported_as_one(monkeypatch, capsys, weighted_voice):

@@ -110,8 +110,8 @@ def _onnxruntime() -> tuple[Finding, list[str]]:
 
 
 def _provider_findings(providers: list[str]) -> list[Finding]:
-    swap = ("pip uninstall -y onnxruntime && pip install 'vitsrt[gpu]' (onnxruntime-gpu provides the same "
-            "onnxruntime module; see README 'Installing for a GPU')")
+    swap = ("pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps onnxruntime-gpu (both "
+            "provide the onnxruntime module; README 'Installing for a GPU')")
     cuda = "CUDAExecutionProvider" in providers
     trt = "TensorrtExecutionProvider" in providers
     return [
