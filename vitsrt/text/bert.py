@@ -123,7 +123,8 @@ class BertTokenizer:
     :class:`~vitsrt.errors.TooManyIdsError`, so the engine can split the sentence.
     """
 
-    def __init__(self, tokenizer_json: str | os.PathLike[str], *, max_tokens: int, pad_id: int = 0):
+    def __init__(self, tokenizer_json: str | os.PathLike[str], *, max_tokens: int, pad_id: int = 0,
+                 unk_id: int | None = None):
         from tokenizers import Tokenizer  # the bv2 extra; imported when a BERT voice is loaded
 
         if max_tokens < 2:
@@ -140,12 +141,14 @@ class BertTokenizer:
         self._tokenizer.no_padding()
         self.max_tokens = int(max_tokens)
         self.pad_id = int(pad_id)
+        self.unk_id = self._tokenizer.token_to_id("[UNK]") if unk_id is None else int(unk_id)
 
     @classmethod
     def from_dir(cls, bert_dir: str | os.PathLike[str]) -> BertTokenizer:
         """The tokenizer of an exported BERT directory, limited to its manifest's ``max_tokens``."""
         manifest = read_bert_manifest(bert_dir)
-        return cls(Path(bert_dir) / TOKENIZER_NAME, max_tokens=manifest.max_tokens, pad_id=manifest.pad.id)
+        return cls(Path(bert_dir) / TOKENIZER_NAME, max_tokens=manifest.max_tokens, pad_id=manifest.pad.id,
+                   unk_id=manifest.unk.id)
 
     @property
     def vocab_size(self) -> int:
@@ -162,6 +165,13 @@ class BertTokenizer:
                 "text", f"gives {ids.size} BERT tokens, over this BERT's limit of {self.max_tokens}: {clip(text)}"
             )
         return ids, list(encoding.tokens)
+
+    def pieces(self, text: str) -> list[str]:
+        """The tokens of `text` without [CLS]/[SEP], an unknown token as the text it stands for (upstream's
+        English front end groups words by these pieces and reads an unknown character as itself)."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        return [text[start:end] if token_id == self.unk_id else token
+                for token, token_id, (start, end) in zip(encoding.tokens, encoding.ids, encoding.offsets, strict=True)]
 
 
 def batch_feeds(

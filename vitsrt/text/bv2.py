@@ -76,6 +76,9 @@ class Tokenizer:
     def encode(self, text: str) -> tuple[np.ndarray, list[str]]:  # ids and tokens, [CLS]/[SEP] included
         raise NotImplementedError
 
+    def pieces(self, text: str) -> list[str]:  # tokens without [CLS]/[SEP], unknown ones as their text
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class Bv2Analysis:
@@ -196,7 +199,7 @@ def _pieces(tokenizer: Tokenizer | None) -> Callable[[str], list[str]] | None:
     """The English g2p groups words by the BERT tokenizer's pieces ([CLS]/[SEP] removed)."""
     if tokenizer is None:
         return None
-    return lambda text: list(tokenizer.encode(text)[1][1:-1])
+    return tokenizer.pieces
 
 
 def make_bv2(config: Any, *, max_length: int = DEFAULT_MAX_IDS, root: Path | None = None) -> Bv2FrontEnd:
