@@ -22,13 +22,22 @@ from typing import Literal
 from pydantic import ValidationError
 
 from vitsrt.errors import VitsrtError
-from vitsrt.export.onnx_export import DEFAULT_OPSET, ExportError, check_graph, check_opset, export_stages, stage_io
+from vitsrt.export.onnx_export import (
+    DEFAULT_OPSET,
+    ExportError,
+    check_graph,
+    check_opset,
+    export_stages,
+    speaker_count,
+    stage_io,
+)
 from vitsrt.export.verify import FP16_WEIGHT_TOLERANCES, verify_and_report
 from vitsrt.export.weight_storage import store_weights_fp16
 from vitsrt.sampling import Sampling
 from vitsrt.serve.backends.torch_backend import WEIGHTS_NAME
-from vitsrt.stages import BERT_FEATURES, BERT_VITS2
+from vitsrt.stages import BERT_FEATURES
 from vitsrt.train.loading import LoadedGenerator, load_generator
+from vitsrt.train.models.vits import VitsSynthesizer
 from vitsrt.train.stage_runner import save_bundle_weights
 from vitsrt.voice import (
     MANIFEST_NAME,
@@ -91,12 +100,6 @@ def build_manifest(
     """The voice.json for `loaded` whose graphs were written to `graph_files` (files named as the
     bundle will hold them: the manifest stores the base names)."""
     model, config = loaded.model, loaded.config
-    sizes = model.symbols
-    languages = (
-        dict(_STANDARD_LANGUAGES)
-        if sizes.num_languages == len(_STANDARD_LANGUAGES)
-        else {f"L{i}": i for i in range(sizes.num_languages)}
-    )
     graphs: dict[str, GraphSpec] = {}
     for stage, path in graph_files.items():
         io = stage_io(model, stage)
@@ -109,13 +112,13 @@ def build_manifest(
         )
     return VoiceManifest(
         name=name,
-        model=ModelInfo(family=BERT_VITS2.name, version=loaded.version),
+        model=ModelInfo(family=loaded.family, version=loaded.version),
         sample_rate=config.sampling_rate,
         hop_length=config.hop_length,
         latent_channels=config.model.inter_channels,
-        num_speakers=model.emb_g.num_embeddings,
+        num_speakers=speaker_count(model),
         speakers=config.speakers(),
-        front_end=_front_end(loaded, languages),
+        front_end=_vits_front_end(loaded) if isinstance(model, VitsSynthesizer) else _front_end(loaded),
         inference=inference or Sampling(),
         decoder_context_frames=model.decoder_context_frames(),
         decoder=_decoder_info(loaded),
@@ -137,11 +140,17 @@ def _decoder_info(loaded: LoadedGenerator) -> DecoderInfo:
     )
 
 
-def _front_end(loaded: LoadedGenerator, languages: dict[str, int]) -> FrontEnd:
+def _front_end(loaded: LoadedGenerator) -> FrontEnd:
     """The config's `frontend` section (written by `vitsrt prepare` for our own voices), else the
     Bert-VITS2 ids front end. Either way its tables must fit the model's embedding tables."""
     model, config = loaded.model, loaded.config
+    assert not isinstance(model, VitsSynthesizer)
     sizes = model.symbols
+    languages = (
+        dict(_STANDARD_LANGUAGES)
+        if sizes.num_languages == len(_STANDARD_LANGUAGES)
+        else {f"L{i}": i for i in range(sizes.num_languages)}
+    )
     bert = {"bert_inputs": list(BERT_FEATURES), "bert_dim": model.enc_p.bert_proj.in_channels}
     section = (config.model_extra or {}).get("frontend")
     if section is None:
@@ -164,6 +173,26 @@ def _front_end(loaded: LoadedGenerator, languages: dict[str, int]) -> FrontEnd:
                          ("num_languages", sizes.num_languages)):
         if getattr(front, field) > table:
             raise ExportError(f"config frontend.{field} = {getattr(front, field)} exceeds the model's table ({table})")
+    return front
+
+
+def _vits_front_end(loaded: LoadedGenerator) -> FrontEnd:
+    """An original-VITS voice's front end: the config's `frontend` section (`vitsrt prepare`, a piper import),
+    else ids with placeholder symbol names. VITS reads phone ids only, so only the symbol table must fit."""
+    model, config = loaded.model, loaded.config
+    assert isinstance(model, VitsSynthesizer)
+    section = (config.model_extra or {}).get("frontend")
+    if section is None:
+        return FrontEnd(kind="ids", num_symbols=model.n_vocab, symbols=[f"#{i}" for i in range(model.n_vocab)],
+                        add_blank=config.data.add_blank, blank_id=0, languages={"L0": 0}, num_languages=1,
+                        num_tones=1)
+    try:
+        front = FrontEnd.model_validate(section)
+    except ValidationError as exc:
+        raise ExportError(f"config 'frontend' section is invalid: {exc.errors()[0]['msg']}") from None
+    if front.num_symbols > model.n_vocab:
+        raise ExportError(f"config frontend.num_symbols = {front.num_symbols} exceeds the model's table "
+                          f"({model.n_vocab})")
     return front
 
 
@@ -241,7 +270,8 @@ def export_voice(
     inference: Sampling | None = None,
     weights: Literal["fp32", "fp16"] = "fp32",
 ) -> Path:
-    """Export a Bert-VITS2 generator checkpoint to a voice directory; returns its path.
+    """Export a generator checkpoint (Bert-VITS2, or original VITS: the config's family) to a voice directory;
+    returns its path.
 
     Raises a VitsrtError subclass with a one-line reason on bad input (CheckpointError, ConfigError),
     an unusable output location or a failed TensorRT check (ExportError), or a parity failure
@@ -258,7 +288,7 @@ def export_voice(
     staging = _make_staging(out_dir)
     try:
         loaded = load_generator(checkpoint, config)
-        log.info("loaded Bert-VITS2 %s generator (%s)", loaded.version, checkpoint)
+        log.info("loaded %s %s generator (%s)", loaded.family, loaded.version, checkpoint)
         graphs = export_stages(loaded.model, staging, opset=opset)
         parity = verify_and_report(loaded.model, graphs, threads=threads) if verify else None
         if weights == "fp16":

@@ -1,5 +1,7 @@
-"""Split a Bert-VITS2 generator into the stage graphs a serving engine runs: encoder, duration,
-duration_dp_only, flow and decoder.
+"""Split a generator into the stage graphs a serving engine runs: for Bert-VITS2 encoder, duration,
+duration_dp_only, flow and decoder; for original VITS (:class:`~vitsrt.train.models.vits.VitsSynthesizer`)
+encoder, duration, flow and decoder, with the speaker and SDP-noise tensors only where the voice has them
+(the family's stage contract in :mod:`vitsrt.stages` decides every graph's inputs and outputs).
 
 Design choices, and why:
 
@@ -49,8 +51,9 @@ from vitsrt.export.onnx_checks import (
     find_value_dependent_shapes,
     format_findings,
 )
-from vitsrt.stages import BERT_VITS2, Stage, StageName, Tensor
+from vitsrt.stages import BERT_VITS2, MULTI_SPEAKER, SDP, VITS, Family, Stage, StageName, Tensor
 from vitsrt.train.models.synthesizer import SynthesizerTrn
+from vitsrt.train.models.vits import VitsSynthesizer
 from vitsrt.train.models.wavenet import fold_weight_norm
 from vitsrt.voice import TensorSpec
 
@@ -65,9 +68,13 @@ __all__ = [
     "export_stage",
     "export_stages",
     "folded_copy",
+    "model_family",
+    "model_features",
     "stage_io",
     "stage_module",
 ]
+
+Generator = SynthesizerTrn | VitsSynthesizer
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +176,55 @@ _WRAPPERS: dict[StageName, type[nn.Module]] = {
 }
 
 
-def stage_module(model: SynthesizerTrn, stage: StageName) -> nn.Module:
+class VitsStage(nn.Module):
+    """An original-VITS stage: its graph inputs (whichever the voice's features give it), in contract order, to
+    the model's stage method; the outputs the contract lists for the voice, in order."""
+
+    def __init__(self, model: VitsSynthesizer, stage: StageName):
+        super().__init__()
+        self.model = model
+        self.stage = stage
+        features = model_features(model)
+        self.inputs = [t.name for t in VITS.stage(stage).inputs_for(features)]
+        self.outputs = [t.name for t in VITS.stage(stage).outputs_for(features)]
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...] | torch.Tensor:
+        t = dict(zip(self.inputs, tensors, strict=True))
+        m, g = self.model, t.get("g")
+        if self.stage == "encoder":
+            enc, m_p, logs_p, x_mask, g_out = m.encode(t["phone_ids"], t["lengths"], t.get("sid"))
+            out = {"enc": enc, "m_p": m_p, "logs_p": logs_p, "x_mask": x_mask, "g": g_out}
+        elif self.stage == "duration":
+            out = {"logw": m.predict_logw(t["enc"], t["x_mask"], g, t.get("sdp_noise"))}
+        elif self.stage == "flow":
+            out = {"z": m.flow_reverse(t["z_p"], t["y_mask"], g)}
+        else:
+            out = {"audio": m.decode(t["z"], t["y_mask"], g)}
+        values = tuple(out[name] for name in self.outputs)
+        return values if len(values) > 1 else values[0]
+
+
+def model_family(model: Generator) -> Family:
+    """The stage contract `model` is exported by."""
+    return VITS if isinstance(model, VitsSynthesizer) else BERT_VITS2
+
+
+def model_features(model: Generator) -> frozenset[str]:
+    """The contract's voice features `model` has (VITS: several speakers, the stochastic duration predictor)."""
+    if not isinstance(model, VitsSynthesizer):
+        return frozenset()
+    return frozenset({MULTI_SPEAKER} if model.multi_speaker else set()) | ({SDP} if model.use_sdp else set())
+
+
+def model_stages(model: Generator) -> tuple[StageName, ...]:
+    """The stages a voice of `model` has (every stage its contract gives a voice with its features)."""
+    return tuple(s.name for s in model_family(model).stages_for(model_features(model)))
+
+
+def stage_module(model: Generator, stage: StageName) -> nn.Module:
     """The export wrapper for one stage (in eval mode)."""
+    if isinstance(model, VitsSynthesizer):
+        return VitsStage(model, stage).eval()
     return _WRAPPERS[stage](model).eval()
 
 
@@ -206,30 +260,36 @@ class StageIO:
         return axes
 
 
-def model_sizes(model: SynthesizerTrn) -> dict[str, int]:
+def model_sizes(model: Generator) -> dict[str, int]:
     """The sizes the stage contract's axes name (vitsrt.stages), read from this model."""
     m = model.config.model
-    return {
-        "hidden": m.hidden_channels,
-        "latent": m.inter_channels,
-        "gin": m.gin_channels,
-        "hop": model.hop_length,
-        "bert_dim": model.enc_p.bert_proj.in_channels,
-    }
+    sizes = {"hidden": m.hidden_channels, "latent": m.inter_channels, "gin": m.gin_channels, "hop": model.hop_length}
+    if isinstance(model, SynthesizerTrn):
+        sizes["bert_dim"] = model.enc_p.bert_proj.in_channels
+    return sizes
 
 
 def _specs(tensors: Sequence[Tensor], sizes: dict[str, int]) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(name=t.name, dtype=t.dtype, shape=t.shape(sizes)) for t in tensors)
 
 
-def stage_io(model: SynthesizerTrn, stage: StageName) -> StageIO:
-    """The I/O contract of `stage` for this model's sizes (B, T, F symbolic; channels fixed)."""
+def stage_io(model: Generator, stage: StageName) -> StageIO:
+    """The I/O contract of `stage` for this model's sizes (B, T, F symbolic; channels fixed) and features."""
     try:
-        contract: Stage = BERT_VITS2.stage(stage)
+        contract: Stage = model_family(model).stage(stage)
     except VitsrtError:
         raise ValueError(f"unknown stage {stage!r}") from None
-    sizes = model_sizes(model)
-    return StageIO(_specs(contract.inputs_for(), sizes), _specs(contract.outputs_for(), sizes))
+    sizes, features = model_sizes(model), model_features(model)
+    return StageIO(_specs(contract.inputs_for(features), sizes), _specs(contract.outputs_for(features), sizes))
+
+
+def speaker_count(model: Generator) -> int:
+    """Rows of the speaker table (1 for a VITS model without one)."""
+    return model.n_speakers if isinstance(model, VitsSynthesizer) else model.emb_g.num_embeddings
+
+
+def phone_count(model: Generator) -> int:
+    return model.n_vocab if isinstance(model, VitsSynthesizer) else model.symbols.n_vocab
 
 
 # ----- trace inputs -----------------------------------------------------------------------------------
@@ -240,26 +300,27 @@ def _mask(lengths: Sequence[int]) -> torch.Tensor:
     return (torch.arange(size)[None, :] < torch.tensor(lengths)[:, None]).float().unsqueeze(1)
 
 
-def trace_inputs(model: SynthesizerTrn, stage: StageName, seed: int = 0) -> tuple[torch.Tensor, ...]:
+def trace_inputs(model: Generator, stage: StageName, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Example inputs for tracing `stage`: a padded batch of two with distinct lengths."""
     gen = torch.Generator().manual_seed(seed)
     io = stage_io(model, stage)
     tokens, frames = _TRACE_TOKENS, _TRACE_FRAMES
     batch, t_max, f_max = len(tokens), max(tokens), max(frames)
-    sizes = model.symbols
-    n_speakers = model.emb_g.num_embeddings
-    sid = torch.arange(batch) % n_speakers
+    sid = torch.arange(batch) % speaker_count(model)
     values: dict[str, torch.Tensor] = {
-        "phone_ids": torch.randint(0, sizes.n_vocab, (batch, t_max), generator=gen),
-        "tone_ids": torch.randint(0, sizes.num_tones, (batch, t_max), generator=gen),
-        "language_ids": torch.randint(0, sizes.num_languages, (batch, t_max), generator=gen),
+        "phone_ids": torch.randint(0, phone_count(model), (batch, t_max), generator=gen),
         "lengths": torch.tensor(tokens),
         "sid": sid,
         "x_mask": _mask(tokens),
         "y_mask": _mask(frames),
-        "g": model.speaker_embedding(sid).detach(),
         "sdp_ratio": torch.tensor([0.3, 1.0]),
     }
+    g = model.speaker_embedding(sid)
+    if g is not None:
+        values["g"] = g.detach()
+    if isinstance(model, SynthesizerTrn):
+        values["tone_ids"] = torch.randint(0, model.symbols.num_tones, (batch, t_max), generator=gen)
+        values["language_ids"] = torch.randint(0, model.symbols.num_languages, (batch, t_max), generator=gen)
     shapes = {"T": t_max, "F": f_max, "B": batch}
     out = []
     for spec in io.inputs:
@@ -274,9 +335,12 @@ def trace_inputs(model: SynthesizerTrn, stage: StageName, seed: int = 0) -> tupl
 # ----- export -----------------------------------------------------------------------------------------
 
 
-def folded_copy(model: SynthesizerTrn) -> SynthesizerTrn:
+def folded_copy(model: Generator) -> Generator:
     """A private eval-mode copy of `model` with weight norm folded into plain conv weights."""
-    copy = SynthesizerTrn(model.config, model.symbols)
+    if isinstance(model, VitsSynthesizer):
+        copy: Generator = VitsSynthesizer(model.config, model.n_vocab)
+    else:
+        copy = SynthesizerTrn(model.config, model.symbols)
     copy.load_state_dict(model.state_dict(), strict=True)
     folded = fold_weight_norm(copy)
     log.debug("folded weight norm in %d convs", folded)
@@ -311,7 +375,7 @@ def _check_declared_io(path: Path, stage: str, io: StageIO) -> None:
         )
 
 
-def export_stage(folded: SynthesizerTrn, stage: StageName, path: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
+def export_stage(folded: Generator, stage: StageName, path: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
     """Trace one stage of an already folded model to `path`, finalise and check it."""
     path = Path(path)
     io = stage_io(folded, stage)
@@ -341,14 +405,16 @@ def export_stage(folded: SynthesizerTrn, stage: StageName, path: str | Path, *, 
 
 
 def export_stages(
-    model: SynthesizerTrn,
+    model: Generator,
     out_dir: str | Path,
     *,
     opset: int = DEFAULT_OPSET,
-    stages: Sequence[StageName] = EXPORTED_STAGES,
+    stages: Sequence[StageName] | None = None,
 ) -> Mapping[StageName, Path]:
-    """Export the stages of `model` (weight norm folded on a copy) as ``<stage>.onnx`` into `out_dir`."""
+    """Export the stages of `model` (weight norm folded on a copy) as ``<stage>.onnx`` into `out_dir`
+    (`stages`: all of its family's for its features when None)."""
     check_opset(opset)
+    stages = model_stages(model) if stages is None else stages
     out_dir = Path(out_dir)
     folded = folded_copy(model)
     return {stage: export_stage(folded, stage, out_dir / f"{stage}.onnx", opset=opset) for stage in stages}

@@ -30,9 +30,10 @@ import onnxruntime as ort
 import torch
 
 from vitsrt.errors import VitsrtError
+from vitsrt.export.onnx_export import Generator, model_family, speaker_count
 from vitsrt.serve.backends.ort_runner import OrtRunner
 from vitsrt.stages import BERT_FEATURES, BERT_VITS2, StageName
-from vitsrt.train.models.synthesizer import SynthesizerTrn
+from vitsrt.train.models.vits import VitsSynthesizer
 from vitsrt.voice import ParityReport, StageParity
 
 __all__ = [
@@ -96,16 +97,23 @@ def _mask(lengths: Sequence[int]) -> torch.Tensor:
     return (torch.arange(size)[None, :] < torch.tensor(lengths)[:, None]).float().unsqueeze(1)
 
 
-def _encoder_inputs(model: SynthesizerTrn, tokens: Sequence[int], gen: torch.Generator) -> dict[str, torch.Tensor]:
+def _encoder_inputs(model: Generator, tokens: Sequence[int], gen: torch.Generator) -> dict[str, torch.Tensor]:
     """Random ids/BERT features, zero (id 0, features 0) in padding like a real padded batch."""
     batch, t_max = len(tokens), max(tokens)
     mask = _mask(tokens)  # [B,1,T]
-    sizes = model.symbols
-    bert_dim = model.enc_p.bert_proj.in_channels
     valid_ids = mask[:, 0].long()
 
     def ids(high: int) -> torch.Tensor:
         return torch.randint(0, high, (batch, t_max), generator=gen) * valid_ids
+
+    if isinstance(model, VitsSynthesizer):
+        return {
+            "phone_ids": ids(model.n_vocab),
+            "lengths": torch.tensor(tokens, dtype=torch.long),
+            "sid": torch.randint(0, model.n_speakers, (batch,), generator=gen),
+        }
+    sizes = model.symbols
+    bert_dim = model.enc_p.bert_proj.in_channels
 
     def feats() -> torch.Tensor:
         return torch.randn(batch, bert_dim, t_max, generator=gen) * mask
@@ -123,9 +131,33 @@ def _encoder_inputs(model: SynthesizerTrn, tokens: Sequence[int], gen: torch.Gen
 _TOKEN_STAGES = {s.name for s in BERT_VITS2.stages if s.length_axis == "T"}
 
 
+def _token_stages(
+    model: Generator, enc_in: dict[str, torch.Tensor], noise: torch.Tensor, ratio: torch.Tensor, stages: Sequence[str]
+) -> dict[str, tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]]:
+    """Encoder and duration references; the duration stages are fed the reference encoder's outputs."""
+    out: dict[str, tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]] = {}
+    if isinstance(model, VitsSynthesizer):
+        encoded = model.encode(enc_in["phone_ids"], enc_in["lengths"], enc_in["sid"])
+        enc, _m_p, _logs_p, x_mask, g = encoded
+        out["encoder"] = (enc_in, tuple(t for t in encoded if t is not None))
+        duration_in = {"enc": enc, "x_mask": x_mask, "sdp_noise": noise, **({"g": g} if g is not None else {})}
+        out["duration"] = (duration_in, (model.predict_logw(enc, x_mask, g, noise),))
+        return out
+    order = ("phone_ids", "lengths", "tone_ids", "language_ids", *BERT_FEATURES, "sid")  # encode()'s arguments
+    encoded = model.encode(*(enc_in[k] for k in order))
+    enc, _m_p, _logs_p, x_mask, g = encoded
+    out["encoder"] = (enc_in, encoded)
+    duration_in = {"enc": enc, "x_mask": x_mask, "g": g, "sdp_noise": noise, "sdp_ratio": ratio}
+    if "duration" in stages:
+        out["duration"] = (duration_in, (model.predict_logw(enc, x_mask, g, noise, ratio),))
+    if "duration_dp_only" in stages:
+        out["duration_dp_only"] = (duration_in, (model.predict_logw_dp(enc, x_mask, g),))
+    return out
+
+
 @torch.no_grad()
 def _case_tensors(
-    model: SynthesizerTrn, case: VerifyCase, gen: torch.Generator, stages: Sequence[str]
+    model: Generator, case: VerifyCase, gen: torch.Generator, stages: Sequence[str]
 ) -> dict[str, tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]]:
     """For each requested stage: (named inputs, reference outputs) from the torch stage methods.
 
@@ -140,22 +172,14 @@ def _case_tensors(
     ratio = torch.rand(batch, generator=gen)
     ratio[0] = 0.0 if batch % 2 else 1.0
     y_mask = _mask(case.frames)
-    frame_sid = torch.randint(0, model.emb_g.num_embeddings, (batch,), generator=gen)
+    frame_sid = torch.randint(0, speaker_count(model), (batch,), generator=gen)
     z_p = torch.randn(batch, model.inter_channels, max(case.frames), generator=gen) * y_mask
     z = torch.randn(batch, model.inter_channels, max(case.frames), generator=gen)
 
     if _TOKEN_STAGES & set(stages):  # they all need the reference encoder's outputs
-        order = ("phone_ids", "lengths", "tone_ids", "language_ids", *BERT_FEATURES, "sid")  # encode()'s arguments
-        encoded = model.encode(*(enc_in[k] for k in order))
-        enc, _m_p, _logs_p, x_mask, g = encoded
-        out["encoder"] = (enc_in, encoded)
-        duration_in = {"enc": enc, "x_mask": x_mask, "g": g, "sdp_noise": noise, "sdp_ratio": ratio}
-        if "duration" in stages:
-            out["duration"] = (duration_in, (model.predict_logw(enc, x_mask, g, noise, ratio),))
-        if "duration_dp_only" in stages:
-            out["duration_dp_only"] = (duration_in, (model.predict_logw_dp(enc, x_mask, g),))
+        out.update(_token_stages(model, enc_in, noise, ratio, stages))
     g_frames = model.speaker_embedding(frame_sid)
-    frame_in = {"y_mask": y_mask, "g": g_frames}
+    frame_in = {"y_mask": y_mask, **({"g": g_frames} if g_frames is not None else {})}
     if "flow" in stages:
         out["flow"] = ({"z_p": z_p, **frame_in}, (model.flow_reverse(z_p, y_mask, g_frames),))
     if "decoder" in stages:
@@ -164,7 +188,7 @@ def _case_tensors(
 
 
 def verify_graphs(
-    model: SynthesizerTrn,
+    model: Generator,
     graphs: Mapping[StageName, str | os.PathLike[str]],
     *,
     cases: Sequence[VerifyCase] = DEFAULT_CASES,
@@ -176,7 +200,8 @@ def verify_graphs(
 
     Does not raise on a mismatch (see :func:`check_parity`); raises ValueError for an unknown stage.
     """
-    tolerances = {**DEFAULT_TOLERANCES, **(tolerances or {})}
+    contract = model_family(model)
+    tolerances = {**{s.name: s.tolerance for s in contract.stages}, **(tolerances or {})}
     model = model.eval()
     # Sessions do not busy-wait between runs: verification alternates ORT with torch on the same cores.
     runner = OrtRunner(graphs, intra_op_threads=threads, quiet=True)
@@ -190,7 +215,7 @@ def verify_graphs(
                 raise ValueError(f"no reference for stage {stage!r}")
             feeds_t, reference = tensors[stage]
             got = runner.run(stage, {name: feeds_t[name].numpy() for name in runner.input_names(stage)})
-            side = "frames" if BERT_VITS2.stage(stage).length_axis == "F" else "tokens"
+            side = "frames" if contract.stage(stage).length_axis == "F" else "tokens"
             for (name, ours), ref in zip(got.items(), reference, strict=True):
                 expected = ref.numpy()
                 if expected.size:
@@ -247,7 +272,7 @@ def parity_report(parity: Mapping[str, StageParity], threads: int | None = None)
 
 
 def verify_and_report(
-    model: SynthesizerTrn,
+    model: Generator,
     graphs: Mapping[StageName, str | os.PathLike[str]],
     *,
     cases: Sequence[VerifyCase] = DEFAULT_CASES,

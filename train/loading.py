@@ -1,4 +1,9 @@
-"""Build our synthesizer from an upstream `config.json` + `G_*.pth` pair, checking every step."""
+"""Build our synthesizer from an upstream `config.json` + `G_*.pth` pair, checking every step.
+
+Bert-VITS2 (upstream Bert-VITS2 2.0/2.3) and original VITS (upstream VITS, piper, configs with
+``"family": "vits"``) both load here. A config without a family is Bert-VITS2's unless the checkpoint has
+VITS's layout (a phone table and no tone table), which upstream VITS checkpoints have.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +13,46 @@ from pathlib import Path
 
 import torch
 
-from vitsrt.config import BertVits2Config, check_supported, load_config, version_from_state_dict_keys
+from vitsrt.config import (
+    BERT_VITS2_FAMILY,
+    VITS_FAMILY,
+    BertVits2Config,
+    ModelConfig,
+    VitsConfig,
+    check_supported,
+    load_config,
+    version_from_state_dict_keys,
+)
 from vitsrt.errors import CheckpointError, ConfigError
 from vitsrt.train.checkpoint import extract_state_dict, load_state_dict_checked, read_checkpoint
 from vitsrt.train.models.synthesizer import SymbolSizes, SynthesizerTrn
+from vitsrt.train.models.vits import FLOW_COUPLINGS, VitsSynthesizer
+
+# ModelInfo.version of an original-VITS voice: upstream VITS has one generation (piper trains the same model).
+VITS_VERSION = "1"
 
 
 @dataclass
 class LoadedGenerator:
-    model: SynthesizerTrn
-    config: BertVits2Config
+    model: SynthesizerTrn | VitsSynthesizer
+    config: ModelConfig
     version: str
-    version_source: str  # "config", "checkpoint keys" or "config and checkpoint keys"
+    version_source: str  # "config", "checkpoint keys" or "config and checkpoint keys" ("family" for VITS)
     iteration: int | None
     learning_rate: float | None
     state_dict: dict[str, torch.Tensor]
+
+    @property
+    def family(self) -> str:
+        """The stage contract's family name (``ModelInfo.family``)."""
+        return VITS_FAMILY if isinstance(self.config, VitsConfig) else BERT_VITS2_FAMILY
+
+
+def family_from_state_dict_keys(keys: set[str]) -> str:
+    """"vits" for a generator with a phone table and no tone table (upstream VITS / piper), else "bert-vits2"."""
+    if "enc_p.emb.weight" in keys and "enc_p.tone_emb.weight" not in keys and "enc_p.bert_proj.weight" not in keys:
+        return VITS_FAMILY
+    return BERT_VITS2_FAMILY
 
 
 def resolve_version(config: BertVits2Config, keys: set[str]) -> tuple[str, str]:
@@ -42,7 +72,7 @@ def resolve_version(config: BertVits2Config, keys: set[str]) -> tuple[str, str]:
 _WEIGHT_NAMES = ("weight_v", "weight", "parametrizations.weight.original1")
 
 
-def _dimension_checks(config: BertVits2Config) -> list[tuple[str, int, str, int, int]]:
+def _dimension_checks(config: ModelConfig) -> list[tuple[str, int, str, int, int]]:
     """(config field, its value, tensor key, axis, size the config implies on that axis), key tensors first."""
     m, d = config.model, config.data
     ffn = "enc_p.encoder.ffn_layers.0.conv_1.weight"
@@ -63,17 +93,21 @@ def _dimension_checks(config: BertVits2Config) -> list[tuple[str, int, str, int,
     return checks
 
 
-def _count_checks(config: BertVits2Config) -> list[tuple[str, int, str]]:
+def _count_checks(config: ModelConfig) -> list[tuple[str, int, str]]:
     """(config field, its value, key prefix whose numbered children the config implies)."""
     m = config.model
+    if isinstance(config, VitsConfig):
+        flow = ("VITS's coupling count", FLOW_COUPLINGS, "flow.flows.")
+    else:
+        flow = ("model.n_flow_layer", config.model.n_flow_layer, "flow.flows.")
     checks = [
         ("model.n_layers", m.n_layers, "enc_p.encoder.attn_layers."),
-        ("model.n_flow_layer", m.n_flow_layer, "flow.flows."),
+        flow,
         ("len(model.upsample_rates)", len(m.upsample_rates), "dec.ups."),
         ("len(model.upsample_rates) x len(model.resblock_kernel_sizes)",
          len(m.upsample_rates) * len(m.resblock_kernel_sizes), "dec.resblocks."),
     ]
-    if m.use_transformer_flow:
+    if isinstance(config, BertVits2Config) and config.model.use_transformer_flow:
         checks.append(("model.n_layers_trans_flow", m.n_layers_trans_flow, "flow.flows.0.enc.attn_layers."))
     return checks
 
@@ -93,7 +127,7 @@ def _indices(state: dict[str, torch.Tensor], prefix: str) -> set[int]:
     return {int(found.group(1)) for key in state if (found := pattern.match(key))}
 
 
-def check_config_fits(config: BertVits2Config, state: dict[str, torch.Tensor], checkpoint: str, source: str) -> None:
+def check_config_fits(config: ModelConfig, state: dict[str, torch.Tensor], checkpoint: str, source: str) -> None:
     """Compare the config's sizes with the checkpoint's tensors before any module is built.
 
     A config that disagrees (a typo, another model's config, hidden_channels=1e6) is reported by field and
@@ -105,7 +139,7 @@ def check_config_fits(config: BertVits2Config, state: dict[str, torch.Tensor], c
     _check_kinds(config, state, checkpoint, source)
 
 
-def _check_dimensions(config: BertVits2Config, state: dict[str, torch.Tensor], checkpoint: str, source: str) -> None:
+def _check_dimensions(config: ModelConfig, state: dict[str, torch.Tensor], checkpoint: str, source: str) -> None:
     for field, value, key, axis, size in _dimension_checks(config):
         found = _tensor(state, key)
         if found is None:
@@ -121,7 +155,7 @@ def _check_dimensions(config: BertVits2Config, state: dict[str, torch.Tensor], c
         )
 
 
-def _check_counts(config: BertVits2Config, state: dict[str, torch.Tensor], checkpoint: str, source: str) -> None:
+def _check_counts(config: ModelConfig, state: dict[str, torch.Tensor], checkpoint: str, source: str) -> None:
     for field, value, prefix in _count_checks(config):
         layers = _indices(state, prefix)
         if layers and len(layers) != value:
@@ -131,17 +165,23 @@ def _check_counts(config: BertVits2Config, state: dict[str, torch.Tensor], check
             )
 
 
-def _check_kinds(config: BertVits2Config, state: dict[str, torch.Tensor], checkpoint: str, source: str) -> None:
-    """The flow and residual-block types, told apart by the keys only one kind has."""
+def _check_kinds(config: ModelConfig, state: dict[str, torch.Tensor], checkpoint: str, source: str) -> None:
+    """The flow, duration-predictor and residual-block types, told apart by the keys only one kind has."""
     m = config.model
-    transformer, residual = "flow.flows.0.enc.attn_layers.", "flow.flows.0.enc.in_layers."
     resblock_1, resblock_2 = "dec.resblocks.0.convs1.", "dec.resblocks.0.convs."
-    kinds = (
-        ("model.use_transformer_flow", str(m.use_transformer_flow).lower(),
-         *((transformer, residual) if m.use_transformer_flow else (residual, transformer))),
+    kinds = [
         ("model.resblock", f'"{m.resblock}"',
          *((resblock_1, resblock_2) if m.resblock == "1" else (resblock_2, resblock_1))),
-    )
+    ]
+    if isinstance(config, BertVits2Config):
+        transformer, residual = "flow.flows.0.enc.attn_layers.", "flow.flows.0.enc.in_layers."
+        use = config.model.use_transformer_flow
+        kinds.append(("model.use_transformer_flow", str(use).lower(),
+                      *((transformer, residual) if use else (residual, transformer))))
+    else:
+        sdp, dp = "dp.flows.", "dp.conv_1."
+        use = config.model.use_sdp
+        kinds.append(("model.use_sdp", str(use).lower(), *((sdp, dp) if use else (dp, sdp))))
     for field, shown, implied, other in kinds:
         if any(k.startswith(other) for k in state) and not any(k.startswith(implied) for k in state):
             raise CheckpointError(
@@ -150,15 +190,21 @@ def _check_kinds(config: BertVits2Config, state: dict[str, torch.Tensor], checkp
             )
 
 
-def load_generator(checkpoint: str | Path, config: str | Path | BertVits2Config) -> LoadedGenerator:
-    source = "the config" if isinstance(config, BertVits2Config) else str(config)
-    config = config if isinstance(config, BertVits2Config) else load_config(config)
+def load_generator(checkpoint: str | Path, config: str | Path | ModelConfig) -> LoadedGenerator:
+    """The generator of `checkpoint`, built from `config` (a path or a parsed config) and loaded strictly."""
+    given = isinstance(config, BertVits2Config | VitsConfig)
+    source = "the config" if given else str(config)
     raw = read_checkpoint(checkpoint)
     state = extract_state_dict(raw, source=str(checkpoint))
-    version, version_source = resolve_version(config, set(state))
+    if not isinstance(config, BertVits2Config | VitsConfig):
+        config = load_config(config, default_family=family_from_state_dict_keys(set(state)))
+    if isinstance(config, VitsConfig):
+        version, version_source = VITS_VERSION, "family"
+    else:
+        version, version_source = resolve_version(config, set(state))
     check_config_fits(config, state, str(checkpoint), source)
     try:
-        model = SynthesizerTrn(config, SymbolSizes.from_state_dict(state))
+        model = _build(config, state)
     except ValueError as exc:
         raise ConfigError(f"cannot build the model from the config: {exc}") from None
     load_state_dict_checked(model, state, source=str(checkpoint), config_source=source)
@@ -174,3 +220,11 @@ def load_generator(checkpoint: str | Path, config: str | Path | BertVits2Config)
         learning_rate=float(learning_rate) if isinstance(learning_rate, int | float) else None,
         state_dict=state,
     )
+
+
+def _build(config: ModelConfig, state: dict[str, torch.Tensor]) -> SynthesizerTrn | VitsSynthesizer:
+    """The model `config` describes, its embedding tables sized as `state`'s."""
+    if isinstance(config, VitsConfig):
+        table = state.get("enc_p.emb.weight")
+        return VitsSynthesizer(config, n_vocab=int(table.shape[0]) if table is not None else None)
+    return SynthesizerTrn(config, SymbolSizes.from_state_dict(state))

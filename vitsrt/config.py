@@ -415,8 +415,9 @@ def _read_config_bytes(path: Path) -> bytes:
     return data
 
 
-def load_config(path: str | Path) -> ModelConfig:
-    """Read and validate a config.json; any problem becomes a one-line ConfigError."""
+def load_config(path: str | Path, default_family: str = BERT_VITS2_FAMILY) -> ModelConfig:
+    """Read and validate a config.json; any problem becomes a one-line ConfigError. A file without a
+    top-level "family" describes `default_family` (upstream configs never say; a checkpoint's keys can)."""
     path = Path(path)
     data = _read_config_bytes(path)
     try:
@@ -429,7 +430,7 @@ def load_config(path: str | Path) -> ModelConfig:
         raise ConfigError(f"{path} is nested too deeply to be a config.json") from None
     except ValueError as exc:  # e.g. an integer literal longer than Python's 4300-digit limit
         raise ConfigError(f"{path} is not usable JSON: {_shown(str(exc).split(':')[0])}") from None
-    return parse_config(raw, source=str(path))
+    return parse_config(raw, source=str(path), default_family=default_family)
 
 
 def _shown(text: str, limit: int = 80) -> str:
@@ -437,9 +438,9 @@ def _shown(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit and text.isprintable() else clip(text, limit)
 
 
-def config_family(raw: dict[str, Any], source: str = "config") -> str:
-    """The model family a parsed config.json describes: its top-level "family", Bert-VITS2 when absent."""
-    family = raw.get("family", BERT_VITS2_FAMILY)
+def config_family(raw: dict[str, Any], source: str = "config", default: str = BERT_VITS2_FAMILY) -> str:
+    """The model family a parsed config.json describes: its top-level "family", `default` when absent."""
+    family = raw.get("family", default)
     if family not in (BERT_VITS2_FAMILY, VITS_FAMILY):
         raise ConfigError(
             f"{source}: unknown model family {_shown(str(family))!r}; known: {BERT_VITS2_FAMILY}, {VITS_FAMILY}"
@@ -447,13 +448,14 @@ def config_family(raw: dict[str, Any], source: str = "config") -> str:
     return family
 
 
-def parse_config(raw: Any, source: str = "config") -> ModelConfig:
+def parse_config(raw: Any, source: str = "config", default_family: str = BERT_VITS2_FAMILY) -> ModelConfig:
     """A Bert-VITS2 or (``"family": "vits"``) original-VITS config; any problem is a one-line ConfigError."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a JSON object at the top level")
-    kind: type[ModelConfig] = VitsConfig if config_family(raw, source) == VITS_FAMILY else BertVits2Config
+    family = config_family(raw, source, default_family)
+    kind: type[ModelConfig] = VitsConfig if family == VITS_FAMILY else BertVits2Config
     try:
-        config = kind.model_validate(raw)
+        config = kind.model_validate({**raw, "family": family} if family == VITS_FAMILY else raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         # The location can hold keys from the file (spk2id names): shown clipped.

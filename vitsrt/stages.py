@@ -28,7 +28,10 @@ __all__ = [
     "BERT_FEATURES",
     "BERT_VITS2",
     "FAMILIES",
+    "MULTI_SPEAKER",
+    "SDP",
     "STAGE_NAMES",
+    "VITS",
     "Family",
     "Stage",
     "StageName",
@@ -186,7 +189,52 @@ BERT_VITS2 = Family(
     ),
 )
 
-FAMILIES: Mapping[str, Family] = {BERT_VITS2.name: BERT_VITS2}
+# Original VITS as upstream VITS and piper build it: phone ids alone (no tones, languages or BERT). Voice features:
+# "multi_speaker" (a speaker table: `sid` in, `g` out of the encoder and into every later stage; single-speaker
+# voices have no speaker tensor at all) and "sdp" (the stochastic duration predictor, which takes the host's
+# `sdp_noise`; without it the deterministic predictor runs on the encoder output alone). One duration stage:
+# VITS has no sdp/dp mix, so no sdp_ratio and no duration_dp_only.
+MULTI_SPEAKER = "multi_speaker"
+SDP = "sdp"
+_G_MULTI = _t("g", "float32", "B", "gin", 1, when=MULTI_SPEAKER)
+
+VITS = Family(
+    name="vits",
+    stages=(
+        Stage(
+            "encoder",
+            inputs=(
+                _t("phone_ids", "int64", "B", "T"),
+                _t("lengths", "int64", "B"),
+                _t("sid", "int64", "B", when=MULTI_SPEAKER),
+            ),
+            outputs=(
+                _ENC,
+                _t("m_p", "float32", "B", "latent", "T"),
+                _t("logs_p", "float32", "B", "latent", "T"),
+                _X_MASK,
+                _G_MULTI,
+            ),
+        ),
+        Stage(
+            "duration",
+            inputs=(_ENC, _X_MASK, _G_MULTI, _t("sdp_noise", "float32", "B", 2, "T", when=SDP)),
+            outputs=_LOGW,
+        ),
+        Stage(
+            "flow",
+            inputs=(_t("z_p", "float32", "B", "latent", "F"), _Y_MASK, _G_MULTI),
+            outputs=(_t("z", "float32", "B", "latent", "F"),),
+        ),
+        Stage(
+            "decoder",
+            inputs=(_t("z", "float32", "B", "latent", "F"), _Y_MASK, _G_MULTI),
+            outputs=(_t("audio", "float32", "B", 1, "F*hop"),),
+        ),
+    ),
+)
+
+FAMILIES: Mapping[str, Family] = {BERT_VITS2.name: BERT_VITS2, VITS.name: VITS}
 
 # Every stage name any family uses (voice.json's graph and TensorRT-plan keys).
 STAGE_NAMES: tuple[str, ...] = tuple(dict.fromkeys(n for f in FAMILIES.values() for n in f.names))

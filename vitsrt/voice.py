@@ -32,7 +32,7 @@ from vitsrt.errors import VoiceError, clip
 from vitsrt.files import NotRegularFileError, irregular, open_regular
 from vitsrt.receptive_field import decoder_context_frames
 from vitsrt.sampling import Sampling
-from vitsrt.stages import BERT_FEATURES, BERT_VITS2, STAGE_NAMES, StageName, TensorDType
+from vitsrt.stages import BERT_FEATURES, FAMILIES, STAGE_NAMES, StageName, TensorDType
 
 __all__ = [
     "FORMAT_VERSION",
@@ -189,10 +189,17 @@ class _GraphsBase(_Strict):
 
 
 # One field per stage of the contract (voice.json's "graphs" object), required unless the stage is optional.
+def _required_everywhere(stage: str) -> bool:
+    """Whether every family requires `stage` (a field every voice.json has); the rest are checked per family."""
+    return all(stage in f.required for f in FAMILIES.values())
+
+
+# One field per stage of any family's contract (voice.json's "graphs" object), required when every family
+# requires it; VoiceManifest checks the graphs against its own family's stages.
 Graphs = create_model(
     "Graphs",
     __base__=_GraphsBase,
-    **{s.name: ((GraphSpec | None, None) if s.optional else (GraphSpec, ...)) for s in BERT_VITS2.stages},
+    **{name: ((GraphSpec, ...) if _required_everywhere(name) else (GraphSpec | None, None)) for name in STAGE_NAMES},
 )
 
 
@@ -460,6 +467,7 @@ class VoiceManifest(_Strict):
             if not 0 <= sid < self.num_speakers:
                 raise ValueError(f"speaker {clip(name)} has id {sid}, outside 0..{self.num_speakers - 1}")
         self._check_decoder()
+        self._check_family()
         encoder_inputs = {spec.name for spec in self.graphs.encoder.inputs}
         missing = [b for b in self.front_end.bert_inputs if b not in encoder_inputs]
         if missing:
@@ -474,6 +482,18 @@ class VoiceManifest(_Strict):
             if getattr(self.graphs, engine.stage, None) is None:
                 raise ValueError(f"a TensorRT engine is listed for {engine.stage!r} but that graph is not")
         return self
+
+    def _check_family(self) -> None:
+        """The graphs are the stages of the voice's family: its required ones, and none it does not have."""
+        contract = FAMILIES.get(self.model.family)
+        if contract is None:
+            return  # a family without a stage contract yet (backends refuse it by name)
+        present = [stage for stage, _ in self.graphs.items()]
+        missing = [stage for stage in contract.required if stage not in present]
+        foreign = [stage for stage in present if stage not in contract.names]
+        if missing or foreign:
+            problem = f"lacks the {missing[0]!r} graph" if missing else f"has a {foreign[0]!r} graph"
+            raise ValueError(f"a {contract.name} voice {problem} (its stages: {', '.join(contract.names)})")
 
     def _check_decoder(self) -> None:
         """The stored context must be the one the decoder layout needs (bundles before 1.2 have no layout)."""

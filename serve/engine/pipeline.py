@@ -309,7 +309,7 @@ class VoicePipeline:
             n = segment.tokens
             segment.m_p = enc_out["m_p"][row, :, :n]
             segment.logs_p = enc_out["logs_p"][row, :, :n]
-            segment.g = enc_out["g"][row]
+            segment.g = enc_out["g"][row] if "g" in enc_out else None  # no speaker vector: single-speaker VITS
             segment.durations = durations[row, :n]
             segment.frames = int(max(segment.durations.sum(), 1))
             segment.add_time("encoder", encoded - started)
@@ -343,8 +343,7 @@ class VoicePipeline:
         z_p, frames = regulator.pad_batch(z_ps, axis=-1)
         y_mask = regulator.length_mask(frames, z_p.shape[-1])
         regulated = time.perf_counter()
-        g = np.stack([s.g for s in segments])
-        z = self._run("flow", {"z_p": z_p, "y_mask": y_mask, "g": g})["z"]
+        z = self._run("flow", {"z_p": z_p, "y_mask": y_mask, **_speaker_vectors(segments)})["z"]
         finished = time.perf_counter()
         for row, segment in enumerate(segments):
             segment.z = z[row, :, : segment.frames]
@@ -358,14 +357,21 @@ class VoicePipeline:
         pieces = [job.segment.z[:, job.window.ctx_start : job.window.ctx_end] for job in jobs]
         z, frames = regulator.pad_batch(pieces, axis=-1)
         y_mask = regulator.length_mask(frames, z.shape[-1])
-        g = np.stack([job.segment.g for job in jobs])
-        audio = self._run("decoder", {"z": z, "y_mask": y_mask, "g": g})["audio"]
+        speakers = _speaker_vectors([job.segment for job in jobs])
+        audio = self._run("decoder", {"z": z, "y_mask": y_mask, **speakers})["audio"]
         elapsed = time.perf_counter() - started
         out = []
         for row, job in enumerate(jobs):
             out.append(np.ascontiguousarray(audio[row, 0, job.window.crop(self.hop)], dtype=np.float32))
             job.segment.add_time("decode", elapsed)
         return out
+
+
+def _speaker_vectors(segments: Sequence[Segment]) -> dict[str, np.ndarray]:
+    """``{"g": [B, G, 1]}`` from the encoder's speaker vectors; empty for a voice whose encoder has none."""
+    if any(s.g is None for s in segments):
+        return {}
+    return {"g": np.stack([s.g for s in segments])}
 
 
 def _at_rate(scales: Sampling, rate: float) -> Sampling:
