@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--smoke", action="store_true", help="train a few steps on a generated dataset (install check)")
     parser.add_argument("--smoke-steps", type=int, default=4, help=argparse.SUPPRESS)
+    parser.add_argument("--smoke-family", choices=("bert-vits2", "vits"), default="bert-vits2",
+                        help="with --smoke: the model family to train (default: bert-vits2)")
     parser.add_argument("--param-digest", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.smoke:
         from vitsrt.train.smoke import run_smoke
 
-        report = run_smoke(Path(args.model_dir) if args.model_dir else None, steps=args.smoke_steps)
+        report = run_smoke(Path(args.model_dir) if args.model_dir else None, steps=args.smoke_steps,
+                           family=args.smoke_family)
         print(report)
         return 0
     if not args.config or not args.model_dir:

@@ -1,4 +1,5 @@
-"""The training loop: Bert-VITS2 2.3 / VITS2 GAN training, readable top to bottom.
+"""The training loop: Bert-VITS2 2.3 / VITS2 GAN training (and original VITS, as piper trains it, for a
+``"family": "vits"`` config), readable top to bottom.
 
 One `Trainer` holds everything a run has (models, optimizers, schedulers, data, position); there
 are no module globals. A step is: generator forward (posterior, flow, alignment search, duration
@@ -32,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from vitsrt.config import BertVits2Config
+from vitsrt.config import ModelConfig, VitsConfig
 from vitsrt.errors import CheckpointError, ConfigError
 from vitsrt.train.checkpoint import (
     extract_state_dict,
@@ -48,7 +49,8 @@ from vitsrt.train.distributed import DistContext, unwrap
 from vitsrt.train.losses import discriminator_loss, feature_loss, generator_loss, kl_loss
 from vitsrt.train.mel import SpectrogramTransform
 from vitsrt.train.models.segments import slice_segments
-from vitsrt.train.models.synthesizer import SymbolSizes, SynthesizerTrn
+from vitsrt.train.models.synthesizer import SymbolSizes, SynthesizerTrn, TrainOutput
+from vitsrt.train.models.vits import VitsSynthesizer
 from vitsrt.train.options import TrainOptions
 from vitsrt.train.prepare import load_prepared_config
 from vitsrt.train.reporting import RunReporter
@@ -139,9 +141,8 @@ class Trainer:
         )
 
         table = SymbolTable.from_config(self.config)
-        symbols = SymbolSizes(table.num_symbols, table.num_tones, table.num_languages)
         m = self.config.model
-        self.generator = SynthesizerTrn(self.config, symbols).to(self.device)
+        self.generator = self._build_generator(table).to(self.device)
         self.discriminator = MultiPeriodDiscriminator(
             m.use_spectral_norm, self.options.mpd_periods, self.options.mpd_channel_divisor
         ).to(self.device)
@@ -149,7 +150,7 @@ class Trainer:
             DurationDiscriminator(m.hidden_channels, m.hidden_channels, 3, 0.1, gin_channels=m.gin_channels).to(
                 self.device
             )
-            if m.use_duration_discriminator
+            if getattr(m, "use_duration_discriminator", False)  # Bert-VITS2 only
             else None
         )
         self._freeze(self.options.frozen_prefixes(self.config))
@@ -195,12 +196,17 @@ class Trainer:
         recorded = ((self.config.model_extra or {}).get("vitsrt") or {}).get("dataset_dir")
         return Path(recorded) if recorded else self.settings.config.resolve().parent
 
-    def _load_config(self) -> BertVits2Config:
+    def _build_generator(self, table: SymbolTable) -> SynthesizerTrn | VitsSynthesizer:
+        if isinstance(self.config, VitsConfig):
+            return VitsSynthesizer(self.config, n_vocab=table.num_symbols)
+        return SynthesizerTrn(self.config, SymbolSizes(table.num_symbols, table.num_tones, table.num_languages))
+
+    def _load_config(self) -> ModelConfig:
         config = load_prepared_config(self.settings.config)
         if self.settings.overrides:
             raw = json.loads(config.to_json())
             raw["train"].update(self.settings.overrides)
-            config = BertVits2Config.model_validate(raw)
+            config = type(config).model_validate(raw)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             saved = self.run_dir / "config.json"
@@ -437,30 +443,16 @@ class Trainer:
         return float(nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else math.inf))
 
     def train_step(self, batch: Batch) -> dict[str, float]:
-        t, m = self.config.train, self.config.model
+        t = self.config.train
         step = self.position.step
         torch.manual_seed(_seed_for(t.seed, step, self.dist.rank))
         adversarial = step >= self.options.adversarial_start_step
         segment_frames = t.segment_size // self.config.data.hop_length
-        mas_noise = max(m.mas_noise_scale_initial - m.noise_scale_delta * step, 0.0) if m.use_noise_scaled_mas else 0.0
         self.net_g.train()
         self.net_d.train()
 
         with self._autocast():
-            out = self.net_g(
-                batch.phone_ids,
-                batch.phone_lengths,
-                batch.spec,
-                batch.spec_lengths,
-                batch.speakers,
-                batch.tone_ids,
-                batch.language_ids,
-                batch.bert,
-                batch.ja_bert,
-                batch.en_bert,
-                segment_frames,
-                mas_noise,
-            )
+            out = self._generator_forward(batch, segment_frames, step)
         # Mel targets and mel of the output, in float32 outside autocast.
         y_mel = slice_segments(self.transform.linear_to_mel(batch.spec), out.slice_starts, segment_frames)
         y_hat_mel = self.transform.mel(out.audio.squeeze(1).float())
@@ -527,6 +519,28 @@ class Trainer:
             scalars[f"lr/{name}"] = optim.param_groups[0]["lr"]
         self.last_attn = out.attn[0, 0].detach()
         return scalars
+
+    def _generator_forward(self, batch: Batch, segment_frames: int, step: int) -> TrainOutput:
+        """The generator's training pass on `batch` (each family's own inputs)."""
+        if isinstance(self.config, VitsConfig):  # phone ids alone; the model ignores sid without a speaker table
+            return self.net_g(batch.phone_ids, batch.phone_lengths, batch.spec, batch.spec_lengths, batch.speakers,
+                              segment_frames)
+        m = self.config.model
+        mas_noise = max(m.mas_noise_scale_initial - m.noise_scale_delta * step, 0.0) if m.use_noise_scaled_mas else 0.0
+        return self.net_g(
+            batch.phone_ids,
+            batch.phone_lengths,
+            batch.spec,
+            batch.spec_lengths,
+            batch.speakers,
+            batch.tone_ids,
+            batch.language_ids,
+            batch.bert,
+            batch.ja_bert,
+            batch.en_bert,
+            segment_frames,
+            mas_noise,
+        )
 
     # ----- the loop ------------------------------------------------------------------------------
 
@@ -635,17 +649,21 @@ class Trainer:
         generator.eval()
         for index in range(min(self.options.eval_audio_items, len(self.eval_set))):
             batch = collate([self.eval_set[index]]).to(self.device)
-            result = generator.infer(
-                batch.phone_ids,
-                batch.phone_lengths,
-                batch.speakers,
-                batch.tone_ids,
-                batch.language_ids,
-                batch.bert,
-                batch.ja_bert,
-                batch.en_bert,
-                generator=torch.Generator(device=self.device).manual_seed(index),
-            )
+            seeded = torch.Generator(device=self.device).manual_seed(index)
+            if isinstance(generator, VitsSynthesizer):
+                result = generator.infer(batch.phone_ids, batch.phone_lengths, batch.speakers, generator=seeded)
+            else:
+                result = generator.infer(
+                    batch.phone_ids,
+                    batch.phone_lengths,
+                    batch.speakers,
+                    batch.tone_ids,
+                    batch.language_ids,
+                    batch.bert,
+                    batch.ja_bert,
+                    batch.en_bert,
+                    generator=seeded,
+                )
             audio = result.audio[0, 0, : int(result.y_lengths[0]) * self.config.data.hop_length]
             step = self.position.step
             self.reporter.audio(f"eval/{index}/generated", audio, step)

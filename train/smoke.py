@@ -100,6 +100,20 @@ def tiny_config_dict(**train_overrides: Any) -> dict[str, Any]:
     }
 
 
+def tiny_vits_config_dict(n_speakers: int = 2, use_sdp: bool = True, **train_overrides: Any) -> dict[str, Any]:
+    """The same tiny scale for an original-VITS model (``"family": "vits"``): no tones, languages or BERT."""
+    base = tiny_config_dict(**train_overrides)
+    data = {**base["data"], "n_speakers": n_speakers}
+    model = {
+        key: base["model"][key]
+        for key in ("inter_channels", "hidden_channels", "filter_channels", "n_heads", "n_layers", "kernel_size",
+                    "p_dropout", "resblock", "resblock_kernel_sizes", "resblock_dilation_sizes", "upsample_rates",
+                    "upsample_initial_channel", "upsample_kernel_sizes")
+    }
+    model.update(gin_channels=16 if n_speakers > 1 else 0, use_sdp=use_sdp)
+    return {"family": "vits", "train": base["train"], "data": data, "model": model}
+
+
 def synthesize_utterance(text: str, rate: int, pitch: float, seed: int) -> np.ndarray:
     """A 'spoken' toy utterance: one short harmonic tone per letter (pitch from the letter), gaps for
     spaces. Not speech, but text-dependent and learnable, which is what a smoke test needs."""
@@ -137,8 +151,9 @@ def write_toy_dataset(
     return metadata
 
 
-def run_smoke(run_dir: Path | None = None, steps: int = 4) -> str:
-    """Generate, prepare, train `steps` steps, reload the generator strictly. Returns a short report."""
+def run_smoke(run_dir: Path | None = None, steps: int = 4, family: str = "bert-vits2") -> str:
+    """Generate, prepare, train `steps` steps of a tiny `family` model ("bert-vits2" or "vits"), reload the
+    generator strictly. Returns a short report."""
     from vitsrt.train.checkpoint import latest_complete_step
     from vitsrt.train.distributed import DistContext
     from vitsrt.train.loading import load_generator
@@ -150,7 +165,8 @@ def run_smoke(run_dir: Path | None = None, steps: int = 4) -> str:
         run_dir = run_dir or work / "run"
         write_toy_dataset(work / "raw")
         base = work / "base_config.json"
-        base.write_text(json.dumps(tiny_config_dict()), encoding="utf-8")
+        config = tiny_vits_config_dict() if family == "vits" else tiny_config_dict()
+        base.write_text(json.dumps(config), encoding="utf-8")
         started = time.perf_counter()
         report = prepare_dataset(work / "raw", work / "prepared", base, PrepareOptions(frontend="chars", language="en"))
         prepared_s = time.perf_counter() - started
@@ -165,12 +181,13 @@ def run_smoke(run_dir: Path | None = None, steps: int = 4) -> str:
             train_s = time.perf_counter() - started
         finally:
             dist.close()
-        step = latest_complete_step(run_dir, ("G", "D", "DUR"))
+        kinds = ("G", "D", "DUR") if trainer.duration_discriminator is not None else ("G", "D")
+        step = latest_complete_step(run_dir, kinds)
         loaded = load_generator(run_dir / f"G_{step}.pth", run_dir / "config.json")
         losses = {k.removeprefix("loss/"): v for k, v in trainer.last_scalars.items() if k.startswith("loss/")}
         bad = [k for k, v in losses.items() if not math.isfinite(v)]
         lines = [
-            f"smoke: prepared {report.train + report.val} utterances in {prepared_s:.1f} s",
+            f"smoke: {loaded.family} model; prepared {report.train + report.val} utterances in {prepared_s:.1f} s",
             f"smoke: trained {position.step} steps in {train_s:.1f} s ({train_s / max(position.step, 1):.2f} s/step)",
             "smoke: last losses " + ", ".join(f"{k} {v:.3f}" for k, v in losses.items()),
             f"smoke: G_{step}.pth reloads strictly ({sum(p.numel() for p in loaded.model.parameters())} parameters)",
