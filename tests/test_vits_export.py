@@ -201,3 +201,21 @@ def test_upstream_vits_config_without_family_loads_by_checkpoint_layout(tmp_path
     config_path.write_text(json.dumps(raw))
     with pytest.raises(CheckpointError, match=r"model\.use_sdp = false but the checkpoint has dp\.flows"):
         load_generator(checkpoint, config_path)
+
+
+def test_voice_json_graphs_must_be_the_family_stages(vits_voices, tmp_path):
+    """A VITS voice.json listing a graph of a stage VITS does not have (Bert-VITS2's duration_dp_only) is refused."""
+    import shutil
+
+    from vitsrt.errors import VoiceError
+
+    voice_dir = shutil.copytree(vits_voices["single"][0], tmp_path / "voice")
+    manifest = json.loads((voice_dir / "voice.json").read_text())
+    load_voice(voice_dir)  # as exported: fine
+    extra = json.loads(json.dumps(manifest))
+    extra["graphs"]["duration_dp_only"] = extra["graphs"]["duration"]
+    (voice_dir / "voice.json").write_text(json.dumps(extra))
+    with pytest.raises(VoiceError, match="a vits voice has a 'duration_dp_only' graph"):
+        load_voice(voice_dir)
+    (voice_dir / "voice.json").write_text(json.dumps({**manifest, "model": {"family": "bert-vits2", "version": "2.3"}}))
+    load_voice(voice_dir)  # the same graphs are a complete Bert-VITS2 stage set (duration_dp_only is optional)
