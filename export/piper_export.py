@@ -48,6 +48,7 @@ from vitsrt.voice import FrontEnd, StageParity
 __all__ = [
     "PIPER_IR_VERSION",
     "PIPER_OPSET",
+    "PIPER_SAMPLING",
     "export_piper_graph",
     "export_piper_voice",
     "piper_infer",
@@ -61,6 +62,8 @@ PIPER_OPSET = 15
 PIPER_IR_VERSION = 8
 # The format of the .onnx.json written (piper's voices of 1.x all say 1.0.0).
 PIPER_CONFIG_VERSION = "1.0.0"
+# piper's own sampling defaults (piper.config), for what `--format piper` leaves unset; VITS has no sdp/dp mix.
+PIPER_SAMPLING = Sampling(noise_scale=0.667, noise_scale_w=0.8, length_scale=1.0, sdp_ratio=1.0)
 _TRACE_IDS = 23  # a length equal to no channel count, so no dimension gets folded into a constant
 
 
@@ -239,7 +242,7 @@ def export_piper_voice(
     if not isinstance(loaded.model, VitsSynthesizer) or not isinstance(loaded.config, VitsConfig):
         raise ExportError(f"--format piper exports vits-family voices; {checkpoint} is {loaded.family}")
     model = loaded.model.eval()
-    body = piper_voice_config(loaded.config, model.n_vocab, inference or Sampling(), dataset=target.stem)
+    body = piper_voice_config(loaded.config, model.n_vocab, inference or PIPER_SAMPLING, dataset=target.stem)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.export-", dir=target.parent))

@@ -12,6 +12,7 @@ import onnx
 import pytest
 import torch
 
+from vitsrt.cli import main
 from vitsrt.config import parse_config
 from vitsrt.errors import VitsrtError
 from vitsrt.export.piper_export import export_piper_graph, export_piper_voice
@@ -70,8 +71,10 @@ def exported(tmp_path_factory):
     model = random_model(config)
     torch.save(model.state_dict(), root / "G_1.pth")
     (root / "config.json").write_text(json.dumps(config))
-    onnx_path = export_piper_voice(root / "G_1.pth", root / "config.json", root / "out" / "tiny.onnx",
-                                   inference=Sampling(noise_scale=0.5, noise_scale_w=0.7, length_scale=1.1))
+    onnx_path = root / "out" / "tiny.onnx"
+    code = main(["export", "--format", "piper", str(root / "G_1.pth"), "-c", str(root / "config.json"), "-o",
+                 str(onnx_path), "--noise-scale", "0.5", "--noise-scale-w", "0.7", "--length-scale", "1.1"])
+    assert code == 0 and onnx_path.is_file()
     return model, root, onnx_path
 
 
@@ -171,6 +174,17 @@ def test_export_refuses_a_voice_piper_cannot_speak(tmp_path: Path) -> None:
         export_piper_voice(tmp_path / "G.pth", tmp_path / "config.json", tmp_path / "x.onnx")
     assert "\n" not in str(err.value)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_refuses_options_piper_has_no_place_for(exported, capsys) -> None:
+    _model, root, onnx_path = exported
+    args = ["export", "--format", "piper", str(root / "G_1.pth"), "-c", str(root / "config.json"), "-o",
+            str(onnx_path.with_name("other.onnx"))]
+    assert main([*args, "--weights", "fp16"]) == 2
+    assert main([*args, "--noise-scale", "7"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and "--weights fp16" in errors[0] and "--noise-scale" in errors[1]
+    assert not onnx_path.with_name("other.onnx").exists()
 
 
 def test_existing_files_are_kept_without_force(exported) -> None:

@@ -21,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True, help="the model's config.json")
     parser.add_argument("-o", "--output", required=True, metavar="VOICE_DIR", help="voice directory to create")
     parser.add_argument("--name", help="voice name in voice.json (default: the directory name)")
+    parser.add_argument("--format", choices=["bundle", "piper"], default="bundle",
+                        help="bundle: a vitsrt voice directory (default); piper: one VOICE.onnx + VOICE.onnx.json that "
+                        "piper-tts, sherpa-onnx and Home Assistant load (vits-family checkpoints; -o names the .onnx "
+                        "file or a directory for NAME.onnx; unset sampling values take piper's defaults)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..22 (default 17)")
     parser.add_argument(
         "--verify",
@@ -49,6 +53,8 @@ def inference_defaults(args: argparse.Namespace) -> Sampling:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.format == "piper":
+        return _run_piper(args)
     from vitsrt.export.bundle import export_voice
 
     out = export_voice(
@@ -63,5 +69,19 @@ def run(args: argparse.Namespace) -> int:
         inference=inference_defaults(args),
         weights=args.weights,
     )
+    print(out)
+    return 0
+
+
+def _run_piper(args: argparse.Namespace) -> int:
+    """``--format piper``: one piper voice file pair (vitsrt.export.piper_export)."""
+    from vitsrt.export.piper_export import PIPER_SAMPLING, export_piper_voice
+
+    if args.weights != "fp32" or getattr(args, "bert", None):
+        raise InputError("--format", "piper voices are one float32 graph: --weights fp16 and --bert do not apply")
+    inference_defaults(args)  # checks the sampling flags' ranges
+    inference = PIPER_SAMPLING.model_copy(update=sampling_arguments(args))
+    out = export_piper_voice(args.checkpoint, args.config, args.output, name=args.name, inference=inference,
+                             verify=args.verify, force=args.force, threads=args.threads)
     print(out)
     return 0
