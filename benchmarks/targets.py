@@ -509,7 +509,7 @@ class TorchTarget:
 
 def _standard_symbols(n_vocab: int) -> tuple[str, ...] | None:
     """The Bert-VITS2 symbol table when the model has its size (so stand-in ids match the engine's)."""
-    from vitsrt.export.bundle import bert_vits2_symbols
+    from vitsrt.text.bv2 import standard_symbols
 
-    table = bert_vits2_symbols()
+    table = standard_symbols()
     return tuple(table) if len(table) == n_vocab else None

@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from vitsrt.errors import VitsrtError
+from vitsrt.export.bv2_voice import with_bv2_front_end
 from vitsrt.export.onnx_export import (
     DEFAULT_OPSET,
     ExportError,
@@ -36,6 +37,7 @@ from vitsrt.export.weight_storage import store_weights_fp16
 from vitsrt.sampling import Sampling
 from vitsrt.serve.backends.torch_backend import WEIGHTS_NAME
 from vitsrt.stages import BERT_FEATURES
+from vitsrt.text.bv2 import STANDARD_LANGUAGES, standard_symbols
 from vitsrt.train.loading import LoadedGenerator, load_generator
 from vitsrt.train.models.vits import VitsSynthesizer
 from vitsrt.train.stage_runner import save_bundle_weights
@@ -53,34 +55,14 @@ from vitsrt.voice import (
     sha256_file,
 )
 
-__all__ = ["bert_vits2_symbols", "build_manifest", "export_voice"]
+__all__ = ["build_manifest", "export_voice"]
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-# Bert-VITS2 2.0-2.3 symbol inventory (its text/symbols.py; later upstream revisions added Japanese
-# symbols and no longer have 112 entries): ids index the encoder's embedding table as
-# pad, then the union of the Chinese, Japanese and English phone sets sorted by code point, then
-# punctuation and the silence/unknown markers. Stored so ids in voice.json can be read as phones.
-_ZH_PHONES = (
-    "E En a ai an ang ao b c ch d e ei en eng er f g h i i0 ia ian iang iao ie in ing iong ir iu j k l m n o "
-    "ong ou p q r s sh t u ua uai uan uang ui un uo v van ve vn w x y z zh AA EE OO"
-)
-_JA_PHONES = "N a a: b by ch d dy e e: f g gy h hy i i: j k ky m my n ny o o: p py q r ry s sh t ts ty u u: w y z zy"
-_EN_PHONES = "aa ae ah ao aw ay b ch d dh eh er ey f g hh ih iy jh k l m n ng ow oy p r s sh t th uh uw V w y z zh"
-_TAIL_SYMBOLS = ("!", "?", "…", ",", ".", "'", "-", "SP", "UNK")
-_STANDARD_LANGUAGES = {"ZH": 0, "JP": 1, "EN": 2}
-
-
-def bert_vits2_symbols() -> list[str]:
-    """The 112-entry Bert-VITS2 2.x symbol table (index = phone id)."""
-    phones = set(_ZH_PHONES.split()) | set(_JA_PHONES.split()) | set(_EN_PHONES.split())
-    return ["_", *sorted(phones), *_TAIL_SYMBOLS]
-
-
 def _symbols_for(n_vocab: int) -> list[str]:
-    standard = bert_vits2_symbols()
+    standard = standard_symbols()  # Bert-VITS2 2.0-2.3's table (names the ids in voice.json)
     if n_vocab == len(standard):
         return standard
     log.warning("the model has %d symbols, not Bert-VITS2's %d: symbol names are placeholders", n_vocab, len(standard))
@@ -147,8 +129,8 @@ def _front_end(loaded: LoadedGenerator) -> FrontEnd:
     assert not isinstance(model, VitsSynthesizer)
     sizes = model.symbols
     languages = (
-        dict(_STANDARD_LANGUAGES)
-        if sizes.num_languages == len(_STANDARD_LANGUAGES)
+        dict(STANDARD_LANGUAGES)
+        if sizes.num_languages == len(STANDARD_LANGUAGES)
         else {f"L{i}": i for i in range(sizes.num_languages)}
     )
     bert = {"bert_inputs": list(BERT_FEATURES), "bert_dim": model.enc_p.bert_proj.in_channels}
@@ -269,6 +251,7 @@ def export_voice(
     threads: int | None = None,
     inference: Sampling | None = None,
     weights: Literal["fp32", "fp16"] = "fp32",
+    bert: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> Path:
     """Export a generator checkpoint (Bert-VITS2, or original VITS: the config's family) to a voice directory;
     returns its path.
@@ -279,7 +262,9 @@ def export_voice(
     threads during verification. `inference` sets the voice's sampling defaults in voice.json (default:
     upstream's web UI values). `weights="fp16"` stores the weights as float16 (half the size, computed in
     float32; :mod:`vitsrt.export.weight_storage`); with `verify` the parity record then holds both the
-    float32 graphs' figures and the stored-fp16 graphs' (stages suffixed ``+fp16-weights``).
+    float32 graphs' figures and the stored-fp16 graphs' (stages suffixed ``+fp16-weights``). `bert` (Bert-VITS2
+    only) gives the voice the ``bv2`` text front end, with a BERT graph per language named in it (language ->
+    local Hugging Face model directory; empty: text without BERT features); :mod:`vitsrt.export.bv2_voice`.
     """
     out_dir = Path(out_dir)
     check_opset(opset)
@@ -295,6 +280,8 @@ def export_voice(
             parity = _store_fp16(loaded, graphs, parity, threads)
         manifest = build_manifest(loaded, graphs, name=voice_name, opset=opset, parity=parity, inference=inference,
                                   weights=weights)
+        if bert is not None:  # Bert-VITS2 text (the bv2 front end), with these languages' BERT graphs
+            manifest = with_bv2_front_end(manifest, staging, bert, fp16=weights == "fp16")
         manifest.write(staging / MANIFEST_NAME)
         # The generator itself, for the torch backends (the voice directory alone runs `--backend torch-cuda`).
         save_bundle_weights(staging / WEIGHTS_NAME, loaded.model, family_name=manifest.model.family,

@@ -118,9 +118,9 @@ def test_builtin_sentences_have_their_advertised_lengths():
 
 
 def test_stand_in_ids_are_deterministic_in_range_and_track_length():
-    from vitsrt.export.bundle import bert_vits2_symbols
+    from vitsrt.text.bv2 import standard_symbols
 
-    spec = IdsSpec(112, True, 0, tuple(bert_vits2_symbols()))
+    spec = IdsSpec(112, True, 0, tuple(standard_symbols()))
     a, b = derive_phonemes(SENTENCE_20_WORDS, spec), derive_phonemes(SENTENCE_20_WORDS, spec)
     assert a == b
     assert all(0 <= i < 112 for i in a.phone_ids)

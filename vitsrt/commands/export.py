@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", choices=["fp32", "fp16"], default="fp32",
                         help="how the graphs store their weights: fp16 halves the bundle (computed in float32; "
                         "verified against PyTorch at looser tolerances)")
+    parser.add_argument("--bert", action="append", default=[], metavar="LANG=DIR",
+                        help="Bert-VITS2 text with BERT features: a local Hugging Face BERT directory for language "
+                        "zh, ja or en (repeat per language), exported into the bundle; implies --front-end bv2")
+    parser.add_argument("--front-end", choices=["ids", "bv2"], default=None,
+                        help="Bert-VITS2 voices: ids (phoneme ids only; the default without --bert) or bv2 (text in "
+                        "Chinese, Japanese, English; BERT features only for the --bert languages)")
     upstream = ", ".join(f"{field} {value:g}" for field, value in Sampling())
     add_sampling_arguments(parser, f"sampling defaults stored in voice.json (unset: upstream's web UI values, "
                            f"{upstream})")
@@ -50,6 +56,21 @@ def inference_defaults(args: argparse.Namespace) -> Sampling:
         error = exc.errors()[0]
         flag = "--" + str(error["loc"][0]).replace("_", "-")
         raise InputError(flag, error["msg"].removeprefix("Value error, ")) from None
+
+
+def bert_arguments(args: argparse.Namespace) -> dict[str, str] | None:
+    """``--bert LANG=DIR`` flags as {LANG: DIR}; None when the voice keeps the ids front end."""
+    bert: dict[str, str] = {}
+    for value in args.bert:
+        language, sep, directory = value.partition("=")
+        if not sep or not language or not directory:
+            raise InputError("--bert", f"expected LANG=DIR (e.g. zh=./chinese-roberta-wwm-ext-large), got {value!r}")
+        if language in bert:
+            raise InputError("--bert", f"language {language!r} given twice")
+        bert[language] = directory
+    if args.front_end == "ids" and bert:
+        raise InputError("--front-end", "--bert needs the bv2 front end")
+    return bert if bert or args.front_end == "bv2" else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         inference=inference_defaults(args),
         weights=args.weights,
+        bert=bert_arguments(args),
     )
     print(out)
     return 0
