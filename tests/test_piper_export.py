@@ -5,6 +5,9 @@ then imported back with `import-piper` and checked against the exported piper gr
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +120,25 @@ def test_piper_tts_loads_and_speaks_it_like_the_torch_model(exported) -> None:
     other = reference(ParityCase("fox", tuple(ids), 1))
     first = reference(ParityCase("fox", tuple(ids), 0))
     assert other.shape != first.shape or float(np.abs(other - first).max()) > PIPER_TOLERANCE
+
+
+def test_the_piper_command_speaks_it(exported, tmp_path: Path) -> None:
+    """piper-tts's own command line (`python -m piper`) writes the voice's audio for speaker 2 (noise off)."""
+    piper = pytest.importorskip("piper", reason="piper-tts is not installed")
+    model, _root, onnx_path = exported
+    text = "The quick brown fox jumps over the lazy dog."
+    wav_path = tmp_path / "fox.wav"
+    subprocess.run([sys.executable, "-m", "piper", "-m", str(onnx_path), "-f", str(wav_path), "-s", "2",
+                    "--noise-scale", "0", "--noise-w", "0", "--no-normalize"], input=text, text=True, check=True,
+                   capture_output=True, timeout=120)
+    with wave.open(str(wav_path)) as wav:
+        assert wav.getframerate() == 16000
+        written = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    ids = _speech_ids(piper.PiperVoice.load(onnx_path), text)
+    ours = torch_synthesizer(model)(ParityCase("fox", tuple(ids), 2))
+    assert written.shape == ours.shape
+    # piper writes int16(clip(audio) * 32767): truncation loses up to one step.
+    assert float(np.abs(written / 32767.0 - np.clip(ours, -1, 1)).max()) <= 1 / 32767 + PIPER_TOLERANCE
 
 
 def test_round_trip_export_import_is_exact_for_every_speaker(exported, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,18 @@ def test_an_onnx_that_is_not_a_piper_voice_gets_a_one_line_error_naming_the_tens
         infer_hyperparameters(weights)
 
 
+def test_cli_reports_a_non_piper_onnx_in_one_line(tmp_path: Path, capsys) -> None:
+    from vitsrt.cli import main
+
+    model = tmp_path / "model.onnx"
+    onnx.save(_tiny_graph(["input", "input_lengths", "scales"], gather_table=False), str(model))
+    (tmp_path / "model.onnx.json").write_text((JOE / "en_US-joe-medium.onnx.json").read_text())
+    assert main(["import-piper", str(model), "-o", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "enc_p.emb.weight" in error and error.startswith("vitsrt import-piper: error:")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_file_that_is_not_onnx_is_refused(tmp_path: Path) -> None:
     fake = tmp_path / "voice.onnx"
     fake.write_bytes(b"definitely not protobuf" * 10)
@@ -176,3 +189,18 @@ def test_cli_import_joe_writes_a_bundle_that_matches_the_piper_graph(tmp_path: P
     assert manifest.front_end.espeak_voice == "en-us" and manifest.sample_rate == 22050
     figures = manifest.parity.stages["bundle vs piper graph"]
     assert figures.passed and math.isfinite(figures.max_abs_diff)
+    # Text through vitsrt's engine (piper front end) sounds as piper-tts itself makes it, noise off.
+    piper = pytest.importorskip("piper", reason="piper-tts is not installed")
+    from piper.config import SynthesisConfig
+
+    text = "The quick brown fox jumps over the lazy dog."
+    wav_path = tmp_path / "fox.wav"
+    assert main(["synth", "-v", str(out), text, "-o", str(wav_path), "--noise-scale", "0", "--noise-scale-w", "0",
+                 "--threads", "2"]) == 0
+    with wave.open(str(wav_path)) as wav:
+        ours = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).astype(np.int32)
+    quiet = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, normalize_audio=False)
+    (chunk,) = piper.PiperVoice.load(JOE_ONNX).synthesize(text, quiet)
+    theirs = chunk.audio_int16_array.astype(np.int32)
+    assert ours.shape == theirs.shape
+    assert int(np.abs(ours - theirs).max()) <= 3  # int16 steps: rounding vs truncation plus ~3e-5
