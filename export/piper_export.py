@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 from pydantic import ValidationError
 
@@ -204,6 +205,20 @@ def verify_piper_graph(model: VitsSynthesizer, graph_path: str | os.PathLike[str
     return parity
 
 
+def _add_metadata(path: Path, body: dict[str, Any]) -> None:
+    """Model metadata that sherpa-onnx reads from a piper graph (piper-tts ignores it): what kind of VITS this is,
+    its espeak-ng voice, speakers and rate. (sherpa-onnx also wants the id map as tokens.txt, which it makes
+    from the .onnx.json.)"""
+    model = onnx.load(str(path))
+    facts = {"model_type": "vits", "comment": "piper", "language": body["language"]["code"],
+             "voice": body["espeak"]["voice"], "has_espeak": 1, "n_speakers": body["num_speakers"],
+             "sample_rate": body["audio"]["sample_rate"], "add_blank": 1, "producer": f"vitsrt {__version__}"}
+    del model.metadata_props[:]
+    for key, value in facts.items():
+        model.metadata_props.add(key=key, value=str(value))
+    onnx.save(model, str(path))
+
+
 def _target(output: Path, name: str | None) -> Path:
     """``-o VOICE.onnx``, or a directory to hold ``<name>.onnx``."""
     if output.suffix == ".onnx":
@@ -250,6 +265,7 @@ def export_piper_voice(
         raise ExportError(f"cannot write to {target.parent}: {exc.strerror or exc}") from None
     try:
         graph = export_piper_graph(model, staging / target.name)
+        _add_metadata(graph, body)
         _write_json(staging / config_target.name, body)
         if verify:
             check_parity(verify_piper_graph(model, graph, PiperVoiceConfig.model_validate(body), threads=threads))

@@ -94,9 +94,11 @@ def test_the_onnx_json_carries_what_piper_reads(exported) -> None:
     assert body["phoneme_id_map"] == config["frontend"]["phoneme_id_map"]
     assert body["num_speakers"] == 3 and body["speaker_id_map"] == SPEAKERS
     assert body["inference"] == {"noise_scale": 0.5, "length_scale": 1.1, "noise_w": 0.7}
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    assert [i.name for i in graph.input] == ["input", "input_lengths", "scales", "sid"]
-    assert len(graph.output) == 1
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    assert [i.name for i in model.graph.input] == ["input", "input_lengths", "scales", "sid"]
+    assert len(model.graph.output) == 1
+    meta = {p.key: p.value for p in model.metadata_props}  # what sherpa-onnx reads
+    assert meta["comment"] == "piper" and meta["n_speakers"] == "3" and meta["sample_rate"] == "16000"
 
 
 def test_piper_tts_loads_and_speaks_it_like_the_torch_model(exported) -> None:
