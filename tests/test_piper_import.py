@@ -6,7 +6,9 @@ and ONNX files that are not piper voices."""
 from __future__ import annotations
 
 import copy
+import json
 import math
+import warnings
 import wave
 from pathlib import Path
 
@@ -173,6 +175,71 @@ def test_a_config_without_required_fields_is_named(tmp_path: Path) -> None:
     (tmp_path / "v.onnx.json").write_text('{"audio": {"sample_rate": 22050}, "espeak": {"voice": "en-us"}}')
     with pytest.raises(PiperFormatError, match="phoneme_id_map"):
         load_piper_voice(JOE_ONNX, tmp_path / "v.onnx.json")
+
+
+def _piper_exported_multi_speaker(path: Path) -> torch.nn.Module:
+    """A random 3-speaker voice written the way piper's own exporter writes one: piper's model class, weight norm
+    removed from the decoder only (the flows keep it, so their convs get constant-folded into anonymous
+    weights, the speaker cond_layer included), input names input/input_lengths/scales/sid, opset 15."""
+    models = pytest.importorskip("piper.train.vits.models", reason="piper-tts's training package is not installed")
+    from test_piper_export import tiny_config
+
+    from vitsrt.config import parse_config
+
+    config = parse_config(tiny_config(3))
+    m = config.model
+    net = models.SynthesizerTrn(
+        n_vocab=m.n_vocab, spec_channels=config.spec_channels, segment_size=config.segment_frames,
+        inter_channels=m.inter_channels, hidden_channels=m.hidden_channels, filter_channels=m.filter_channels,
+        n_heads=m.n_heads, n_layers=m.n_layers, kernel_size=m.kernel_size, p_dropout=m.p_dropout,
+        resblock=m.resblock, resblock_kernel_sizes=m.resblock_kernel_sizes,
+        resblock_dilation_sizes=m.resblock_dilation_sizes, upsample_rates=m.upsample_rates,
+        upsample_initial_channel=m.upsample_initial_channel, upsample_kernel_sizes=m.upsample_kernel_sizes,
+        n_speakers=config.n_speakers, gin_channels=m.gin_channels, use_sdp=m.use_sdp,
+    ).eval()
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+        net.emb_g.weight.mul_(10.0)
+        net.dec.remove_weight_norm()
+
+    def infer(ids, lengths, scales, sid=None):
+        audio = net.infer(ids, lengths, noise_scale=scales[0], length_scale=scales[1], noise_scale_w=scales[2], sid=sid)
+        return audio[0].unsqueeze(1)
+
+    net.forward = infer
+    args = (torch.randint(0, m.n_vocab, (1, 50), generator=gen), torch.tensor([50]), torch.tensor([0.667, 1, 0.8]),
+            torch.tensor([0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        axes = {"input": {0: "b", 1: "t"}, "input_lengths": {0: "b"}, "output": {0: "b", 2: "n"}}
+        torch.onnx.export(net, args, str(path), opset_version=15, dynamic_axes=axes, dynamo=False,
+                          input_names=["input", "input_lengths", "scales", "sid"], output_names=["output"])
+    from vitsrt.export.piper_export import piper_voice_config
+    from vitsrt.sampling import Sampling
+
+    body = piper_voice_config(config, m.n_vocab, Sampling(), dataset="three")
+    path.with_name(path.name + ".json").write_text(json.dumps(body))
+    return net
+
+
+def test_a_multi_speaker_graph_from_piper_s_exporter_is_rebuilt_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "three.onnx"
+    _piper_exported_multi_speaker(path)
+    imported = load_piper_voice(path)
+    origins = imported.weights.origins
+    assert origins["emb_g.weight"] == "name" and origins["flow.flows.0.enc.cond_layer.weight"].startswith("structure")
+    assert imported.config.n_speakers == 3
+    cases = [c for c in default_cases(imported.piper) if not c.label.startswith("sentence")]
+    assert {c.speaker for c in cases} == {0, 1, 2}
+    graph = PiperGraph(path, threads=1)
+    assert _parity(graph, imported.model, cases) <= PIPER_TOLERANCE
+    # Negative control: the speaker table shifted by one row gives every speaker another's voice.
+    shifted = copy.deepcopy(imported.model)
+    with torch.no_grad():
+        shifted.emb_g.weight.copy_(torch.roll(shifted.emb_g.weight, 1, dims=0))
+    assert _parity(graph, shifted, cases[1:4]) > PIPER_TOLERANCE
 
 
 @pytest.mark.slow
