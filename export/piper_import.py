@@ -259,7 +259,7 @@ def _sentence_cases(piper: PiperVoiceConfig, speakers: Sequence[int]) -> list[Pa
 
         front = PiperFrontEnd(piper.phoneme_id_map, espeak_voice=piper.espeak.voice)
         sequences = [seq for text in _SENTENCES for seq in front.sentences(text)]
-    except (ImportError, VitsrtError, OSError, TypeError) as exc:
+    except (ImportError, VitsrtError, OSError, TypeError, ValueError) as exc:
         log.info("sentences not phonemized (%s); verifying on generated id sequences only", exc)
         return []
     return [ParityCase(f"sentence {i} (T={len(seq.phone_ids)})", tuple(int(v) for v in seq.phone_ids), speaker)
