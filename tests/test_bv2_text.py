@@ -22,14 +22,19 @@ from vitsrt.text.bv2 import (
     standard_frontend,
     standard_symbols,
 )
+from vitsrt.text.bv2_en import find_g2p_en_checkpoint
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bertvits2-2.3-frontend"
 pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"front-end fixture not found at {FIXTURE}")
 
 BERT_MODELS = {"ZH": "chinese-roberta-wwm-ext-large", "JP": "deberta-v2-large-japanese-char-wwm",
                "EN": "deberta-v3-large"}
-# English cases upstream read with g2p_en's neural network or with its own cmudict copy (test_bv2_en.py).
-EN_DIFFERENT = {"en001", "en004", "en012", "en015", "en018", "en029", "en035", "en037", "en039"}
+# English cases upstream read with g2p_en's neural network or with its own cmudict copy (test_bv2_en.py), and a
+# Chinese one whose reduplication misaki's newer neutral-tone lists read differently (test_bv2_zh.py).
+# The neural readings match when g2p-en's weights are installed (the bv2 extra), which vitsrt runs with numpy.
+DIFFERENT = {"en001", "en004", "en012", "en015", "en037", "en039", "zh026"}
+if find_g2p_en_checkpoint() is None:
+    DIFFERENT |= {"en018", "en029", "en035"}
 
 
 def _cases() -> list[dict]:
@@ -81,9 +86,9 @@ def _model_inputs(frontend: Bv2FrontEnd, case: dict) -> dict:
 def test_model_inputs_equal_upstream(frontend: Bv2FrontEnd, case: dict) -> None:
     ours = _model_inputs(frontend, case)
     expected = {key: case[key] for key in ours}
-    if case["id"] in EN_DIFFERENT:
+    if case["id"] in DIFFERENT:
         different = (ours["phone_ids"], ours["tone_ids"]) != (expected["phone_ids"], expected["tone_ids"])
-        assert different, "now equal upstream: remove it from EN_DIFFERENT"
+        assert different, "now equal upstream: remove it from DIFFERENT"
         assert ours["bert_input_ids"] == expected["bert_input_ids"]
         assert len(ours["word2ph_blank"]) == len(expected["word2ph_blank"])
         return
