@@ -39,11 +39,13 @@ from vitsrt.serve.backends.torch_backend import WEIGHTS_NAME
 from vitsrt.stages import BERT_FEATURES
 from vitsrt.text.bv2 import STANDARD_LANGUAGES, standard_symbols
 from vitsrt.train.loading import LoadedGenerator, load_generator
+from vitsrt.train.models.residual_flow import ResidualCouplingBlock
 from vitsrt.train.models.vits import VitsSynthesizer
 from vitsrt.train.stage_runner import save_bundle_weights
 from vitsrt.voice import (
     MANIFEST_NAME,
     DecoderInfo,
+    FlowInfo,
     FrontEnd,
     Graphs,
     GraphSpec,
@@ -104,6 +106,7 @@ def build_manifest(
         inference=inference or Sampling(),
         decoder_context_frames=model.decoder_context_frames(),
         decoder=_decoder_info(loaded),
+        **_flow_fields(loaded),
         graphs=Graphs(**graphs),
         weights=weights,
         parity=parity,
@@ -120,6 +123,15 @@ def _decoder_info(loaded: LoadedGenerator) -> DecoderInfo:
         resblock_kernel_sizes=list(dec.resblock_kernel_sizes),
         resblock_dilation_sizes=[list(d) for d in dec.resblock_dilation_sizes],
     )
+
+
+def _flow_fields(loaded: LoadedGenerator) -> dict[str, object]:
+    """A WaveNet-coupling flow's layout and context (the engine then runs the flow per window); none for a
+    transformer flow, which runs on whole sentences."""
+    flow = loaded.model.flow
+    if not isinstance(flow, ResidualCouplingBlock):
+        return {}
+    return {"flow_context_frames": flow.receptive_field_frames(), "flow": FlowInfo(**flow.layout())}
 
 
 def _front_end(loaded: LoadedGenerator) -> FrontEnd:

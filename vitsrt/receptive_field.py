@@ -1,4 +1,4 @@
-"""How far the HiFi-GAN decoder looks past a window edge, computed from the layer layout alone.
+"""How far the HiFi-GAN decoder and the WaveNet-coupling flow look past a window edge, from the layer layout alone.
 
 The streaming engine decodes frames ``[s, e)`` as a window with ``C`` extra frames on each side and
 keeps only the centre. That is exact when no centre sample depends on anything beyond the window.
@@ -8,7 +8,7 @@ layer, with the exact index arithmetic of each convolution's padding. At the end
 count is rounded up to whole frames.
 
 Deliberately torch-free and in core: loading a voice (serving must not import torch) recomputes a
-bundle's ``decoder_context_frames`` from the decoder layout recorded in voice.json.
+bundle's ``decoder_context_frames`` (and ``flow_context_frames``) from the layouts recorded in voice.json.
 """
 
 from __future__ import annotations
@@ -87,3 +87,30 @@ def decoder_context_frames(
         upsample_rates, upsample_kernel_sizes, resblock, resblock_kernel_sizes, resblock_dilation_sizes
     )
     return -(-max(left, right) // hop)
+
+
+def coupling_flow_edge_frames(n_flows: int, kernel_size: int, dilation_rate: int, n_layers: int) -> tuple[int, int]:
+    """Frames (left, right) of a WaveNet-coupling flow's output that differ when its input is cut at a window edge.
+
+    One coupling keeps half the channels and shifts the other half by a WaveNet stack over the kept half: the
+    stack's layer ``i`` is a 'same' conv of ``kernel_size`` at dilation ``dilation_rate ** i`` whose output
+    feeds every later layer (residual sum), so the stack reaches as far as all its convs together; its 1x1
+    convs and gates reach nowhere. A flip between couplings swaps the halves, so the next coupling reads the
+    half the last one changed. The two halves are followed separately, in the inference (reverse) order.
+    """
+    reach = (0, 0)
+    for layer in range(n_layers):
+        d = dilation_rate**layer
+        reach = _conv_spread(*reach, kernel_size, d, (kernel_size * d - d) // 2)
+    kept, moved = (0, 0), (0, 0)
+    for _ in range(n_flows):  # reverse order: flip, then coupling (the flip after the last coupling runs first)
+        kept, moved = moved, kept
+        changed = (kept[0] + reach[0], kept[1] + reach[1])
+        moved = (max(moved[0], changed[0]), max(moved[1], changed[1]))
+    return max(kept[0], moved[0]), max(kept[1], moved[1])
+
+
+def coupling_flow_context_frames(n_flows: int, kernel_size: int, dilation_rate: int, n_layers: int) -> int:
+    """Frames of context needed on each side of a window of a WaveNet-coupling flow (the flow of original VITS
+    and of Bert-VITS2 without the transformer flow) for a result equal to the whole-utterance flow."""
+    return max(coupling_flow_edge_frames(n_flows, kernel_size, dilation_rate, n_layers))

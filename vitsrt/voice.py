@@ -6,8 +6,8 @@ truncated in a copy, or a bundle written by a newer, incompatible vitsrt must fa
 message naming the problem, not as a shape error deep inside a batch of other people's requests.
 Hostile files get the same treatment: voice.json and every file it names must be regular files (a FIFO
 would hang start-up), files must stay inside the voice directory after symlinks are resolved, sizes are
-bounded before anything is allocated, and ``decoder_context_frames`` is recomputed from the recorded
-decoder layout rather than trusted.
+bounded before anything is allocated, and ``decoder_context_frames`` (``flow_context_frames``) is recomputed
+from the recorded decoder (flow) layout rather than trusted.
 
 Compatibility rule: ``format_version`` is ``"MAJOR.MINOR"``. Readers accept any minor of their major
 (minor bumps only add optional fields with defaults); an unknown major is refused with a clear error.
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from vitsrt.errors import VoiceError, clip
 from vitsrt.files import NotRegularFileError, irregular, open_regular
-from vitsrt.receptive_field import decoder_context_frames
+from vitsrt.receptive_field import coupling_flow_context_frames, decoder_context_frames
 from vitsrt.sampling import Sampling
 from vitsrt.stages import BERT_FEATURES, FAMILIES, STAGE_NAMES, StageName, TensorDType
 
@@ -42,6 +42,7 @@ __all__ = [
     "BertInput",
     "DecoderInfo",
     "EngineKey",
+    "FlowInfo",
     "FrontEnd",
     "GraphSpec",
     "Graphs",
@@ -61,8 +62,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "voice.json"
-# 1.1: `weights` (how the graphs store their weights); 1.2: `decoder` (its layout, to check the context)
-FORMAT_VERSION = "1.2"
+# 1.1: `weights` (how the graphs store their weights); 1.2: `decoder` (its layout, to check the context);
+# 1.3: `flow_context_frames` and `flow` (a WaveNet-coupling flow's layout: the engine runs it per window)
+FORMAT_VERSION = "1.3"
 SUPPORTED_FORMAT_MAJOR = 1
 
 # Upper bounds on what a voice.json may claim. A hostile or corrupted file must not make a server
@@ -429,6 +431,30 @@ class DecoderInfo(_Strict):
                                       self.resblock_kernel_sizes, self.resblock_dilation_sizes)
 
 
+class FlowInfo(_Strict):
+    """A WaveNet-coupling flow's layer layout (original VITS; Bert-VITS2 with ``use_transformer_flow`` false).
+
+    Recorded so that a loader can recompute ``flow_context_frames`` instead of trusting it. A voice with it
+    has its flow run per decode window; a voice without it (transformer flow, older bundles) on whole sentences.
+    """
+
+    kind: Literal["residual_coupling"] = "residual_coupling"
+    n_flows: int = Field(ge=1, le=16, description="coupling layers (each followed by a channel flip)")
+    kernel_size: int = Field(ge=1, le=31, description="the WaveNet stacks' conv kernel (odd)")
+    dilation_rate: int = Field(ge=1, le=4, description="layer i of a stack dilates by dilation_rate ** i")
+    n_layers: int = Field(ge=1, le=16, description="WaveNet layers per coupling")
+
+    @model_validator(mode="after")
+    def _odd_kernel(self) -> FlowInfo:
+        if self.kernel_size % 2 != 1:
+            raise ValueError(f"the flow's kernel_size must be odd, got {self.kernel_size}")
+        return self
+
+    def context_frames(self) -> int:
+        """Frames of context per side that make a windowed flow equal the whole-utterance flow."""
+        return coupling_flow_context_frames(self.n_flows, self.kernel_size, self.dilation_rate, self.n_layers)
+
+
 class VoiceManifest(_Strict):
     """The whole ``voice.json``."""
 
@@ -446,6 +472,11 @@ class VoiceManifest(_Strict):
         ge=0, le=MAX_CONTEXT_FRAMES, description="decoder receptive field, one side, in frames")
     decoder: DecoderInfo | None = Field(
         default=None, description="the decoder layout that decoder_context_frames is checked against (1.2+)")
+    flow_context_frames: int | None = Field(
+        default=None, ge=0, le=MAX_CONTEXT_FRAMES,
+        description="the flow's receptive field, one side, in frames; unset: the flow runs on whole sentences (1.3+)")
+    flow: FlowInfo | None = Field(
+        default=None, description="the flow layout that flow_context_frames is checked against (1.3+)")
     graphs: Graphs
     weights: Literal["fp32", "fp16"] = Field(
         default="fp32", description="how the graphs store their weights; fp16: rounded once, computed in float32")
@@ -467,6 +498,7 @@ class VoiceManifest(_Strict):
             if not 0 <= sid < self.num_speakers:
                 raise ValueError(f"speaker {clip(name)} has id {sid}, outside 0..{self.num_speakers - 1}")
         self._check_decoder()
+        self._check_flow()
         self._check_family()
         encoder_inputs = {spec.name for spec in self.graphs.encoder.inputs}
         missing = [b for b in self.front_end.bert_inputs if b not in encoder_inputs]
@@ -505,6 +537,18 @@ class VoiceManifest(_Strict):
         needed = self.decoder.context_frames()
         if needed != self.decoder_context_frames:
             raise ValueError(f"decoder_context_frames is {self.decoder_context_frames} but the decoder described "
+                             f"in {MANIFEST_NAME} needs {needed}")
+
+    def _check_flow(self) -> None:
+        """A windowed flow's context must be the one its recorded layout needs; neither is set without the other."""
+        if self.flow is None and self.flow_context_frames is None:
+            return
+        if self.flow is None or self.flow_context_frames is None:
+            given, lacking = ("flow_context_frames", "flow") if self.flow is None else ("flow", "flow_context_frames")
+            raise ValueError(f"{given} is set but {lacking} is not: the flow's context is checked against its layout")
+        needed = self.flow.context_frames()
+        if needed != self.flow_context_frames:
+            raise ValueError(f"flow_context_frames is {self.flow_context_frames} but the flow described "
                              f"in {MANIFEST_NAME} needs {needed}")
 
     @property

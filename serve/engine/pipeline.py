@@ -1,8 +1,10 @@
 """One voice's synthesis pipeline as batched steps over `Segment`s (one sentence of one request).
 
   prefill  encoder + duration (padded to the longest text in the batch) -> durations, per-item tensors
-  flow     host length regulation + prior sample per item, flow on padded frames -> z per item
-  decode   decoder windows (exact chunked decoding), padded to the longest window in the batch
+  flow     host length regulation + prior sample per item; a transformer flow then runs on whole sentences
+           (padded frames) -> z per item, a convolutional flow (voice.json's flow_context_frames) waits for:
+  decode   per window: [a windowed flow on the prior sample with its receptive field as context ->] the
+           decoder (exact chunked decoding), each graph padded to the longest window in the batch
 
 `run(batch)` is the one entry: it executes a `Batch` the scheduler handed out and returns a `StepOutput`:
 each item's follow-up work (prefill -> flow; flow -> its decode windows, then the next sentence's prefill)
@@ -67,7 +69,8 @@ class Segment:
     durations: np.ndarray | None = None  # [T] int64
     frames: int = 0
     # after flow
-    z: np.ndarray | None = None  # [C, F]
+    z_p: np.ndarray | None = None  # [C, F], the prior sample: kept for a windowed flow, which runs per window
+    z: np.ndarray | None = None  # [C, F], the whole-sentence flow's output (None: the flow is windowed)
     windows: list[DecodeWindow] = field(default_factory=list)
 
     @property
@@ -125,6 +128,9 @@ class VoicePipeline:
         self.hop = self.manifest.hop_length
         self.sample_rate = self.manifest.sample_rate
         self.context = self.manifest.decoder_context_frames
+        # A convolutional flow runs per decode window with this many frames of context beyond the decoder's
+        # (recomputed from its layout at load); None: the flow runs on whole sentences.
+        self.flow_context = self.manifest.flow_context_frames
         self.bert_inputs = list(self.manifest.front_end.bert_inputs)
         self.bert_dim = self.manifest.front_end.bert_dim
         self.channels = self.manifest.latent_channels
@@ -332,39 +338,71 @@ class VoicePipeline:
                 segment.add_time("bert", time.perf_counter() - started)
 
     def flow(self, segments: Sequence[Segment]) -> None:
-        """Length regulation + prior sample per item (host), then the flow on the padded batch."""
+        """Length regulation + prior sample per item (host) and the decode windows; then a whole-sentence flow
+        on the padded batch, or nothing more for a windowed flow (it runs with the decode windows)."""
         started = time.perf_counter()
-        z_ps = []
-        for segment in segments:
-            d = segment.durations[None, :]
-            m, logs, y_mask, _ = regulator.expand_by_durations(d, segment.m_p[None], segment.logs_p[None])
-            eps = segment.noise.prior_eps(self.channels, segment.frames)[None]
-            z_ps.append(regulator.sample_prior(m, logs, eps, segment.scales.noise_scale, y_mask)[0])
-        z_p, frames = regulator.pad_batch(z_ps, axis=-1)
-        y_mask = regulator.length_mask(frames, z_p.shape[-1])
+        z_ps = [self._prior_sample(segment) for segment in segments]
         regulated = time.perf_counter()
-        z = self._run("flow", {"z_p": z_p, "y_mask": y_mask, **_speaker_vectors(segments)})["z"]
+        if self.flow_context is None:
+            z_p, frames = regulator.pad_batch(z_ps, axis=-1)
+            y_mask = regulator.length_mask(frames, z_p.shape[-1])
+            z = self._run("flow", {"z_p": z_p, "y_mask": y_mask, **_speaker_vectors(segments)})["z"]
         finished = time.perf_counter()
         for row, segment in enumerate(segments):
-            segment.z = z[row, :, : segment.frames]
-            segment.windows = plan_windows(segment.frames, self.context, segment.policy)
+            if self.flow_context is None:
+                segment.z = z[row, :, : segment.frames]
+                segment.add_time("flow", finished - regulated)
+            else:
+                segment.z_p = z_ps[row]
+            segment.windows = plan_windows(segment.frames, self.context, segment.policy, self.flow_context or 0)
             segment.add_time("regulator", regulated - started)
-            segment.add_time("flow", finished - regulated)
+
+    def _prior_sample(self, segment: Segment) -> np.ndarray:
+        """z_p [C, F] of one sentence: its prior expanded by the durations, sampled with the request's noise."""
+        d = segment.durations[None, :]
+        m, logs, y_mask, _ = regulator.expand_by_durations(d, segment.m_p[None], segment.logs_p[None])
+        eps = segment.noise.prior_eps(self.channels, segment.frames)[None]
+        return regulator.sample_prior(m, logs, eps, segment.scales.noise_scale, y_mask)[0]
 
     def decode(self, jobs: Sequence[DecodeJob]) -> list[np.ndarray]:
-        """Decode windows from any segments as one padded batch; returns each window's cropped audio."""
+        """Decode windows from any segments as one padded batch (after one padded windowed-flow call for the
+        windows whose sentence has no whole-sentence z); returns each window's cropped audio."""
         started = time.perf_counter()
-        pieces = [job.segment.z[:, job.window.ctx_start : job.window.ctx_end] for job in jobs]
+        pieces = self.latents(jobs)
+        flowed = time.perf_counter()
         z, frames = regulator.pad_batch(pieces, axis=-1)
         y_mask = regulator.length_mask(frames, z.shape[-1])
         speakers = _speaker_vectors([job.segment for job in jobs])
         audio = self._run("decoder", {"z": z, "y_mask": y_mask, **speakers})["audio"]
-        elapsed = time.perf_counter() - started
+        finished = time.perf_counter()
         out = []
         for row, job in enumerate(jobs):
             out.append(np.ascontiguousarray(audio[row, 0, job.window.crop(self.hop)], dtype=np.float32))
-            job.segment.add_time("decode", elapsed)
+            if job.segment.z is None:
+                job.segment.add_time("flow", flowed - started)
+            job.segment.add_time("decode", finished - flowed)
         return out
+
+    def latents(self, jobs: Sequence[DecodeJob]) -> list[np.ndarray]:
+        """Each window's decoder input z [C, ctx frames]: cut from its sentence's z, or (a windowed flow) the
+        flow run on the prior sample over the window's flow frames, cropped to the decoder's frames. The
+        flow's masks make each row's padding the zeros a shorter input would see: rows are independent."""
+        pieces = [None if (z := job.segment.z) is None else z[:, job.window.ctx_start : job.window.ctx_end]
+                  for job in jobs]
+        windowed = [row for row, piece in enumerate(pieces) if piece is None]
+        if not windowed:
+            return pieces  # type: ignore[return-value]
+        if any(jobs[row].segment.z_p is None for row in windowed):
+            raise VitsrtError("a decode window ran before its sentence's flow step")
+        z_p, frames = regulator.pad_batch(
+            [jobs[row].segment.z_p[:, jobs[row].window.flow_start : jobs[row].window.flow_end] for row in windowed],
+            axis=-1)
+        y_mask = regulator.length_mask(frames, z_p.shape[-1])
+        speakers = _speaker_vectors([jobs[row].segment for row in windowed])
+        z = self._run("flow", {"z_p": z_p, "y_mask": y_mask, **speakers})["z"]
+        for flow_row, row in enumerate(windowed):
+            pieces[row] = z[flow_row, :, jobs[row].window.flow_crop()]
+        return pieces  # type: ignore[return-value]
 
 
 def _speaker_vectors(segments: Sequence[Segment]) -> dict[str, np.ndarray]:

@@ -7,6 +7,10 @@ crossfade. Windows grow: a small first window keeps time-to-first-audio low; aft
 from `frames` up to `max_frames`, because every window pays 2*context frames of overlap (40% extra work
 at 64 frames with 13 frames of context, 10% at 256) and once a stream has audio buffered, bigger
 windows cost no latency. The few distinct sizes still batch across streams.
+
+A convolutional flow (WaveNet couplings) runs per window too: the flow gets `flow_context` more frames of
+the prior sample on each side of the decoder's input (clipped at the edges) and the decoder reads the
+flow's output for its own frames, so a window waits for one flow window, never for the whole sentence.
 """
 
 from __future__ import annotations
@@ -27,10 +31,20 @@ class DecodeWindow:
     ctx_start: int  # first frame fed to the decoder
     ctx_end: int  # one past the last frame fed
     is_last: bool
+    flow_start: int  # first prior-sample frame fed to a windowed flow (ctx_start when the flow is not windowed)
+    flow_end: int  # one past the last one
 
     @property
     def input_frames(self) -> int:
         return self.ctx_end - self.ctx_start
+
+    @property
+    def flow_frames(self) -> int:
+        return self.flow_end - self.flow_start
+
+    def flow_crop(self) -> slice:
+        """Frames of the windowed flow's output (for frames [flow_start, flow_end)) that the decoder reads."""
+        return slice(self.ctx_start - self.flow_start, self.ctx_end - self.flow_start)
 
     def crop(self, hop: int) -> slice:
         """Samples of the decoder output (for frames [ctx_start, ctx_end)) that belong to this window."""
@@ -91,11 +105,13 @@ DEFAULT_POLICY = WindowPolicy()
 ONE_SHOT = WindowPolicy(first_frames=1 << 30, frames=1 << 30, one_shot_frames=1 << 30, max_frames=1 << 30)
 
 
-def plan_windows(total_frames: int, context: int, policy: WindowPolicy = DEFAULT_POLICY) -> list[DecodeWindow]:
-    """Split [0, total_frames) into decode windows with `context` frames of context each side."""
+def plan_windows(total_frames: int, context: int, policy: WindowPolicy = DEFAULT_POLICY,
+                 flow_context: int = 0) -> list[DecodeWindow]:
+    """Split [0, total_frames) into decode windows with `context` frames of decoder context each side, and
+    `flow_context` frames more of flow input beyond those (0: the flow is not windowed)."""
     if total_frames < 1:
         raise ValueError("an utterance has at least one frame")
-    if context < 0:
+    if context < 0 or flow_context < 0:
         raise ValueError("context must be >= 0")
     bounds: list[tuple[int, int]] = []
     if total_frames <= policy.one_shot_frames:
@@ -114,6 +130,8 @@ def plan_windows(total_frames: int, context: int, policy: WindowPolicy = DEFAULT
             ctx_start=max(0, s - context),
             ctx_end=min(total_frames, e + context),
             is_last=i == len(bounds) - 1,
+            flow_start=max(0, s - context - flow_context),
+            flow_end=min(total_frames, e + context + flow_context),
         )
         for i, (s, e) in enumerate(bounds)
     ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vitsrt.receptive_field import coupling_flow_context_frames
 from vitsrt.train.models.common import CouplingStack, Flip
 from vitsrt.train.models.wavenet import WN, fold_weight_norm
 
@@ -96,6 +97,20 @@ class ResidualCouplingBlock(CouplingStack):
                 )
             )
             self.flows.append(Flip())
+
+    def layout(self) -> dict[str, int]:
+        """The layer layout as built (voice.json's ``flow``): couplings and their WaveNet stacks' convs."""
+        stacks = [flow.enc for flow in self.flows if isinstance(flow, ResidualCouplingLayer)]
+        shapes = {(wn.kernel_size, wn.dilation_rate, wn.n_layers) for wn in stacks}
+        if len(shapes) != 1:
+            raise ValueError(f"the couplings differ in their WaveNet layout: {sorted(shapes)}")
+        ((kernel_size, dilation_rate, n_layers),) = shapes
+        return {"n_flows": len(stacks), "kernel_size": kernel_size, "dilation_rate": dilation_rate,
+                "n_layers": n_layers}
+
+    def receptive_field_frames(self) -> int:
+        """Frames of context per side that make the flow on a window equal the flow on the whole utterance."""
+        return coupling_flow_context_frames(**self.layout())
 
     def remove_weight_norm(self) -> None:
         fold_weight_norm(self)
