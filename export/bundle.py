@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from vitsrt.errors import VitsrtError
 from vitsrt.export.bv2_voice import with_bv2_front_end
+from vitsrt.export.clap import with_emotion
 from vitsrt.export.onnx_export import (
     DEFAULT_OPSET,
     ExportError,
@@ -264,6 +265,8 @@ def export_voice(
     inference: Sampling | None = None,
     weights: Literal["fp32", "fp16"] = "fp32",
     bert: Mapping[str, str | os.PathLike[str]] | None = None,
+    clap: str | os.PathLike[str] | None = None,
+    emotion_prompt: str | None = None,
 ) -> Path:
     """Export a generator checkpoint (Bert-VITS2, or original VITS: the config's family) to a voice directory;
     returns its path.
@@ -277,6 +280,9 @@ def export_voice(
     float32 graphs' figures and the stored-fp16 graphs' (stages suffixed ``+fp16-weights``). `bert` (Bert-VITS2
     only) gives the voice the ``bv2`` text front end, with a BERT graph per language named in it (language ->
     local Hugging Face model directory; empty: text without BERT features); :mod:`vitsrt.export.bv2_voice`.
+    `clap` (Bert-VITS2 2.2 only) exports a local Hugging Face CLAP directory into the bundle so requests can give
+    an emotion as a text prompt or a reference clip; `emotion_prompt` is the prompt of requests that give none
+    (:func:`vitsrt.export.clap.with_emotion`).
     """
     out_dir = Path(out_dir)
     check_opset(opset)
@@ -294,6 +300,7 @@ def export_voice(
                                   weights=weights)
         if bert is not None:  # Bert-VITS2 text (the bv2 front end), with these languages' BERT graphs
             manifest = with_bv2_front_end(manifest, staging, bert, fp16=weights == "fp16")
+        manifest = with_emotion(manifest, staging, clap, emotion_prompt)  # Bert-VITS2 2.2: emotion sources
         manifest.write(staging / MANIFEST_NAME)
         # The generator itself, for the torch backends (the voice directory alone runs `--backend torch-cuda`).
         save_bundle_weights(staging / WEIGHTS_NAME, loaded.model, family_name=manifest.model.family,

@@ -51,7 +51,8 @@ from vitsrt.export.onnx_checks import (
     find_value_dependent_shapes,
     format_findings,
 )
-from vitsrt.stages import BERT_VITS2, MULTI_SPEAKER, SDP, VITS, Family, Stage, StageName, Tensor
+from vitsrt.stages import BERT_VITS2, EMOTION, MULTI_SPEAKER, SDP, VITS, Family, Stage, StageName, Tensor
+from vitsrt.train.models.emotion import CLAP_DIM
 from vitsrt.train.models.synthesizer import SynthesizerTrn
 from vitsrt.train.models.vits import VitsSynthesizer
 from vitsrt.train.models.wavenet import fold_weight_norm
@@ -68,6 +69,7 @@ __all__ = [
     "export_stage",
     "export_stages",
     "folded_copy",
+    "has_emotion",
     "model_family",
     "model_features",
     "stage_io",
@@ -118,6 +120,24 @@ class EncoderStage(nn.Module):
         sid: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         return self.model.encode(phone_ids, lengths, tone_ids, language_ids, bert, ja_bert, en_bert, sid)
+
+
+class EmotionEncoderStage(EncoderStage):
+    """Bert-VITS2 2.2's encoder: the 2.3 inputs plus ``emo`` [B, 512], one CLAP embedding per item."""
+
+    def forward(  # type: ignore[override]
+        self,
+        phone_ids: torch.Tensor,
+        tone_ids: torch.Tensor,
+        language_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        bert: torch.Tensor,
+        ja_bert: torch.Tensor,
+        en_bert: torch.Tensor,
+        sid: torch.Tensor,
+        emo: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        return self.model.encode(phone_ids, lengths, tone_ids, language_ids, bert, ja_bert, en_bert, sid, emo)
 
 
 class DurationStage(nn.Module):
@@ -209,10 +229,16 @@ def model_family(model: Generator) -> Family:
     return VITS if isinstance(model, VitsSynthesizer) else BERT_VITS2
 
 
+def has_emotion(model: Generator) -> bool:
+    """Whether `model` is a Bert-VITS2 2.2 generator (its encoder takes the CLAP embedding ``emo``)."""
+    return isinstance(model, SynthesizerTrn) and model.enc_p.emotion
+
+
 def model_features(model: Generator) -> frozenset[str]:
-    """The contract's voice features `model` has (VITS: several speakers, the stochastic duration predictor)."""
+    """The contract's voice features `model` has (VITS: several speakers, the stochastic duration predictor;
+    Bert-VITS2 2.2: the emotion input)."""
     if not isinstance(model, VitsSynthesizer):
-        return frozenset()
+        return frozenset({EMOTION}) if has_emotion(model) else frozenset()
     return frozenset({MULTI_SPEAKER} if model.multi_speaker else set()) | ({SDP} if model.use_sdp else set())
 
 
@@ -225,6 +251,8 @@ def stage_module(model: Generator, stage: StageName) -> nn.Module:
     """The export wrapper for one stage (in eval mode)."""
     if isinstance(model, VitsSynthesizer):
         return VitsStage(model, stage).eval()
+    if stage == "encoder" and has_emotion(model):
+        return EmotionEncoderStage(model).eval()
     return _WRAPPERS[stage](model).eval()
 
 
@@ -266,6 +294,8 @@ def model_sizes(model: Generator) -> dict[str, int]:
     sizes = {"hidden": m.hidden_channels, "latent": m.inter_channels, "gin": m.gin_channels, "hop": model.hop_length}
     if isinstance(model, SynthesizerTrn):
         sizes["bert_dim"] = model.enc_p.bert_proj.in_channels
+    if has_emotion(model):
+        sizes["emo_dim"] = CLAP_DIM
     return sizes
 
 
@@ -340,7 +370,7 @@ def folded_copy(model: Generator) -> Generator:
     if isinstance(model, VitsSynthesizer):
         copy: Generator = VitsSynthesizer(model.config, model.n_vocab)
     else:
-        copy = SynthesizerTrn(model.config, model.symbols)
+        copy = SynthesizerTrn(model.config, model.symbols, emotion=model.enc_p.emotion)
     copy.load_state_dict(model.state_dict(), strict=True)
     folded = fold_weight_norm(copy)
     log.debug("folded weight norm in %d convs", folded)

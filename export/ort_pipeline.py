@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from vitsrt import regulator
 from vitsrt.sampling import Sampling
 from vitsrt.serve.backends.ort_runner import OrtRunner
+from vitsrt.serve.engine.clap_stage import EMOTION_INPUT, EmotionJob
 from vitsrt.serve.engine.pipeline import DecodeJob, Segment, VoicePipeline
 from vitsrt.serve.engine.windows import ONE_SHOT
 from vitsrt.stages import BERT_FEATURES
@@ -81,8 +82,9 @@ def _segments(feeds: Mapping[str, np.ndarray], seeds: Sequence[int], scales: Map
                               language_ids=feeds["language_ids"][row, :length])
         sampling = Sampling(**{name: float(values[row]) for name, values in scales.items()})
         features = {name: feeds[name][row, :, :length] for name in BERT_FEATURES if name in feeds}
+        emotion = EmotionJob.of(feeds[EMOTION_INPUT][row]) if EMOTION_INPUT in feeds else None  # Bert-VITS2 2.2
         segments.append(Segment(row, 0, ids, int(feeds["sid"][row]), sampling, regulator.RequestNoise(int(seeds[row])),
-                                ONE_SHOT, features=features))
+                                ONE_SHOT, features=features, emotion=emotion))
     return segments
 
 
@@ -98,9 +100,10 @@ def synthesize_batch(
 
     ``runner`` knows its voice (``OrtRunner.from_voice``, or ``voice=``): the pipeline reads its manifest.
     ``encoder_inputs`` holds the encoder graph's inputs (phone_ids, tone_ids, language_ids, lengths,
-    bert, ja_bert, en_bert, sid). ``sampling`` gives every field of vitsrt.sampling.Sampling by name, each a
-    scalar or one value per item: this harness has no defaults of its own. With ``skip_sdp`` and
-    every ``sdp_ratio`` 0, the ``duration_dp_only`` graph runs instead of ``duration`` if present.
+    bert, ja_bert, en_bert, sid; a Bert-VITS2 2.2 voice's emo). ``sampling`` gives every field of
+    vitsrt.sampling.Sampling by name, each a scalar or one value per item: this harness has no defaults of its
+    own. With ``skip_sdp`` and every ``sdp_ratio`` 0, the ``duration_dp_only`` graph runs instead of
+    ``duration`` if present.
     """
     if runner.voice is None:
         raise ValueError("synthesize_batch needs an OrtRunner that knows its voice (from_voice, or voice=)")

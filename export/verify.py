@@ -30,7 +30,7 @@ import onnxruntime as ort
 import torch
 
 from vitsrt.errors import VitsrtError
-from vitsrt.export.onnx_export import Generator, model_family, speaker_count
+from vitsrt.export.onnx_export import Generator, has_emotion, model_family, speaker_count
 from vitsrt.serve.backends.ort_runner import OrtRunner
 from vitsrt.stages import BERT_FEATURES, BERT_VITS2, StageName
 from vitsrt.train.models.vits import VitsSynthesizer
@@ -118,7 +118,7 @@ def _encoder_inputs(model: Generator, tokens: Sequence[int], gen: torch.Generato
     def feats() -> torch.Tensor:
         return torch.randn(batch, bert_dim, t_max, generator=gen) * mask
 
-    return {
+    inputs = {
         "phone_ids": ids(sizes.n_vocab),
         "tone_ids": ids(sizes.num_tones),
         "language_ids": ids(sizes.num_languages),
@@ -126,6 +126,10 @@ def _encoder_inputs(model: Generator, tokens: Sequence[int], gen: torch.Generato
         **{name: feats() for name in BERT_FEATURES},  # drawn in this order: the cases stay reproducible
         "sid": torch.randint(0, model.emb_g.num_embeddings, (batch,), generator=gen),
     }
+    if has_emotion(model):  # 2.2: a unit-length CLAP-like embedding per item, drawn last (2.3 cases unchanged)
+        emo = torch.randn(batch, model.enc_p.in_feature_net[0].in_features, generator=gen)
+        inputs["emo"] = emo / emo.norm(dim=1, keepdim=True)
+    return inputs
 
 
 _TOKEN_STAGES = {s.name for s in BERT_VITS2.stages if s.length_axis == "T"}
@@ -144,7 +148,7 @@ def _token_stages(
         out["duration"] = (duration_in, (model.predict_logw(enc, x_mask, g, noise),))
         return out
     order = ("phone_ids", "lengths", "tone_ids", "language_ids", *BERT_FEATURES, "sid")  # encode()'s arguments
-    encoded = model.encode(*(enc_in[k] for k in order))
+    encoded = model.encode(*(enc_in[k] for k in order), enc_in.get("emo"))
     enc, _m_p, _logs_p, x_mask, g = encoded
     out["encoder"] = (enc_in, encoded)
     duration_in = {"enc": enc, "x_mask": x_mask, "g": g, "sdp_noise": noise, "sdp_ratio": ratio}

@@ -1,8 +1,8 @@
 """Build our synthesizer from an upstream `config.json` + `G_*.pth` pair, checking every step.
 
-Bert-VITS2 (upstream Bert-VITS2 2.0/2.3) and original VITS (upstream VITS, piper, configs with
-``"family": "vits"``) both load here. A config without a family is Bert-VITS2's unless the checkpoint has
-VITS's layout (a phone table and no tone table), which upstream VITS checkpoints have.
+Bert-VITS2 (upstream Bert-VITS2 2.0/2.2/2.3; 2.2 adds the CLAP emotion branch) and original VITS (upstream
+VITS, piper, configs with ``"family": "vits"``) both load here. A config without a family is Bert-VITS2's
+unless the checkpoint has VITS's layout (a phone table and no tone table), which upstream VITS checkpoints have.
 """
 
 from __future__ import annotations
@@ -25,11 +25,14 @@ from vitsrt.config import (
 )
 from vitsrt.errors import CheckpointError, ConfigError
 from vitsrt.train.checkpoint import extract_state_dict, load_state_dict_checked, read_checkpoint
-from vitsrt.train.models.synthesizer import SymbolSizes, SynthesizerTrn
+from vitsrt.train.models.emotion import normalize_emotion_state
+from vitsrt.train.models.synthesizer import SymbolSizes, SynthesizerTrn, emotion_version
 from vitsrt.train.models.vits import FLOW_COUPLINGS, VitsSynthesizer
 
 # ModelInfo.version of an original-VITS voice: upstream VITS has one generation (piper trains the same model).
 VITS_VERSION = "1"
+# The Bert-VITS2 version whose text encoder has the CLAP emotion branch (and takes `emo`).
+EMOTION_VERSION = "2.2"
 
 
 @dataclass
@@ -56,12 +59,19 @@ def family_from_state_dict_keys(keys: set[str]) -> str:
 
 
 def resolve_version(config: BertVits2Config, keys: set[str]) -> tuple[str, str]:
-    """The model version from the config's `version` and the checkpoint's keys; unsupported -> ConfigError."""
+    """The model version from the config's `version` and the checkpoint's keys; unsupported -> ConfigError.
+    The emotion branch tells 2.2 apart: a config and a checkpoint that disagree about it -> CheckpointError."""
     from_keys = version_from_state_dict_keys(keys)
     if from_keys is not None and from_keys in ("1", "2.1", "2.2"):
         check_supported(from_keys)  # raises with the reason, whatever the config claims
     if config.version is not None:
         version = check_supported(config.version)
+        if from_keys is not None and (from_keys == EMOTION_VERSION) != (version == EMOTION_VERSION):
+            has = "has" if from_keys == EMOTION_VERSION else "lacks"
+            raise CheckpointError(
+                f"the config says version {config.version} but the checkpoint {has} 2.2's emotion branch "
+                "(enc_p.in_feature_net, enc_p.emo_vq); the config does not describe this checkpoint"
+            )
         return version, "config and checkpoint keys" if from_keys else "config"
     if from_keys is None:
         raise CheckpointError("cannot tell the model version: no `version` in the config and no text-encoder keys")
@@ -195,13 +205,15 @@ def load_generator(checkpoint: str | Path, config: str | Path | ModelConfig) -> 
     given = isinstance(config, BertVits2Config | VitsConfig)
     source = "the config" if given else str(config)
     raw = read_checkpoint(checkpoint)
-    state = extract_state_dict(raw, source=str(checkpoint))
+    state = normalize_emotion_state(extract_state_dict(raw, source=str(checkpoint)))
     if not isinstance(config, BertVits2Config | VitsConfig):
         config = load_config(config, default_family=family_from_state_dict_keys(set(state)))
     if isinstance(config, VitsConfig):
         version, version_source = VITS_VERSION, "family"
     else:
         version, version_source = resolve_version(config, set(state))
+        if version == EMOTION_VERSION and config.version is None:  # told by the keys: the config says it from now on
+            config = config.model_copy(update={"version": version})
     check_config_fits(config, state, str(checkpoint), source)
     try:
         model = _build(config, state)
@@ -227,4 +239,4 @@ def _build(config: ModelConfig, state: dict[str, torch.Tensor]) -> SynthesizerTr
     if isinstance(config, VitsConfig):
         table = state.get("enc_p.emb.weight")
         return VitsSynthesizer(config, n_vocab=int(table.shape[0]) if table is not None else None)
-    return SynthesizerTrn(config, SymbolSizes.from_state_dict(state))
+    return SynthesizerTrn(config, SymbolSizes.from_state_dict(state), emotion=emotion_version(config))

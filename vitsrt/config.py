@@ -37,11 +37,11 @@ _Kernel = Annotated[int, Field(ge=1, le=1024)]
 _Dilation = Annotated[int, Field(ge=1, le=1024)]
 _Rate = Annotated[int, Field(ge=1, le=64)]
 
-SUPPORTED_VERSIONS = ("2.0", "2.3")
+# 2.2 is 2.3's generator plus a CLAP emotion branch in the text encoder (vitsrt.train.models.emotion).
+SUPPORTED_VERSIONS = ("2.0", "2.2", "2.3")
 _UNSUPPORTED_REASONS = {
     "1": "1.x models have no English BERT input and a different text encoder",
     "2.1": "2.1 models take emotion embeddings (an extra encoder input and quantizer) that vitsrt does not export",
-    "2.2": "2.2 models take CLAP emotion features (an extra encoder input) that vitsrt does not export",
 }
 
 
@@ -380,7 +380,8 @@ def check_supported(version: str) -> str:
     normalized = normalize_version(version)
     if normalized in SUPPORTED_VERSIONS:
         return normalized
-    reason = _UNSUPPORTED_REASONS.get(normalized, f"vitsrt supports Bert-VITS2 {' and '.join(SUPPORTED_VERSIONS)}")
+    reason = _UNSUPPORTED_REASONS.get(
+        normalized, f"vitsrt supports Bert-VITS2 {', '.join(SUPPORTED_VERSIONS[:-1])} and {SUPPORTED_VERSIONS[-1]}")
     raise ConfigError(f"unsupported version {version}: {reason}")
 
 

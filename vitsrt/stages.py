@@ -27,6 +27,7 @@ from vitsrt.errors import VitsrtError
 __all__ = [
     "BERT_FEATURES",
     "BERT_VITS2",
+    "EMOTION",
     "FAMILIES",
     "MULTI_SPEAKER",
     "SDP",
@@ -144,6 +145,9 @@ _ENC = _t("enc", "float32", "B", "hidden", "T")
 _X_MASK = _t("x_mask", "float32", "B", 1, "T")
 _Y_MASK = _t("y_mask", "float32", "B", 1, "F")
 _LOGW = (_t("logw", "float32", "B", 1, "T"),)
+# Bert-VITS2 2.2's voice feature: one CLAP embedding per item (``emo`` [B, emo_dim], L2-normalised, 512 wide) into
+# the encoder, whose emotion branch adds a vector to every token. 2.0 / 2.3 voices have no such input.
+EMOTION = "emotion"
 
 BERT_VITS2 = Family(
     name="bert-vits2",
@@ -157,6 +161,7 @@ BERT_VITS2 = Family(
                 _t("lengths", "int64", "B"),
                 *(_t(name, "float32", "B", "bert_dim", "T") for name in BERT_FEATURES),
                 _t("sid", "int64", "B"),
+                _t("emo", "float32", "B", "emo_dim", when=EMOTION),
             ),
             outputs=(
                 _ENC,

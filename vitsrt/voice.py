@@ -41,6 +41,7 @@ __all__ = [
     "SUPPORTED_FORMAT_MAJOR",
     "BertInput",
     "DecoderInfo",
+    "EmotionInfo",
     "EngineKey",
     "FlowInfo",
     "FrontEnd",
@@ -392,6 +393,29 @@ class FrontEnd(_Strict):
 
 
 _BERT_DIR = re.compile(r"bert/[0-9a-f]{8,64}")
+_CLAP_DIR = re.compile(r"clap/[0-9a-f]{8,64}")
+
+
+class EmotionInfo(_Strict):
+    """Bert-VITS2 2.2 voices: where the encoder's ``emo`` input (one CLAP embedding per request) comes from.
+
+    ``clap_model`` names the bundle directory ``clap/<hash>`` of the exported CLAP towers (``vitsrt export
+    --clap``), which turn a request's text prompt or reference clip into the embedding; without it requests can
+    only send a ready embedding. ``default_prompt`` is the text prompt of requests that give no emotion (needs
+    ``clap_model``); without one they get a zero embedding."""
+
+    clap_model: str | None = None
+    default_prompt: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EmotionInfo:
+        if self.clap_model is not None and not _CLAP_DIR.fullmatch(self.clap_model):
+            raise ValueError(f"clap_model {clip(self.clap_model)} is not a bundle directory clap/<hash>")
+        if self.default_prompt is not None and self.clap_model is None:
+            raise ValueError("default_prompt needs clap_model (the text tower that embeds it)")
+        return self
+
+
 _Rate = Annotated[int, Field(ge=1, le=64)]
 _Kernel = Annotated[int, Field(ge=1, le=256)]
 _Dilations = Annotated[list[Annotated[int, Field(ge=1, le=64)]], Field(min_length=1, max_length=8)]
@@ -482,6 +506,7 @@ class VoiceManifest(_Strict):
         default="fp32", description="how the graphs store their weights; fp16: rounded once, computed in float32")
     parity: ParityReport | None = None
     engines: list[TensorRTEngine] = Field(default_factory=list)
+    emotion: EmotionInfo | None = Field(default=None, description="Bert-VITS2 2.2: the emo input's sources")
 
     @model_validator(mode="before")
     @classmethod
@@ -504,6 +529,8 @@ class VoiceManifest(_Strict):
         missing = [b for b in self.front_end.bert_inputs if b not in encoder_inputs]
         if missing:
             raise ValueError(f"front_end.bert_inputs lists {missing} but the encoder graph lacks them")
+        if self.emotion is not None and "emo" not in encoder_inputs:
+            raise ValueError("'emotion' is set but the encoder graph has no emo input")
         seen: set[tuple[str, str, str, str, str]] = set()
         for engine in self.engines:
             k = engine.key

@@ -29,6 +29,7 @@ from vitsrt.errors import InputError, NotFoundError, NothingToSpeakError, TooMan
 from vitsrt.sampling import Sampling, check_sampling
 from vitsrt.serve.backends.base import StageBackend
 from vitsrt.serve.engine.bert_stage import shared_stage
+from vitsrt.serve.engine.clap_stage import EMOTION_INPUT, EmotionJob, emotion_stage
 from vitsrt.serve.engine.scheduler import Batch, Step
 from vitsrt.serve.engine.types import SynthesisRequest, VoiceInfo
 from vitsrt.serve.engine.windows import DEFAULT_POLICY, DecodeWindow, WindowPolicy, plan_windows
@@ -61,6 +62,7 @@ class Segment:
     # Per-token encoder features of this sentence by graph input name ([dim, T] each, e.g. BERT features);
     # a feature the voice's encoder takes and a segment lacks is fed as zeros.
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    emotion: EmotionJob | None = None  # Bert-VITS2 2.2: the request's CLAP embedding (one job, shared by its segments)
     timings: dict[str, float] = field(default_factory=dict)
     # after prefill
     m_p: np.ndarray | None = None  # [C, T]
@@ -124,6 +126,7 @@ class VoicePipeline:
         # Bert-VITS2 text: one BERT stage per language with a model (sessions shared by voices using the same one)
         models = self.manifest.front_end.bert_models
         self.bert = {lang: shared_stage(voice.root / path) for lang, path in models.items()}
+        self.emotion = emotion_stage(voice)  # Bert-VITS2 2.2 voices: the encoder's emo input, else None
         self.max_text_chars = max_text_chars
         self.hop = self.manifest.hop_length
         self.sample_rate = self.manifest.sample_rate
@@ -168,6 +171,9 @@ class VoicePipeline:
         segments = [Segment(stream_id, i, p.ids, sid, p.scales, regulator.RequestNoise(seed, segment=i), policy,
                             pause=p.pause) for i, p in enumerate(planned)]
         segments[-1].tail = tail
+        emotion = self._admit_emotion(request)
+        for segment in segments:
+            segment.emotion = emotion
         for segment, following in itertools.pairwise(segments):
             segment.following = following
         return segments
@@ -298,6 +304,7 @@ class VoicePipeline:
             zeros = np.zeros((self.bert_dim, 0), dtype=np.float32)
             values[name] = regulator.pad_batch([s.features.get(name, zeros) for s in segments], axis=-1,
                                                size=tokens)[0].astype(np.float32)
+        values.update(self._emotion_inputs(segments))
         enc_out = self._run("encoder", values)
         encoded = time.perf_counter()
 
@@ -320,6 +327,27 @@ class VoicePipeline:
             segment.frames = int(max(segment.durations.sum(), 1))
             segment.add_time("encoder", encoded - started)
             segment.add_time("duration", finished - encoded)
+
+    def _admit_emotion(self, request: SynthesisRequest) -> EmotionJob | None:
+        """The request's emotion job (Bert-VITS2 2.2 voices; InputError for a bad prompt); other voices refuse one."""
+        if self.emotion is None:
+            if request.emotion is not None:
+                raise InputError("emotion", f"voice {self.name!r} takes no emotion (only Bert-VITS2 2.2 voices do)")
+            return None
+        return self.emotion.admit(request.emotion)
+
+    def _emotion_inputs(self, segments: Sequence[Segment]) -> dict[str, np.ndarray]:
+        """``{"emo": [B, dim]}`` for a 2.2 voice (the CLAP towers run here for requests not embedded yet; a segment
+        made without admission gets the voice's default); empty for other voices."""
+        if self.emotion is None:
+            return {}
+        started = time.perf_counter()
+        for segment in segments:
+            segment.emotion = segment.emotion or self.emotion.admit(None)
+        values = {EMOTION_INPUT: self.emotion.inputs([s.emotion for s in segments])}
+        for segment in segments:
+            segment.add_time("emotion", time.perf_counter() - started)
+        return values
 
     def _bert_features(self, segments: Sequence[Segment]) -> None:
         """Bert-VITS2 text: each language's BERT graph on its sentences of the batch (one padded call per model);

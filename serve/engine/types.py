@@ -21,6 +21,29 @@ class PhonemeIds(BaseModel):
     language_ids: list[int] | None = None
 
 
+MAX_EMOTION_PROMPT_CHARS = 500
+MAX_EMOTION_AUDIO_BYTES = 32 << 20  # ~3 min of 48 kHz PCM16 mono
+
+
+class EmotionPrompt(BaseModel):
+    """Bert-VITS2 2.2 voices: the emotion to speak with, as CLAP embeds it (upstream's emotion prompt). Exactly one of
+    ``text`` (a prompt for CLAP's text tower, e.g. "Happy"), ``audio`` (a reference clip: an audio file's bytes,
+    WAV/FLAC/Ogg at any rate, resampled to 48 kHz) or ``embedding`` (a ready CLAP embedding, e.g. what
+    ``vitsrt clap-features`` writes). Text and audio need a voice exported with its CLAP towers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(default=None, min_length=1, max_length=MAX_EMOTION_PROMPT_CHARS)
+    audio: bytes | None = Field(default=None, min_length=1, max_length=MAX_EMOTION_AUDIO_BYTES)
+    embedding: list[float] | None = Field(default=None, min_length=1, max_length=8192)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EmotionPrompt:
+        if sum(value is not None for value in (self.text, self.audio, self.embedding)) != 1:
+            raise InputError("emotion", "give exactly one of text, audio or embedding")
+        return self
+
+
 class SynthesisRequest(SamplingOverrides):  # type: ignore[misc, valid-type]
     """One utterance to synthesise. Empty voice/speaker = the engine's defaults; unset sampling values (the
     fields of vitsrt.sampling.Sampling, range-checked there) = the voice's."""
@@ -39,6 +62,8 @@ class SynthesisRequest(SamplingOverrides):  # type: ignore[misc, valid-type]
     # Word and phoneme spans on the chunks (AudioChunk.words/phonemes). Off by default: they cost a little
     # host work and message size per chunk that most callers do not want.
     timestamps: bool = False
+    # Bert-VITS2 2.2 voices: the emotion prompt (None: the voice's default prompt, else a zero embedding).
+    emotion: EmotionPrompt | None = None
 
     @model_validator(mode="after")
     def _one_input(self) -> SynthesisRequest:

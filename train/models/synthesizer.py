@@ -15,7 +15,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vitsrt.config import BERT_VITS2_N_SYMBOLS, BERT_VITS2_NUM_LANGUAGES, BERT_VITS2_NUM_TONES, BertVits2Config
+from vitsrt.config import (
+    BERT_VITS2_N_SYMBOLS,
+    BERT_VITS2_NUM_LANGUAGES,
+    BERT_VITS2_NUM_TONES,
+    BertVits2Config,
+    normalize_version,
+)
 from vitsrt.errors import ConfigError
 from vitsrt.train.alignment import maximum_path
 from vitsrt.train.models.common import sequence_mask
@@ -169,7 +175,8 @@ def expand_prior(attn: torch.Tensor, m_p: torch.Tensor, logs_p: torch.Tensor) ->
 class SynthesizerTrn(nn.Module):
     """Generator of Bert-VITS2 2.3 (also 2.0): text encoder, duration predictors, flow, HiFi-GAN decoder."""
 
-    def __init__(self, config: BertVits2Config, symbols: SymbolSizes | None = None):
+    def __init__(self, config: BertVits2Config, symbols: SymbolSizes | None = None, emotion: bool | None = None):
+        """`emotion`: build 2.2's CLAP emotion branch in the text encoder (None: when the config's version is 2.2)."""
         super().__init__()
         m = config.model
         symbols = symbols or SymbolSizes()
@@ -195,6 +202,7 @@ class SynthesizerTrn(nn.Module):
             gin_channels=enc_gin,
             num_tones=symbols.num_tones,
             num_languages=symbols.num_languages,
+            emotion=emotion_version(config) if emotion is None else emotion,
         )
         self.dec = Generator(
             m.inter_channels,
@@ -257,10 +265,11 @@ class SynthesizerTrn(nn.Module):
         ja_bert: torch.Tensor,
         en_bert: torch.Tensor,
         sid: torch.Tensor,
+        emo: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> enc [B,H,T], m_p [B,C,T], logs_p [B,C,T], x_mask [B,1,T], g [B,G,1]."""
+        """-> enc [B,H,T], m_p [B,C,T], logs_p [B,C,T], x_mask [B,1,T], g [B,G,1]. `emo` [B,512]: 2.2 only."""
         g = self.speaker_embedding(sid)
-        enc, m_p, logs_p, x_mask = self.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g)
+        enc, m_p, logs_p, x_mask = self.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g, emo=emo)
         return enc, m_p, logs_p, x_mask, g
 
     def predict_logw_dp(self, enc: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -355,9 +364,11 @@ class SynthesizerTrn(nn.Module):
         noise_scale_w: float = 0.8,
         sdp_ratio: float | torch.Tensor = 0.0,
         generator: torch.Generator | None = None,
+        emo: torch.Tensor | None = None,
     ) -> InferResult:
-        """Upstream `infer` semantics; `generator` makes the sdp noise and prior sample reproducible."""
-        enc, m_p, logs_p, x_mask, g = self.encode(x, x_lengths, tone, language, bert, ja_bert, en_bert, sid)
+        """Upstream `infer` semantics; `generator` makes the sdp noise and prior sample reproducible; `emo`
+        [B, 512] is 2.2's CLAP embedding per item."""
+        enc, m_p, logs_p, x_mask, g = self.encode(x, x_lengths, tone, language, bert, ja_bert, en_bert, sid, emo)
         sdp_noise = _randn(enc.size(0), 2, enc.size(2), like=enc, generator=generator) * noise_scale_w
         logw = self.predict_logw(enc, x_mask, g, sdp_noise, torch.as_tensor(sdp_ratio, dtype=enc.dtype))
         durations = durations_from_logw(logw, x_mask, as_batch_vector(length_scale, enc.size(0), enc))
@@ -368,6 +379,11 @@ class SynthesizerTrn(nn.Module):
         z = self.flow_reverse(z_p, y_mask, g)
         audio = self.decode(z, y_mask, g)
         return InferResult(audio, y_lengths, durations, logw, enc, m_p, logs_p, z_p, z, x_mask, y_mask)
+
+
+def emotion_version(config: BertVits2Config) -> bool:
+    """Whether the config describes a Bert-VITS2 2.2 generator (the one with the CLAP emotion branch)."""
+    return config.version is not None and normalize_version(config.version) == "2.2"
 
 
 def _randn(*shape: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -43,6 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--front-end", choices=["ids", "bv2"], default=None,
                         help="Bert-VITS2 voices: ids (phoneme ids only; the default without --bert) or bv2 (text in "
                         "Chinese, Japanese, English; BERT features only for the --bert languages)")
+    parser.add_argument("--clap", metavar="DIR", default=None,
+                        help="Bert-VITS2 2.2 voices: a local Hugging Face CLAP directory (laion/clap-htsat-fused), "
+                        "exported into the bundle so requests can give their emotion as a text prompt or a "
+                        "reference clip")
+    parser.add_argument("--emotion-prompt", metavar="TEXT", default=None,
+                        help="Bert-VITS2 2.2 voices with --clap: the emotion prompt of requests that give none "
+                        "(unset: a zero embedding)")
     upstream = ", ".join(f"{field} {value:g}" for field, value in Sampling())
     add_sampling_arguments(parser, f"sampling defaults stored in voice.json (unset: upstream's web UI values, "
                            f"{upstream})")
@@ -90,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         inference=inference_defaults(args),
         weights=args.weights,
         bert=bert_arguments(args),
+        clap=args.clap,
+        emotion_prompt=args.emotion_prompt,
     )
     print(out)
     return 0
@@ -99,8 +108,9 @@ def _run_piper(args: argparse.Namespace) -> int:
     """``--format piper``: one piper voice file pair (vitsrt.export.piper_export)."""
     from vitsrt.export.piper_export import PIPER_SAMPLING, export_piper_voice
 
-    if args.weights != "fp32" or getattr(args, "bert", None):
-        raise InputError("--format", "piper voices are one float32 graph: --weights fp16 and --bert do not apply")
+    if args.weights != "fp32" or getattr(args, "bert", None) or getattr(args, "clap", None):
+        raise InputError("--format", "piper voices are one float32 graph: --weights fp16, --bert and --clap do not "
+                         "apply")
     inference_defaults(args)  # checks the sampling flags' ranges
     inference = PIPER_SAMPLING.model_copy(update=sampling_arguments(args))
     out = export_piper_voice(args.checkpoint, args.config, args.output, name=args.name, inference=inference,
