@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from vitsrt.audio import Encoding
 from vitsrt.errors import InputError
 from vitsrt.sampling import Sampling
-from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest, VoiceInfo
+from vitsrt.serve.engine.types import EmotionPrompt, PhonemeIds, SynthesisRequest, VoiceInfo
 from vitsrt.serve.proto import tts_pb2
 from vitsrt.text.normalize import check_text_length
 
@@ -67,12 +67,28 @@ def request_from_proto(message: tts_pb2.SynthesizeRequest, max_text_chars: int) 
                 for name in (*Sampling.model_fields, "seed", "normalize_text", "timestamps") if message.HasField(name)}
     try:
         request = SynthesisRequest(voice=message.voice, speaker=message.speaker, text=text, phonemes=phonemes,
-                                   language=message.language, **optional)
+                                   language=message.language, emotion=emotion_from_proto(message), **optional)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "request"
         raise InputError(field, first["msg"]) from None
     return request, encoding
+
+
+def emotion_from_proto(message: tts_pb2.SynthesizeRequest) -> EmotionPrompt | None:
+    """The request's emotion prompt (Bert-VITS2 2.2 voices); None when unset; InputError naming the field
+    (``emotion.text``, ...) when it is empty or out of range."""
+    if not message.HasField("emotion"):
+        return None
+    which = message.emotion.WhichOneof("source")
+    if which is None:
+        raise InputError("emotion", "set one of text, audio or embedding")
+    value = list(message.emotion.embedding.values) if which == "embedding" else getattr(message.emotion, which)
+    try:
+        return EmotionPrompt(**{which: value})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InputError(f"emotion.{which}", first["msg"]) from None
 
 
 def voice_to_proto(info: VoiceInfo) -> tts_pb2.Voice:

@@ -67,7 +67,7 @@ class PhonemeInput(_message.Message):
     def __init__(self, phone_ids: _Optional[_Iterable[int]] = ..., tone_ids: _Optional[_Iterable[int]] = ..., language_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
-    __slots__ = ("voice", "speaker", "text", "phonemes", "language", "length_scale", "noise_scale", "noise_scale_w", "sdp_ratio", "seed", "encoding", "sample_rate", "normalize_text", "timestamps")
+    __slots__ = ("voice", "speaker", "text", "phonemes", "language", "length_scale", "noise_scale", "noise_scale_w", "sdp_ratio", "seed", "encoding", "sample_rate", "normalize_text", "timestamps", "emotion")
     VOICE_FIELD_NUMBER: _ClassVar[int]
     SPEAKER_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class SynthesizeRequest(_message.Message):
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_TEXT_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
+    EMOTION_FIELD_NUMBER: _ClassVar[int]
     voice: str
     speaker: str
     text: str
@@ -96,7 +97,24 @@ class SynthesizeRequest(_message.Message):
     sample_rate: int
     normalize_text: bool
     timestamps: bool
-    def __init__(self, voice: _Optional[str] = ..., speaker: _Optional[str] = ..., text: _Optional[str] = ..., phonemes: _Optional[_Union[PhonemeInput, _Mapping]] = ..., language: _Optional[str] = ..., length_scale: _Optional[float] = ..., noise_scale: _Optional[float] = ..., noise_scale_w: _Optional[float] = ..., sdp_ratio: _Optional[float] = ..., seed: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate: _Optional[int] = ..., normalize_text: _Optional[bool] = ..., timestamps: _Optional[bool] = ...) -> None: ...
+    emotion: EmotionPrompt
+    def __init__(self, voice: _Optional[str] = ..., speaker: _Optional[str] = ..., text: _Optional[str] = ..., phonemes: _Optional[_Union[PhonemeInput, _Mapping]] = ..., language: _Optional[str] = ..., length_scale: _Optional[float] = ..., noise_scale: _Optional[float] = ..., noise_scale_w: _Optional[float] = ..., sdp_ratio: _Optional[float] = ..., seed: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate: _Optional[int] = ..., normalize_text: _Optional[bool] = ..., timestamps: _Optional[bool] = ..., emotion: _Optional[_Union[EmotionPrompt, _Mapping]] = ...) -> None: ...
+
+class EmotionPrompt(_message.Message):
+    __slots__ = ("text", "audio", "embedding")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    audio: bytes
+    embedding: EmotionEmbedding
+    def __init__(self, text: _Optional[str] = ..., audio: _Optional[bytes] = ..., embedding: _Optional[_Union[EmotionEmbedding, _Mapping]] = ...) -> None: ...
+
+class EmotionEmbedding(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SynthesizeResponse(_message.Message):
     __slots__ = ("audio", "sample_rate", "encoding", "duration_seconds")
