@@ -21,7 +21,7 @@ log = logging.getLogger("vitsrt")
 # Subcommand modules in vitsrt.commands; each defines HELP, `add_arguments(parser)` and `run(args) -> int`.
 SUBCOMMANDS = (
     "info", "export", "synth", "serve", "client", "prepare", "train", "bench", "build-engines", "triton-repo",
-    "triton-serve", "eval", "doctor", "g2p", "import-piper",
+    "triton-serve", "eval", "doctor", "g2p", "import-piper", "clap-features",
 )
 
 
