@@ -186,3 +186,14 @@ def test_grpc_emotion_on_a_voice_without_one_is_refused(fixture_voice):
             assert "emotion" in caught.value.details()
     finally:
         engine.close()
+
+
+def test_torch_backend_speaks_the_same_emotion(voice, engine):
+    """The torch backend (the bundle's weights) feeds emo to the 2.2 encoder as the graphs do."""
+    from vitsrt.serve.engine.engine import Engine, EngineOptions
+
+    want = [_speak(engine, EmotionPrompt(text=p)) for p in ("Sad", "Angry")]
+    with Engine.open([voice], backend="torch", options=EngineOptions(lanes=1, threads=1)) as torch_engine:
+        got = [_speak(torch_engine, EmotionPrompt(text=p)) for p in ("Sad", "Angry")]
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape and float(np.abs(a - b).max()) <= 1e-4

@@ -236,7 +236,7 @@ def stage_call(model: nn.Module, family_name: str, stage: str) -> Callable[[dict
         calls: dict[str, Callable[[dict[str, torch.Tensor]], dict]] = {
             "encoder": lambda t: dict(zip(("enc", "m_p", "logs_p", "x_mask", "g"), model.encode(
                 t["phone_ids"], t["lengths"], t["tone_ids"], t["language_ids"], t["bert"], t["ja_bert"],
-                t["en_bert"], t["sid"]), strict=True)),
+                t["en_bert"], t["sid"], t.get("emo")), strict=True)),  # emo: Bert-VITS2 2.2 only
             "duration": lambda t: {"logw": model.predict_logw(t["enc"], t["x_mask"], t["g"], t["sdp_noise"],
                                                               t["sdp_ratio"])},
             "duration_dp_only": lambda t: {"logw": model.predict_logw_dp(t["enc"], t["x_mask"], t["g"])},
