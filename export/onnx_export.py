@@ -1,7 +1,9 @@
 """Split a generator into the stage graphs a serving engine runs: for Bert-VITS2 encoder, duration,
 duration_dp_only, flow and decoder; for original VITS (:class:`~vitsrt.train.models.vits.VitsSynthesizer`)
 encoder, duration, flow and decoder, with the speaker and SDP-noise tensors only where the voice has them
-(the family's stage contract in :mod:`vitsrt.stages` decides every graph's inputs and outputs).
+(the family's stage contract in :mod:`vitsrt.stages` decides every graph's inputs and outputs). A Bert-VITS2
+2.2 generator's encoder also takes ``emo`` [B, 512] (the "emotion" feature): its CLAP emotion branch, quantizer
+included (ArgMin + GatherElements over the fixed codebooks), is part of the encoder graph.
 
 Design choices, and why:
 
