@@ -26,6 +26,7 @@ from vitsrt.export.bv2_voice import with_bv2_front_end
 from vitsrt.export.clap import with_emotion
 from vitsrt.export.onnx_export import (
     DEFAULT_OPSET,
+    EMOTION_FP32_SCOPES,
     ExportError,
     check_graph,
     check_opset,
@@ -195,7 +196,7 @@ def _store_fp16(loaded: LoadedGenerator, graphs: Mapping[StageName, Path], parit
                 threads: int | None) -> ParityReport | None:
     """Rewrite the verified float32 graphs with float16-stored weights; check and (if `parity`) verify them."""
     for stage, path in graphs.items():
-        stored = store_weights_fp16(path)
+        stored = store_weights_fp16(path, keep_scopes=EMOTION_FP32_SCOPES if stage == "encoder" else ())
         check_graph(path, stage)
         log.info("%s: %d weights stored as fp16, %.2f -> %.2f MB", stage, stored.converted,
                  stored.bytes_before / 1e6, stored.bytes_after / 1e6)

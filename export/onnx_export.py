@@ -62,6 +62,7 @@ from vitsrt.voice import TensorSpec
 
 __all__ = [
     "DEFAULT_OPSET",
+    "EMOTION_FP32_SCOPES",
     "EXPORTED_STAGES",
     "MAX_OPSET",
     "MIN_OPSET",
@@ -87,6 +88,10 @@ MIN_OPSET = 17
 # IR 10 (what onnxruntime >= 1.20 loads) covers default-domain opsets up to 22.
 MAX_OPSET = 22
 EXPORTED_STAGES: tuple[StageName, ...] = BERT_VITS2.names
+# The module scopes of a 2.2 encoder whose weights decide the quantizer's codes: a code choice is piecewise
+# constant (the fixture's closest runner-up is 6e-5 away), so float16-rounded weights there can flip a code and
+# with it the durations; `--weights fp16` keeps them float32 (vitsrt.export.weight_storage keep_scopes).
+EMOTION_FP32_SCOPES = ("/enc_p/in_feature_net/", "/enc_p/emo_vq/")
 
 # The trace shapes: two items of different lengths so padding paths are traced, and sizes that
 # coincide with no channel count (a dimension equal to a constant could get folded into the graph).

@@ -38,14 +38,18 @@ class StoredWeights:
     bytes_after: int
 
 
-def store_weights_fp16(path: str | os.PathLike[str], *, min_elements: int = MIN_ELEMENTS) -> StoredWeights:
-    """Rewrite the ONNX file at `path` in place with float16-stored weights (see the module docstring)."""
+def store_weights_fp16(path: str | os.PathLike[str], *, min_elements: int = MIN_ELEMENTS,
+                       keep_scopes: tuple[str, ...] = ()) -> StoredWeights:
+    """Rewrite the ONNX file at `path` in place with float16-stored weights (see the module docstring).
+    Weights read by a node whose name starts with one of `keep_scopes` (exporter module scopes such as
+    ``/enc_p/emo_vq/``) stay float32."""
     path = Path(path)
     before = path.stat().st_size
     model = onnx.load(os.fspath(path))
     graph = model.graph
     graph_inputs = {value.name for value in graph.input}
     taken = {init.name for init in graph.initializer} | {out for node in graph.node for out in node.output}
+    exact = {name for node in graph.node if node.name.startswith(keep_scopes) for name in node.input}
     initializers, casts = [], []
     converted = kept = 0
     for init in graph.initializer:
@@ -57,6 +61,7 @@ def store_weights_fp16(path: str | os.PathLike[str], *, min_elements: int = MIN_
         if (
             array.size < min_elements
             or init.name in graph_inputs  # an overridable input: its type must stay float32
+            or init.name in exact
             or stored_name in taken
             or (array.size and float(np.max(np.abs(array))) > _FP16_MAX)
         ):

@@ -9,6 +9,7 @@ so small errors before the quantizer show only there (negative controls below sh
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -304,3 +305,22 @@ def test_graph_end_to_end_cases_with_clap_embeddings(runner, model, cases):
         trace = _torch_trace(model, emo)
         np.testing.assert_array_equal(trace["codes"], clap_cases[f"e2e_{source}_emo_vq_indices"][:, 0])
         assert float(np.abs(trace["emo_emb"] - clap_cases[f"e2e_{source}_emo_emb"][:, 0]).max()) <= BRANCH_TOL
+
+
+def test_fp16_weight_storage_keeps_the_quantizer_inputs_exact(voice, cases, tmp_path):
+    """`--weights fp16` keeps the weights in front of the quantizer float32 (EMOTION_FP32_SCOPES): emo_feat and
+    emo_vq_in stay within the float32 tolerance, so code choices are the float32 model's. Negative control: the
+    same graph with every weight stored as float16 moves emo_vq_in far past it."""
+    from vitsrt.export.onnx_export import EMOTION_FP32_SCOPES
+    from vitsrt.export.weight_storage import store_weights_fp16
+
+    worst = {}
+    for label, scopes in (("kept", EMOTION_FP32_SCOPES), ("all fp16", ())):
+        graph = tmp_path / label / "encoder.onnx"
+        graph.parent.mkdir()
+        shutil.copyfile(voice / "encoder.onnx", graph)
+        stored = store_weights_fp16(graph, keep_scopes=scopes)
+        assert stored.converted > 0
+        errors = _branch_errors(_run_probed(_probed_encoder(graph, graph.parent), cases, "case2"), cases, "case2")
+        worst[label] = max(errors["emo_feat"], errors["emo_vq_in"])
+    assert worst["kept"] <= BRANCH_TOL and worst["all fp16"] > 10 * BRANCH_TOL, worst
