@@ -73,6 +73,7 @@ def test_stream_about_to_run_dry_beats_a_new_stream():
 
 def test_prefill_waits_for_a_fuller_batch_but_not_forever():
     s = Scheduler(max_batch=4, max_wait_s=0.010)
+    s.add_stream(9, now=0.0)  # a live stream whose work runs on another lane: the engine is busy
     s.add_stream(1, now=0.0)
     s.enqueue("prefill", "a", 1, "voice", now=0.0)
     stage, items, wait = _next(s, now=0.002)

@@ -7,8 +7,9 @@ Order of service:
      to `handicap` later: shortest-first with ageing, so a short request is not stuck behind long ones
      queued a moment before it, and a long one waits at most its handicap) - time to first audio,
   3. everything else, the least-buffered stream first.
-Prefill waits up to `max_wait_s` for its batch to fill (new requests arrive from outside); flow and
-decode never wait: nothing can add to them while the worker idles, so waiting would only add latency.
+Prefill waits up to `max_wait_s` for its batch to fill while other streams are active (new requests arrive from
+outside, and a busy engine is where they batch); a request alone in the engine starts at once, as waiting could
+only add to its latency. Flow and decode never wait: nothing can add to them while the worker idles.
 A stage may have a work budget (`budgets`, in the units of `size_of`; the engine's: squared tokens for
 prefill, frames for flow): a batch is cut where its padded size (largest item x items) would pass it, so one
 step, and so the wait it imposes on every other stream, stays bounded whatever a request asks for.
@@ -153,7 +154,7 @@ class Scheduler(Generic[ItemT]):
         if stage == "prefill" and len(chosen) < self.max_batch:
             oldest = min(e.enqueued for e in chosen)
             remaining = self.max_wait_s - (now - oldest)
-            if remaining > 0 and self._only_prefill_waiting():
+            if remaining > 0 and self._only_prefill_waiting() and self._others_active(chosen):
                 return None, remaining
         chosen_ids = {id(e) for e in chosen}
         self._queues[stage] = [e for e in queue if id(e) not in chosen_ids]
@@ -161,6 +162,10 @@ class Scheduler(Generic[ItemT]):
 
     def _only_prefill_waiting(self) -> bool:
         return not self._queues["flow"] and not self._queues["decode"]
+
+    def _others_active(self, chosen: list[_Entry[ItemT]]) -> bool:
+        """Whether a stream outside `chosen` is live: an idle engine's lone request has nobody to batch with."""
+        return len(self._clocks) > len({entry.stream_id for entry in chosen})
 
 
 def _within_budget(chosen: list[_Entry[ItemT]], size_of: Callable[[ItemT], int], budget: int) -> list[_Entry[ItemT]]:
