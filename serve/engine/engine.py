@@ -69,7 +69,8 @@ class EngineOptions(BaseModel):
         "cost is), so short requests get ahead of long ones queued just before them")
     max_audio_seconds: float = Field(300.0, gt=0, description="audio one request may produce")
     max_sentence_seconds: float = Field(
-        60.0, gt=0, description="audio one sentence may produce (the flow runs on a whole sentence at once)")
+        60.0, gt=0, description="audio one sentence may produce (its prior sample, and a transformer flow, cover the "
+        "whole sentence at once)")
     # Lanes: None picks from the core count for CPU backends (`default_lanes`), one lane elsewhere (two for
     # torch-cuda: one lane's host work overlaps the other's GPU work); `threads` is then per lane.
     lanes: int | None = Field(None, ge=1, le=64, description="execution lanes, each a worker with its own sessions")
