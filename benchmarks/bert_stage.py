@@ -19,9 +19,14 @@ latency     per sentence and arm, `--repeats` times: one-shot latency (`Engine.s
             (`Engine.stream`: first audio, end), with the engine's per-request stage times (``bert``,
             ``frontend``, ``encoder`` ...). BERT's share of first audio = the stream's ``bert`` seconds over its
             time to first audio (the BERT stage runs inside the first sentence's prefill, so all of it comes
-            before the first audio); also the first-audio difference between the arms.
+            before the first audio); also what BERT adds: the median over repeats of (BERT arm - no-BERT arm),
+            the two runs back to back.
 throughput  closed loops of `--clients` streaming clients (default 1 and 4) cycling through the three
-            sentences, `--passes` passes of `--requests-per-client` requests per client, per arm.
+            sentences, `--passes` passes of `--requests-per-client` requests per client, per arm. A request's
+            ``bert`` time is its batch's BERT call (shared by the sentences batched with it).
+
+The 1/5/15-minute load averages at the start and end of each part are recorded: on a shared machine they
+say which numbers other work disturbed.
 
 Engine: onnxruntime, one lane, `--threads` intra-op threads (default 2). The BERT graph runs in its own
 onnxruntime session that the engine opens with onnxruntime's default intra-op threads (one per physical
@@ -245,6 +250,11 @@ def _text_info(engine: Any, label: str, text: str) -> dict[str, Any]:
             "ids": len(sequence.phone_ids), "bert_tokens": len(tokens), "unknown_tokens": tokens.count("[UNK]")}
 
 
+def _paired_ms(pairs: Sequence[dict[str, list]], mode: str, key: str) -> float:
+    first, second = pairs
+    return 1000 * statistics.median(a[key] - b[key] for a, b in zip(first[mode], second[mode], strict=True))
+
+
 def measure_latency(engines: dict[str, Any], texts: Sequence[tuple[str, str]], repeats: int,
                     seed: int) -> list[dict[str, Any]]:
     """Per text: both arms' one-shot and streaming runs, interleaved (arm order flips every repeat)."""
@@ -265,8 +275,11 @@ def measure_latency(engines: dict[str, Any], texts: Sequence[tuple[str, str]], r
         row = _text_info(engines[ARMS[0]], label, text)
         row["arms"] = {arm: _arm_summary(runs[label, arm]["one"], runs[label, arm]["stream"]) for arm in engines}
         with_bert, without = row["arms"][ARMS[0]], row["arms"][ARMS[1]]
-        row["first_audio_added_ms"] = with_bert["first_audio_ms"]["p50"] - without["first_audio_ms"]["p50"]
-        row["one_shot_added_ms"] = with_bert["one_shot_ms"]["p50"] - without["one_shot_ms"]["p50"]
+        # What BERT adds: the median over repeats of (BERT arm - no-BERT arm), runs next to each other in time
+        # (less exposed to the machine's load drifting than a difference of the two medians).
+        pairs = [runs[label, arm] for arm in ARMS]
+        row["first_audio_added_ms"] = _paired_ms(pairs, "stream", "first_audio_s")
+        row["one_shot_added_ms"] = _paired_ms(pairs, "one", "latency_s")
         log.info("%s: first audio %.0f ms with BERT (BERT %.0f ms, %.0f%%), %.0f ms without", label,
                  with_bert["first_audio_ms"]["p50"], with_bert["bert_ms"]["p50"],
                  100 * with_bert["bert_share_of_first_audio"], without["first_audio_ms"]["p50"])
@@ -342,15 +355,22 @@ async def _measure(bundles: dict[str, Path], args: argparse.Namespace) -> dict[s
         for target in targets.values():
             await target.open()
         engines = {arm: target.engine for arm, target in targets.items()}
+        loads = {"latency": [load_average()]}
         latency = measure_latency(engines, TEXTS, args.repeats, args.seed)
+        loads["latency"].append(load_average())
         workload = Workload([text for _, text in TEXTS], None, source="bert_stage: the three Chinese texts")
-        throughput = await measure_throughput(targets, workload, clients, args.requests_per_client, args.passes,
-                                              args.seed) if clients else []
+        throughput = []
+        for count in clients:
+            loads[f"c={count}"] = [load_average()]
+            throughput += await measure_throughput(targets, workload, [count], args.requests_per_client,
+                                                   args.passes, args.seed)
+            loads[f"c={count}"].append(load_average())
         options = engines[ARMS[0]].options.model_dump(mode="json")
     finally:
         for target in targets.values():
             await target.close()
-    return {"engine_options": options, "latency": latency, "throughput": throughput}
+    # 1/5/15-minute load averages at the start and end of each part: the machine may be shared.
+    return {"engine_options": options, "latency": latency, "throughput": throughput, "load_avg_parts": loads}
 
 
 def _bert_record(shape: BertShape, bert_dir: Path, bundle: Path, seed: int) -> dict[str, Any]:
@@ -408,6 +428,10 @@ def markdown(result: dict[str, Any]) -> str:
              f"BERT session: {bert['session_threads']}.\n",
              f"Machine: {result['cpu']} x{result['cpu_cores']}; load average {result['load_avg_start']} -> "
              f"{result['load_avg_end']}; git {result['git']}.\n"]
+    loads = result.get("load_avg_parts") or {}
+    if loads:
+        parts.append("Load average (1/5/15 min) at the start -> end of each part: "
+                     + "; ".join(f"{part} {ends[0]} -> {ends[-1]}" for part, ends in loads.items()) + ".\n")
     rows = []
     for row in result["latency"]:
         for arm, s in row["arms"].items():
@@ -422,8 +446,8 @@ def markdown(result: dict[str, Any]) -> str:
                                 rows) + "\n")
     added = [[row["label"], _ms(row["one_shot_added_ms"]), _ms(row["first_audio_added_ms"])]
              for row in result["latency"]]
-    parts.append(markdown_table(["text", "one-shot: BERT arm - no-BERT arm, ms", "first audio: BERT - no-BERT, ms"],
-                                added) + "\n")
+    parts.append("What BERT adds (median over repeats of BERT arm - no-BERT arm, the two runs back to back):\n")
+    parts.append(markdown_table(["text", "one-shot ms", "first audio ms"], added) + "\n")
     if result["throughput"]:
         rows = []
         for entry in result["throughput"]:
@@ -445,9 +469,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="large: default-size voice + BERT of the real large shape; tiny: a quick run")
     parser.add_argument("--seed", type=int, default=0, help="model seed, also the requests' seed")
     parser.add_argument("--threads", type=int, default=2, help="engine intra-op threads (default 2)")
-    parser.add_argument("--repeats", type=int, default=3, help="latency: runs per text, arm and mode (default 3)")
+    parser.add_argument("--repeats", type=int, default=4, help="latency: runs per text, arm and mode (default 4)")
     parser.add_argument("--clients", default="1,4", help="throughput: clients per level (default 1,4; '' skips)")
-    parser.add_argument("--requests-per-client", type=int, default=3, help="throughput: per pass (default 3)")
+    parser.add_argument("--requests-per-client", type=int, default=2, help="throughput: per pass (default 2)")
     parser.add_argument("--passes", type=int, default=2, help="throughput: passes per arm, alternating (default 2)")
     parser.add_argument("--cache-dir", type=Path, help="where the models and bundles are cached")
     parser.add_argument("--json", type=Path, help="write the results here")

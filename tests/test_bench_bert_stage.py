@@ -37,6 +37,7 @@ def test_record_header_and_bert(record) -> None:
     assert (bert["layers"], bert["hidden"], bert["kept_layers"]) == (3, 1024, 1)  # hidden_states[-3]
     assert bert["graph_mb"] > 0 and bert["weights"] == "float32"
     assert set(result["voices"]) == set(bert_stage.ARMS)
+    assert set(result["load_avg_parts"]) == {"latency", "c=1", "c=2"}
 
 
 def test_latency_rows(record) -> None:
@@ -56,8 +57,9 @@ def test_latency_rows(record) -> None:
         assert with_bert["bert_ms"]["min"] > 0 and "bert" in with_bert["one_shot_stages_ms"]
         assert "bert" not in without["stream_stages_ms"] and without["bert_share_of_first_audio"] == 0
         assert 0 < with_bert["bert_share_of_first_audio"] < 1
-        assert row["first_audio_added_ms"] == pytest.approx(
-            with_bert["first_audio_ms"]["p50"] - without["first_audio_ms"]["p50"])
+        paired = sorted(a["first_audio_s"] - b["first_audio_s"]
+                        for a, b in zip(with_bert["samples"]["stream"], without["samples"]["stream"], strict=True))
+        assert row["first_audio_added_ms"] == pytest.approx(1000 * (paired[0] + paired[1]) / 2)  # median of 2
     assert rows[0]["ids"] < rows[1]["ids"] < rows[2]["ids"]
 
 
