@@ -86,9 +86,11 @@ DEFAULT_TOLERANCES: Mapping[str, tuple[float, float]] = {s.name: s.tolerance for
 
 
 # The same check for graphs that store their weights in float16 (`vitsrt export --weights fp16`):
-# rounding every weight once (relative error <= 2**-11) moves outputs by ~1e-3 of their scale.
+# rounding every weight once (relative error <= 2**-11) moves outputs by ~1e-3 of their scale. The encoder's
+# attention and BERT projections compound it: 0.4 % of the output scale measured on the tiny upstream fixture
+# (0.0161 at max |enc| 4.0), so its relative tolerance is 1e-2.
 FP16_WEIGHT_TOLERANCES: Mapping[str, tuple[float, float]] = {
-    stage: (1e-3, 3e-3) for stage in BERT_VITS2.names
+    stage: (1e-3, 1e-2 if stage == "encoder" else 3e-3) for stage in BERT_VITS2.names
 }
 
 
