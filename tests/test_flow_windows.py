@@ -335,3 +335,21 @@ def test_engine_batches_windows_of_concurrent_streams_invariantly(engine):
     for i, audio in enumerate(alone):
         assert results[i].shape == audio.shape
         assert float(np.abs(results[i] - audio).max()) <= TOLERANCE
+
+
+def test_residual_flow_with_deeper_couplings_loads_and_keeps_its_depth(tmp_path) -> None:
+    """Bert-VITS2's n_flow_layer is each WaveNet coupling's depth when use_transformer_flow is false (upstream
+    passes it as n_layers; the coupling count stays 4): a checkpoint with n_flow_layer 6 loads and its
+    flow keeps that depth."""
+    import copy
+
+    from conftest import SMALL_22K_CONFIG
+    from vitsrt.benchmarks.voices import build_random_checkpoint
+    from vitsrt.train.loading import load_generator
+
+    raw = copy.deepcopy(SMALL_22K_CONFIG)
+    raw["model"]["n_flow_layer"] = 6
+    checkpoint, config = build_random_checkpoint(tmp_path, raw, seed=5)
+    flow = load_generator(checkpoint, config).model.flow
+    assert len(flow.flows) == 8  # 4 couplings and their flips
+    assert flow.layout()["n_layers"] == 6

@@ -106,8 +106,9 @@ def _dimension_checks(config: ModelConfig) -> list[tuple[str, int, str, int, int
 def _count_checks(config: ModelConfig) -> list[tuple[str, int, str]]:
     """(config field, its value, key prefix whose numbered children the config implies)."""
     m = config.model
-    if isinstance(config, VitsConfig):
-        flow = ("VITS's coupling count", FLOW_COUPLINGS, "flow.flows.")
+    if isinstance(config, VitsConfig) or not config.model.use_transformer_flow:
+        # WaveNet-coupling flows have 4 couplings; Bert-VITS2's n_flow_layer is then each coupling's WN depth
+        flow = ("the coupling count", FLOW_COUPLINGS, "flow.flows.")
     else:
         flow = ("model.n_flow_layer", config.model.n_flow_layer, "flow.flows.")
     checks = [
