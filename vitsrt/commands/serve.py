@@ -49,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-audio-seconds", type=float, default=300.0,
                         help="longest audio one request may produce; longer requests get RESOURCE_EXHAUSTED")
     parser.add_argument("--max-sentence-seconds", type=float, default=60.0,
-                        help="longest audio one sentence may produce (the flow runs on a whole sentence); "
-                        "longer ones get RESOURCE_EXHAUSTED")
+                        help="longest audio one sentence may produce (its prior sample, and a transformer flow, "
+                        "cover the whole sentence); longer ones get RESOURCE_EXHAUSTED")
     parser.add_argument("--max-phonemes", type=int, default=768,
                         help="most ids per sentence (phoneme input is one sentence; longer text sentences are "
                         "split); more get INVALID_ARGUMENT")
