@@ -197,6 +197,11 @@ def single_row(threads: int, key: str, text: str, runs: Mapping[str, Sequence[Ti
         "oneshot_over_piper": oneshot["latency_s"] / piper["latency_s"],
         "first_audio_over_piper_oneshot": stream["first_audio_s"] / piper["latency_s"],
         "first_audio_over_piper_first": stream["first_audio_s"] / piper["first_audio_s"],
+        # the same ratios per repeat (the three ran back to back, so they shared the machine's load), median
+        "paired_oneshot_over_piper": statistics.median(
+            o.latency_s / p.latency_s for o, p in zip(runs["vitsrt_oneshot"], runs["piper"], strict=True)),
+        "paired_first_audio_over_piper_oneshot": statistics.median(
+            s.first_audio_s / p.latency_s for s, p in zip(runs["vitsrt_stream"], runs["piper"], strict=True)),
     }
 
 
@@ -493,13 +498,15 @@ def markdown(result: Mapping[str, Any]) -> str:
         rows = [[str(r["threads"]), r["text"], f"{r['words']}/{r['sentences']}",
                  f"{r['piper']['audio_s']:.2f} / {r['vitsrt_oneshot']['audio_s']:.2f}",
                  _ms(r["piper"]["latency_s"]), _ms(r["piper"]["first_audio_s"]), _ms(r["vitsrt_oneshot"]["latency_s"]),
-                 _num(r["oneshot_over_piper"]), _ms(r["vitsrt_stream"]["first_audio_s"]),
-                 _num(r["first_audio_over_piper_oneshot"]), _num(r["first_audio_over_piper_first"]),
+                 f"{_num(r['oneshot_over_piper'])} ({_num(r['paired_oneshot_over_piper'])})",
+                 _ms(r["vitsrt_stream"]["first_audio_s"]),
+                 f"{_num(r['first_audio_over_piper_oneshot'])} ({_num(r['paired_first_audio_over_piper_oneshot'])})",
+                 _num(r["first_audio_over_piper_first"]),
                  _num(r["piper"]["rtf"], 3), _num(r["vitsrt_oneshot"]["rtf"], 3)] for r in result["single"]]
         parts.append(markdown_table(
             ["threads", "text", "words/sentences", "audio s piper / vitsrt", "piper one-shot ms",
-             "piper first audio ms", "vitsrt one-shot ms", "one-shot vs piper", "vitsrt first audio ms",
-             "first audio / piper one-shot", "first audio / piper first", "RTF piper", "RTF vitsrt"], rows))
+             "piper first audio ms", "vitsrt one-shot ms", "one-shot vs piper (paired)", "vitsrt first audio ms",
+             "first audio / piper one-shot (paired)", "first audio / piper first", "RTF piper", "RTF vitsrt"], rows))
     if result.get("concurrent"):
         rows = []
         for c in result["concurrent"]:

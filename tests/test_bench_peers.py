@@ -79,6 +79,7 @@ def test_single_part_rows_and_equal_audio(voice) -> None:
         assert row["vitsrt_stream"]["audio_s"] == pytest.approx(row["piper"]["audio_s"], abs=1e-9)
         ratio = row["vitsrt_oneshot"]["latency_s"] / row["piper"]["latency_s"]
         assert row["oneshot_over_piper"] == pytest.approx(ratio)
+        assert row["paired_oneshot_over_piper"] == pytest.approx(ratio)  # one repeat: the pair is the medians
     assert rows[1]["vitsrt_stream"]["chunks"] > 1  # three sentences cannot come as one chunk
 
 
