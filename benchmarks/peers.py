@@ -105,15 +105,18 @@ def imported_voice(onnx_path: Path, config_path: Path, cache_dir: Path | None = 
     return voice_dir
 
 
-def open_piper(onnx_path: Path, config_path: Path, threads: int) -> Any:
+def open_piper(onnx_path: Path, config_path: Path, threads: int, spinning: bool = True) -> Any:
     """piper-tts's PiperVoice as `PiperVoice.load` makes it (CPU, onnxruntime's default session options), with
-    `threads` intra-op threads (load has no parameter for it; its session takes onnxruntime's default)."""
+    `threads` intra-op threads (load has no parameter for it; its session takes onnxruntime's default) and, with
+    `spinning` False, idle intra-op threads that sleep instead of spin-waiting (onnxruntime's default: spin)."""
     import onnxruntime as ort
     from piper.config import PiperConfig
     from piper.voice import PiperVoice
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
     return PiperVoice(session=session, config=PiperConfig.from_dict(json.loads(config_path.read_text())))
 
@@ -206,11 +209,12 @@ def single_row(threads: int, key: str, text: str, runs: Mapping[str, Sequence[Ti
 
 
 def measure_single(onnx_path: Path, config_path: Path, voice_dir: Path, threads: Sequence[int],
-                   texts: Mapping[str, str], repeats: int, sampling: Mapping[str, float]) -> list[dict[str, Any]]:
+                   texts: Mapping[str, str], repeats: int, sampling: Mapping[str, float],
+                   piper_spinning: bool = True) -> list[dict[str, Any]]:
     """Per thread count and text: medians of piper, vitsrt one-shot and vitsrt streaming, interleaved."""
     syn = piper_syn_config(sampling)
-    sides: dict[int, tuple[Any, Any]] = {n: (open_piper(onnx_path, config_path, n), open_engine(voice_dir, 1, n))
-                                         for n in threads}
+    sides = {n: (open_piper(onnx_path, config_path, n, piper_spinning), open_engine(voice_dir, 1, n))
+             for n in threads}
     try:
         calls: dict[str, Callable[[int, str, int], Timed]] = {
             "piper": lambda n, text, _seed: time_piper(sides[n][0], text, syn),
@@ -245,16 +249,16 @@ class PiperTarget:
     kind = "piper"
 
     def __init__(self, onnx_path: Path, config_path: Path, threads: int, workers: int,
-                 sampling: Mapping[str, float] | None = None):
+                 sampling: Mapping[str, float] | None = None, spinning: bool = True):
         self.onnx_path, self.config_path = onnx_path, config_path
-        self.threads, self.workers = threads, workers
+        self.threads, self.workers, self.spinning = threads, workers, spinning
         self.sampling = dict(sampling or {})
         self.voice: Any = None
         self._syn: Any = None
         self._pool: ThreadPoolExecutor | None = None
 
     async def open(self) -> None:
-        self.voice = await asyncio.to_thread(open_piper, self.onnx_path, self.config_path, self.threads)
+        self.voice = await asyncio.to_thread(open_piper, self.onnx_path, self.config_path, self.threads, self.spinning)
         self._syn = piper_syn_config(self.sampling)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="piper")
 
@@ -285,7 +289,7 @@ class PiperTarget:
     def info(self) -> TargetInfo:
         return TargetInfo(kind=self.kind, label=f"piper {self.threads}x{self.workers}", backend="onnxruntime",
                           voice=str(self.onnx_path), stream=True, threads=self.threads,
-                          options={"workers": self.workers, **self.sampling},
+                          options={"workers": self.workers, "spinning": self.spinning, **self.sampling},
                           notes=["piper-tts PiperVoice.synthesize: one chunk per sentence"])
 
     def versions(self) -> dict[str, str]:
@@ -309,10 +313,11 @@ def parse_pairs(text: str) -> list[tuple[int, int]]:
 
 def make_concurrent_targets(onnx_path: Path, config_path: Path, voice_dir: Path,
                             piper_configs: Sequence[tuple[int, int]], lane_configs: Sequence[tuple[int, int]],
-                            sampling: Mapping[str, float]) -> dict[str, Any]:
+                            sampling: Mapping[str, float], piper_spinning: bool = True) -> dict[str, Any]:
     targets: dict[str, Any] = {}
     for threads, workers in piper_configs:
-        targets[f"piper {threads}x{workers}"] = PiperTarget(onnx_path, config_path, threads, workers, sampling)
+        targets[f"piper {threads}x{workers}"] = PiperTarget(onnx_path, config_path, threads, workers, sampling,
+                                                            piper_spinning)
     for lanes, threads in lane_configs:
         name = f"vitsrt {lanes}x{threads}"
         targets[name] = _SampledEngineTarget(TargetOptions(voice=str(voice_dir), stream=True, threads=threads,
@@ -359,9 +364,11 @@ async def _interleaved(targets: Mapping[str, Any], texts: Sequence[str], clients
 
 def measure_concurrent(onnx_path: Path, config_path: Path, voice_dir: Path, piper_configs: Sequence[tuple[int, int]],
                        lane_configs: Sequence[tuple[int, int]], texts: Sequence[str], clients: int, per_client: int,
-                       rounds: int, sampling: Mapping[str, float], seed: int = 0) -> list[dict[str, Any]]:
+                       rounds: int, sampling: Mapping[str, float], seed: int = 0,
+                       piper_spinning: bool = True) -> list[dict[str, Any]]:
     """Per configuration: the summarised level (vitsrt.bench LevelResult as a dict) over all rounds."""
-    targets = make_concurrent_targets(onnx_path, config_path, voice_dir, piper_configs, lane_configs, sampling)
+    targets = make_concurrent_targets(onnx_path, config_path, voice_dir, piper_configs, lane_configs, sampling,
+                                      piper_spinning)
     levels = asyncio.run(_interleaved(targets, texts, clients, per_client, rounds, seed))
     out = []
     for name, target in targets.items():
@@ -564,6 +571,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--piper-configs", default="2x4,1x2,2x1",
                         help="concurrent: piper THREADSxWORKERS (default 2x4,1x2,2x1)")
     parser.add_argument("--lane-configs", default="1x2,2x1", help="concurrent: vitsrt LANESxTHREADS (default 1x2,2x1)")
+    parser.add_argument("--piper-spinning", choices=("on", "off"), default="on",
+                        help="piper's idle intra-op threads spin-wait (on: onnxruntime's default, what piper-tts "
+                        "gets; vitsrt's engine defaults to off)")
     parser.add_argument("--sentences", type=int, default=20, help="wer: held-out sentences (default 20)")
     parser.add_argument("--takes", type=int, default=2, help="wer: renderings of each sentence per side (default 2)")
     parser.add_argument("--asr-model", default="tiny.en")
@@ -588,16 +598,18 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "cpu_cores": os.cpu_count(), "load_avg_start": load_average(), "git": git_revision(),
         "versions": package_versions("piper-tts", "onnxruntime", "numpy"),
         "voice": {"piper": str(onnx_path), "vitsrt": str(voice_dir)}, "sampling": sampling or "the voice's defaults",
-        "texts": texts, "goals": [],
+        "piper_spinning": args.piper_spinning, "texts": texts, "goals": [],
     }
     if args.part in ("single", "all"):
         threads = [int(n) for n in args.threads.split(",") if n]
-        result["single"] = measure_single(onnx_path, config_path, voice_dir, threads, texts, args.repeats, sampling)
+        result["single"] = measure_single(onnx_path, config_path, voice_dir, threads, texts, args.repeats, sampling,
+                                          args.piper_spinning == "on")
         result["goals"] += single_goals(result["single"])
     if args.part in ("concurrent", "all"):
         result["concurrent"] = measure_concurrent(
             onnx_path, config_path, voice_dir, parse_pairs(args.piper_configs), parse_pairs(args.lane_configs),
-            list(texts.values()), args.clients, args.per_client, args.rounds, sampling)
+            list(texts.values()), args.clients, args.per_client, args.rounds, sampling,
+            piper_spinning=args.piper_spinning == "on")
         result["goals"] += concurrent_goals(result["concurrent"])
     if args.part in ("wer", "all"):
         from vitsrt.benchmarks.evaluation import open_asr

@@ -126,6 +126,7 @@ def test_command_writes_the_record(voice, tmp_path: Path) -> None:
     out = tmp_path / "peers.json"
     code = peers.main(["--part", "single", "--piper-voice", str(onnx_path), "--voice-dir", str(voice_dir),
                        "--texts", "5w", "--threads", "1", "--repeats", "1", "--noise-scale", "0", "--noise-w", "0",
+                       "--piper-spinning", "off",
                        "--json", str(out), "--markdown", str(tmp_path / "peers.md")])
     assert code == 0
     record = json.loads(out.read_text())
@@ -133,6 +134,7 @@ def test_command_writes_the_record(voice, tmp_path: Path) -> None:
                 "texts", "single", "goals"):
         assert key in record, key
     assert record["sampling"] == DETERMINISTIC and "piper-tts" in record["versions"]
+    assert record["piper_spinning"] == "off"
     assert "| 1 | 5w | 5/1 |" in (tmp_path / "peers.md").read_text()
     assert peers.main(["--part", "single", "--piper-voice", str(onnx_path), "--voice-dir", str(voice_dir),
                        "--texts", "nope"]) == 2
@@ -156,6 +158,16 @@ def test_wer_part_scores_both_sides(voice) -> None:
     assert result["piper"]["clips"] == result["vitsrt"]["clips"] == 4
     assert result["piper"]["wer"] == pytest.approx(expected) and result["vitsrt"]["wer"] == pytest.approx(expected)
     assert result["wer_difference"] == pytest.approx(0.0)
+
+
+def test_piper_session_settings(voice) -> None:
+    onnx_path, config_path, _voice_dir = voice
+    default = peers.open_piper(onnx_path, config_path, 2).session.get_session_options()
+    assert default.intra_op_num_threads == 2
+    with pytest.raises(RuntimeError):  # piper's own session: onnxruntime's default (spinning), no entry set
+        default.get_session_config_entry("session.intra_op.allow_spinning")
+    quiet = peers.open_piper(onnx_path, config_path, 1, spinning=False).session.get_session_options()
+    assert quiet.intra_op_num_threads == 1 and quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_pairs_are_checked() -> None:
