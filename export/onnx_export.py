@@ -358,10 +358,12 @@ def trace_inputs(model: Generator, stage: StageName, seed: int = 0) -> tuple[tor
     if isinstance(model, SynthesizerTrn):
         values["tone_ids"] = torch.randint(0, model.symbols.num_tones, (batch, t_max), generator=gen)
         values["language_ids"] = torch.randint(0, model.symbols.num_languages, (batch, t_max), generator=gen)
-    shapes = {"T": t_max, "F": f_max, "B": batch}
+    # A per-frame speaker input (axis "G": the flow and decoder) is traced with a different vector on every frame,
+    # so the graph is made for F vectors; one vector ([B, gin, 1]) broadcasts through the same graph.
+    shapes = {"T": t_max, "F": f_max, "B": batch, "G": f_max}
     out = []
     for spec in io.inputs:
-        if spec.name in values:
+        if spec.name in values and spec.shape[-1] != "G":
             out.append(values[spec.name])
         else:
             shape = [shapes[d] if isinstance(d, str) else d for d in spec.shape]

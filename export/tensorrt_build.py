@@ -162,7 +162,7 @@ def _resolve(spec_shape: Sequence[int | str], axes: dict[str, tuple[int, int, in
             lo, opt, hi = axes[dim]
             lows.append(lo), opts.append(opt), highs.append(hi)
         else:
-            raise TensorRTBuildError(f"input dimension {dim!r} has no profile rule (expected B, T or F)")
+            raise TensorRTBuildError(f"input dimension {dim!r} has no profile rule (expected B, T, F or G)")
     return ShapeRange(tuple(lows), tuple(opts), tuple(highs))
 
 
@@ -176,11 +176,12 @@ def stage_profiles(
     """The optimization profiles of one stage, tightest first (`policy`: the engine's default windows)."""
     policy = policy or WindowPolicy()
     graph = manifest.graphs.get(stage)  # type: ignore[arg-type]
-    axes = {"B": limits.batch, "T": limits.tokens, "F": limits.frames}
+    # "G": a speaker vector's frames (flow, decoder), F for a speaker curve or 1 (optimised for 1: most requests)
+    axes = {"B": limits.batch, "T": limits.tokens, "F": limits.frames, "G": (1, 1, limits.frames[2])}
     if stage != "decoder":
         return [_profile("serving", graph, axes)]
     window = window_frames_range(manifest.decoder_context_frames, policy)
-    profiles = [_profile("windows", graph, {**axes, "F": window})]
+    profiles = [_profile("windows", graph, {**axes, "F": window, "G": (1, 1, window[2])})]
     if limits.max_frames > window[2]:
         profiles.append(_profile("one-shot", graph, axes))
     return profiles

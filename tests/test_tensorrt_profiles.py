@@ -105,7 +105,8 @@ def test_onnxruntime_tensorrt_provider_profiles(fixture_voice):
     options = ort_tensorrt_options(manifest, "decoder", ProfileLimits(max_batch=4, max_frames=1000), precision="fp16")
     assert options["trt_profile_min_shapes"] == "z:1x32x1,y_mask:1x1x1,g:1x32x1"
     assert options["trt_profile_opt_shapes"] == "z:2x32x90,y_mask:2x1x90,g:2x32x1"
-    assert options["trt_profile_max_shapes"] == "z:4x32x1000,y_mask:4x1x1000,g:4x32x1"
+    # g's frames ("G"): 1 (one vector, the opt) up to every frame (a speaker curve's per-frame vectors)
+    assert options["trt_profile_max_shapes"] == "z:4x32x1000,y_mask:4x1x1000,g:4x32x1000"
     assert options["trt_fp16_enable"] is True and options["trt_layer_norm_fp32_fallback"] is True
 
 

@@ -78,7 +78,7 @@ def test_every_config_parses_against_the_model_config_schema(voice_with_plans, t
     decoder = _parse(repo / "vitsrt_decoder" / "config.pbtxt")
     z, y_mask, g = decoder.input
     assert list(z.dims) == [manifest.latent_channels, -1] and z.data_type == model_config_pb2.TYPE_FP32
-    assert list(y_mask.dims) == [1, -1] and list(g.dims) == [g.dims[0], 1]
+    assert list(y_mask.dims) == [1, -1] and list(g.dims) == [g.dims[0], -1]  # g: one vector, or one per frame
     assert list(decoder.output[0].dims) == [1, -1]
     encoder = _parse(repo / "vitsrt_encoder" / "config.pbtxt")
     sid = next(i for i in encoder.input if i.name == "sid")

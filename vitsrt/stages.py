@@ -7,7 +7,8 @@ its tolerances, and voice.json's graph specs are written from it. Nothing else s
 
 Axes are written symbolically and resolved per voice by :meth:`Tensor.shape`:
 
-* upper-case symbols stay symbolic: they vary per call (``"B"``, ``"T"``, ``"F"``: batch, tokens, frames);
+* upper-case symbols stay symbolic: they vary per call (``"B"``, ``"T"``, ``"F"``: batch, tokens, frames;
+  ``"G"``: the frames of a speaker vector, either ``F`` (one vector per frame) or 1 (one for every frame));
 * a lower-case size name (``"hidden"``, ``"latent"``, ``"gin"``, ``"bert_dim"``, ``"hop"``) becomes the
   voice's int (a name the voice does not give is an error, so a typo cannot pass as a dynamic axis);
 * ``"F*hop"`` becomes ``"F*512"``: a symbolic product the graph computes.
@@ -141,6 +142,12 @@ def _t(name: str, dtype: TensorDType, *axes: int | str, when: str | None = None)
 # Bert-VITS2 2.x. Input order is the graph's argument order (export's stage wrappers follow it).
 BERT_FEATURES = ("bert", "ja_bert", "en_bert")  # per-token BERT features, [B, bert_dim, T] each
 _G = _t("g", "float32", "B", "gin", 1)
+# The flow and decoder take the speaker vector per frame ([B, gin, F]: a speaker blend that changes over the
+# utterance) or once ([B, gin, 1], broadcast over the frames): their speaker conditioning is pointwise in time
+# (1x1 convolutions, a per-frame linear map in the transformer flow), so a window cropped with its context sees
+# exactly what the whole sentence does. Text-level stages (encoder, duration) take one vector per item. Bundles
+# exported before speaker curves have 1 here (they take static vectors only).
+_G_FRAMES = _t("g", "float32", "B", "gin", "G")
 _ENC = _t("enc", "float32", "B", "hidden", "T")
 _X_MASK = _t("x_mask", "float32", "B", 1, "T")
 _Y_MASK = _t("y_mask", "float32", "B", 1, "F")
@@ -183,12 +190,12 @@ BERT_VITS2 = Family(
         Stage("duration_dp_only", inputs=(_ENC, _X_MASK, _G), outputs=_LOGW, optional=True),
         Stage(
             "flow",
-            inputs=(_t("z_p", "float32", "B", "latent", "F"), _Y_MASK, _G),
+            inputs=(_t("z_p", "float32", "B", "latent", "F"), _Y_MASK, _G_FRAMES),
             outputs=(_t("z", "float32", "B", "latent", "F"),),
         ),
         Stage(
             "decoder",
-            inputs=(_t("z", "float32", "B", "latent", "F"), _Y_MASK, _G),
+            inputs=(_t("z", "float32", "B", "latent", "F"), _Y_MASK, _G_FRAMES),
             outputs=(_t("audio", "float32", "B", 1, "F*hop"),),
         ),
     ),
@@ -202,6 +209,7 @@ BERT_VITS2 = Family(
 MULTI_SPEAKER = "multi_speaker"
 SDP = "sdp"
 _G_MULTI = _t("g", "float32", "B", "gin", 1, when=MULTI_SPEAKER)
+_G_FRAMES_MULTI = _t("g", "float32", "B", "gin", "G", when=MULTI_SPEAKER)  # per frame or broadcast, as _G_FRAMES
 
 VITS = Family(
     name="vits",
@@ -228,12 +236,12 @@ VITS = Family(
         ),
         Stage(
             "flow",
-            inputs=(_t("z_p", "float32", "B", "latent", "F"), _Y_MASK, _G_MULTI),
+            inputs=(_t("z_p", "float32", "B", "latent", "F"), _Y_MASK, _G_FRAMES_MULTI),
             outputs=(_t("z", "float32", "B", "latent", "F"),),
         ),
         Stage(
             "decoder",
-            inputs=(_t("z", "float32", "B", "latent", "F"), _Y_MASK, _G_MULTI),
+            inputs=(_t("z", "float32", "B", "latent", "F"), _Y_MASK, _G_FRAMES_MULTI),
             outputs=(_t("audio", "float32", "B", 1, "F*hop"),),
         ),
     ),

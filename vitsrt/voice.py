@@ -579,6 +579,13 @@ class VoiceManifest(_Strict):
                              f"in {MANIFEST_NAME} needs {needed}")
 
     @property
+    def speaker_curves(self) -> bool:
+        """Whether the flow and decoder take a speaker vector per frame (their g's last axis is symbolic: a speaker
+        blend that changes over the utterance); bundles exported before speaker curves take one vector per item."""
+        specs = [graph.input("g") if graph is not None else None for graph in (self.graphs.flow, self.graphs.decoder)]
+        return all(spec is not None and isinstance(spec.shape[-1], str) for spec in specs)
+
+    @property
     def sdp_skippable(self) -> bool:
         """Whether a batch whose requests all have sdp_ratio 0 can skip the stochastic predictor."""
         return self.graphs.duration_dp_only is not None

@@ -31,7 +31,7 @@ from vitsrt.serve.backends.base import StageBackend
 from vitsrt.serve.engine.bert_stage import shared_stage
 from vitsrt.serve.engine.clap_stage import EMOTION_INPUT, EmotionJob, emotion_stage
 from vitsrt.serve.engine.scheduler import Batch, Step
-from vitsrt.serve.engine.types import SynthesisRequest, VoiceInfo
+from vitsrt.serve.engine.types import SpeakerMix, SynthesisRequest, VoiceInfo
 from vitsrt.serve.engine.windows import DEFAULT_POLICY, DecodeWindow, WindowPolicy, plan_windows
 from vitsrt.text import DEFAULT_MAX_IDS, make_frontend, prepare_text, split_sentences
 from vitsrt.text.sequence import PhonemeSequence
@@ -63,11 +63,15 @@ class Segment:
     # a feature the voice's encoder takes and a segment lacks is fed as zeros.
     features: dict[str, np.ndarray] = field(default_factory=dict)
     emotion: EmotionJob | None = None  # Bert-VITS2 2.2: the request's CLAP embedding (one job, shared by its segments)
+    # A speaker blend (SpeakerMix, shared by the request's segments) and this sentence's part [start, end] of the
+    # utterance, which its speaker curve is read over (sentences take parts in proportion to their ids).
+    blend: SpeakerMix | None = None
+    span: tuple[float, float] = (0.0, 1.0)
     timings: dict[str, float] = field(default_factory=dict)
     # after prefill
     m_p: np.ndarray | None = None  # [C, T]
     logs_p: np.ndarray | None = None
-    g: np.ndarray | None = None  # [G, 1]
+    g: np.ndarray | None = None  # [G, 1], or [G, F] for a speaker curve (one vector per frame)
     durations: np.ndarray | None = None  # [T] int64
     frames: int = 0
     # after flow
@@ -138,6 +142,8 @@ class VoicePipeline:
         self.bert_dim = self.manifest.front_end.bert_dim
         self.channels = self.manifest.latent_channels
         self.default_speaker = min(self.manifest.speakers, key=self.manifest.speakers.__getitem__)
+        # Speaker vectors by id for blends, read off the encoder's g output on first use (shared by the lanes).
+        self._speaker_rows: dict[int, np.ndarray] = {}
 
     @property
     def name(self) -> str:
@@ -174,6 +180,7 @@ class VoicePipeline:
         emotion = self._admit_emotion(request)
         for segment in segments:
             segment.emotion = emotion
+        self._admit_blend(request, segments)
         for segment, following in itertools.pairwise(segments):
             segment.following = following
         return segments
@@ -306,6 +313,7 @@ class VoicePipeline:
                                                size=tokens)[0].astype(np.float32)
         values.update(self._emotion_inputs(segments))
         enc_out = self._run("encoder", values)
+        self._blend_text_stage(segments, values, enc_out)
         encoded = time.perf_counter()
 
         ratios = np.array([s.scales.sdp_ratio for s in segments], dtype=np.float32)
@@ -325,8 +333,86 @@ class VoicePipeline:
             segment.g = enc_out["g"][row] if "g" in enc_out else None  # no speaker vector: single-speaker VITS
             segment.durations = durations[row, :n]
             segment.frames = int(max(segment.durations.sum(), 1))
+            if segment.blend is not None:
+                segment.g = self._frame_vectors(segment)
             segment.add_time("encoder", encoded - started)
             segment.add_time("duration", finished - encoded)
+
+    # ----- speaker blends ---------------------------------------------------------------------------------
+
+    def _admit_blend(self, request: SynthesisRequest, segments: Sequence[Segment]) -> None:
+        """Resolve the request's speaker blend (InputError / NotFoundError for one this voice cannot speak) and give
+        each segment its part of the utterance, in proportion to its ids."""
+        points = request.blend_points()
+        if not points:
+            return
+        where = "speaker_curve" if request.speaker_curve else "speakers"
+        if self.manifest.graphs.encoder.output("g") is None or len(self.manifest.speakers) < 2:
+            raise InputError(where, f"voice {self.name!r} has one speaker: it cannot blend speakers")
+        if request.speaker_curve and not self.manifest.speaker_curves:
+            raise InputError(where, f"voice {self.name!r} was exported before speaker curves (its flow and decoder "
+                             "take one speaker vector per sentence): re-export it, or give a static blend (speakers)")
+        mix = SpeakerMix.resolve(points, self.manifest.speakers, self.name)
+        ends = np.cumsum([s.tokens for s in segments]) / sum(s.tokens for s in segments)
+        for segment, start, end in zip(segments, [0.0, *ends[:-1]], ends, strict=True):
+            segment.blend, segment.span, segment.sid = mix, (float(start), float(end)), int(mix.sids[0])
+
+    def _speaker_table(self, sids: np.ndarray) -> np.ndarray:
+        """[S, G] float64 speaker vectors of `sids`: the encoder's own g output for each id (exactly what the sid
+        path feeds the later stages), from one-token encoder calls the first time an id is blended."""
+        missing = [int(sid) for sid in sids if int(sid) not in self._speaker_rows]
+        for start in range(0, len(missing), 8):
+            chunk = np.array(missing[start : start + 8], dtype=np.int64)
+            values = {}
+            for spec in self.manifest.graphs.encoder.inputs:  # one token of zeros (ids 0, zero features)
+                shape = [len(chunk) if dim == "B" else 1 if isinstance(dim, str) else dim for dim in spec.shape]
+                values[spec.name] = np.zeros(shape, dtype=spec.dtype)
+            values.update(sid=chunk, lengths=np.ones(len(chunk), dtype=np.int64))
+            for sid, vector in zip(chunk, self._run("encoder", values)["g"][:, :, 0], strict=True):
+                self._speaker_rows[int(sid)] = vector.astype(np.float64)
+        return np.stack([self._speaker_rows[int(sid)] for sid in sids])
+
+    def _blend_text_stage(self, segments: Sequence[Segment], values: dict[str, np.ndarray],
+                          enc_out: dict[str, np.ndarray]) -> None:
+        """Blended items at the text level, with the blend's mean weights over the sentence's part of the utterance:
+        g (for the duration stage) is the weighted sum of the speakers' vectors. A Bert-VITS2 text encoder
+        conditions on the speaker id inside its graph, so there an item blending several speakers gets the same
+        weighted sum of the encoder's outputs for each of them (one more encoder call for all such items); a VITS
+        text encoder does not depend on the speaker."""
+        rows = [row for row, segment in enumerate(segments) if segment.blend is not None]
+        if not rows:
+            return
+        means = {row: segments[row].blend.mean(*segments[row].span) for row in rows}
+        g = enc_out["g"].copy()
+        for row in rows:
+            g[row] = self._mix_vectors(segments[row].blend, means[row][None])
+        enc_out["g"] = g
+        mixed = [row for row in rows if len(segments[row].blend.sids) > 1]
+        if self.manifest.model.family == "vits" or not mixed:
+            return
+        picks = np.array([row for row in mixed for _ in segments[row].blend.sids])
+        each = self._run("encoder", {**{name: value[picks] for name, value in values.items()},
+                                     "sid": np.concatenate([segments[row].blend.sids for row in mixed])})
+        for name in ("enc", "m_p", "logs_p"):
+            enc_out[name] = enc_out[name].copy()
+            start = 0
+            for row in mixed:
+                count = len(segments[row].blend.sids)
+                mixed_out = np.tensordot(means[row], each[name][start : start + count].astype(np.float64), axes=1)
+                enc_out[name][row] = mixed_out.astype(np.float32)
+                start += count
+
+    def _frame_vectors(self, segment: Segment) -> np.ndarray:
+        """A blended sentence's g for the flow and decoder: [G, F] per frame, or [G, 1] where the blend is the same
+        on every frame of the sentence (a static blend, or a curve that is flat there)."""
+        mix = segment.blend
+        weights = mix.frames(*segment.span, segment.frames)
+        return self._mix_vectors(mix, weights[:1] if (weights == weights[:1]).all() else weights)
+
+    def _mix_vectors(self, mix: SpeakerMix, weights: np.ndarray) -> np.ndarray:
+        """[G, N] float32: the weighted sums of the blend's speaker vectors for `weights` [N, S] (float64 sums, so a
+        weight of 1 gives that speaker's vector exactly)."""
+        return (weights @ self._speaker_table(mix.sids)).T.astype(np.float32)
 
     def _admit_emotion(self, request: SynthesisRequest) -> EmotionJob | None:
         """The request's emotion job (Bert-VITS2 2.2 voices; InputError for a bad prompt); other voices refuse one."""
@@ -374,7 +460,8 @@ class VoicePipeline:
         if self.flow_context is None:
             z_p, frames = regulator.pad_batch(z_ps, axis=-1)
             y_mask = regulator.length_mask(frames, z_p.shape[-1])
-            z = self._run("flow", {"z_p": z_p, "y_mask": y_mask, **_speaker_vectors(segments)})["z"]
+            speakers = _speaker_vectors(segments, [(0, s.frames) for s in segments], z_p.shape[-1])
+            z = self._run("flow", {"z_p": z_p, "y_mask": y_mask, **speakers})["z"]
         finished = time.perf_counter()
         for row, segment in enumerate(segments):
             if self.flow_context is None:
@@ -400,7 +487,8 @@ class VoicePipeline:
         flowed = time.perf_counter()
         z, frames = regulator.pad_batch(pieces, axis=-1)
         y_mask = regulator.length_mask(frames, z.shape[-1])
-        speakers = _speaker_vectors([job.segment for job in jobs])
+        speakers = _speaker_vectors([job.segment for job in jobs],
+                                    [(job.window.ctx_start, job.window.ctx_end) for job in jobs], z.shape[-1])
         audio = self._run("decoder", {"z": z, "y_mask": y_mask, **speakers})["audio"]
         finished = time.perf_counter()
         out = []
@@ -426,18 +514,28 @@ class VoicePipeline:
             [jobs[row].segment.z_p[:, jobs[row].window.flow_start : jobs[row].window.flow_end] for row in windowed],
             axis=-1)
         y_mask = regulator.length_mask(frames, z_p.shape[-1])
-        speakers = _speaker_vectors([jobs[row].segment for row in windowed])
+        speakers = _speaker_vectors([jobs[row].segment for row in windowed],
+                                    [(jobs[row].window.flow_start, jobs[row].window.flow_end) for row in windowed],
+                                    z_p.shape[-1])
         z = self._run("flow", {"z_p": z_p, "y_mask": y_mask, **speakers})["z"]
         for flow_row, row in enumerate(windowed):
             pieces[row] = z[flow_row, :, jobs[row].window.flow_crop()]
         return pieces  # type: ignore[return-value]
 
 
-def _speaker_vectors(segments: Sequence[Segment]) -> dict[str, np.ndarray]:
-    """``{"g": [B, G, 1]}`` from the encoder's speaker vectors; empty for a voice whose encoder has none."""
+def _speaker_vectors(segments: Sequence[Segment], frames: Sequence[tuple[int, int]],
+                     width: int) -> dict[str, np.ndarray]:
+    """``{"g": [B, G, 1]}`` from the items' speaker vectors; empty for a voice whose encoder has none. When an item
+    has one vector per frame (a speaker curve): ``[B, G, width]``, each row its frames [start, end) (one vector
+    repeated over them for the other items), zeros in the padding (every graph masks it)."""
     if any(s.g is None for s in segments):
         return {}
-    return {"g": np.stack([s.g for s in segments])}
+    if all(s.g.shape[-1] == 1 for s in segments):
+        return {"g": np.stack([s.g for s in segments])}
+    g = np.zeros((len(segments), segments[0].g.shape[0], width), dtype=np.float32)
+    for row, (segment, (start, end)) in enumerate(zip(segments, frames, strict=True)):
+        g[row, :, : end - start] = segment.g if segment.g.shape[-1] == 1 else segment.g[:, start:end]
+    return {"g": g}
 
 
 def _at_rate(scales: Sampling, rate: float) -> Sampling:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vitsrt.errors import InputError
+from vitsrt.errors import InputError, NotFoundError, clip, name_list
 from vitsrt.sampling import SamplingOverrides
 
 
@@ -44,6 +46,81 @@ class EmotionPrompt(BaseModel):
         return self
 
 
+MAX_BLEND_SPEAKERS = 256  # weights in one blend (a name may repeat: its weights add up)
+MAX_CURVE_POINTS = 256
+MAX_WEIGHT = 1e6  # weights are relative (70 and 30 is 0.7 and 0.3); bounded so that sums stay finite
+
+
+class SpeakerWeight(BaseModel):
+    """One speaker's share of a speaker blend: a speaker of the voice and a weight >= 0. A blend's weights are
+    normalised to sum 1; a speaker named twice gets the sum of its weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    speaker: str = Field(min_length=1, max_length=256)
+    weight: float
+
+
+class BlendPoint(BaseModel):
+    """A speaker blend at one position of the utterance (0: its first frame, 1: its last); speakers a point does
+    not name weigh 0 there."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    position: float
+    speakers: list[SpeakerWeight] = Field(min_length=1, max_length=MAX_BLEND_SPEAKERS)
+
+
+def _check_weights(where: str, weights: Sequence[SpeakerWeight]) -> None:
+    for item in weights:
+        if not 0 <= item.weight <= MAX_WEIGHT:  # NaN fails too
+            raise InputError(where, f"speaker {clip(item.speaker)} has weight {item.weight!r} (weights are 0..1e6)")
+    if not any(item.weight > 0 for item in weights):
+        raise InputError(where, "every weight is zero; give at least one speaker a weight above 0")
+
+
+def _check_curve(points: Sequence[BlendPoint]) -> None:
+    last = -math.inf
+    for point in points:
+        if not (math.isfinite(point.position) and 0.0 <= point.position <= 1.0):
+            raise InputError("speaker_curve", f"position {point.position!r} is outside 0..1")
+        if point.position <= last:
+            raise InputError("speaker_curve", f"positions must increase; {point.position!r} follows {last!r}")
+        last = point.position
+        _check_weights("speaker_curve", point.speakers)
+
+
+def parse_speaker_weights(text: str, where: str = "speakers") -> list[SpeakerWeight]:
+    """``"slt:0.7,rms:0.3"`` -> its weights (checked when a request is made of them); InputError naming `where`
+    for a part that is not NAME:WEIGHT. Names with ',' or a final ':' cannot be written this way."""
+    weights = []
+    for part in text.split(","):
+        name, colon, value = part.strip().rpartition(":")
+        if not colon or not name:
+            raise InputError(where, f"{clip(part.strip())} is not NAME:WEIGHT (e.g. 'slt:0.7,rms:0.3')")
+        try:
+            weights.append(SpeakerWeight(speaker=name, weight=float(value)))
+        except ValueError:
+            raise InputError(where, f"weight {clip(value)} of speaker {clip(name)} is not a number") from None
+    return weights
+
+
+def parse_speaker_curve(text: str) -> list[BlendPoint]:
+    """``"0=slt:1;0.5=slt:0.5,rms:0.5;1=rms:1"`` (POSITION=NAME:WEIGHT,... per point, points separated by ';') ->
+    its points; InputError ("speaker_curve") for a malformed point."""
+    points = []
+    for part in text.split(";"):
+        position, equals, blend = part.strip().partition("=")
+        if not equals:
+            raise InputError("speaker_curve", f"{clip(part.strip())} is not POSITION=NAME:WEIGHT,...")
+        try:
+            at = float(position)
+        except ValueError:
+            raise InputError("speaker_curve", f"position {clip(position)} is not a number") from None
+        points.append(BlendPoint(position=at, speakers=parse_speaker_weights(blend, "speaker_curve")))
+    return points
+
+
 class SynthesisRequest(SamplingOverrides):  # type: ignore[misc, valid-type]
     """One utterance to synthesise. Empty voice/speaker = the engine's defaults; unset sampling values (the
     fields of vitsrt.sampling.Sampling, range-checked there) = the voice's."""
@@ -64,12 +141,81 @@ class SynthesisRequest(SamplingOverrides):  # type: ignore[misc, valid-type]
     timestamps: bool = False
     # Bert-VITS2 2.2 voices: the emotion prompt (None: the voice's default prompt, else a zero embedding).
     emotion: EmotionPrompt | None = None
+    # A blend of the voice's speakers (multi-speaker VITS voices) instead of one `speaker`: the speaker vector is
+    # the weighted sum of theirs (weights normalised to sum 1). `speakers`: one blend for the whole utterance.
+    # `speaker_curve`: blends at positions 0..1 of the utterance, interpolated linearly per frame (the flow and
+    # decoder take a vector per frame; the encoder and duration predictor the blend's mean over the sentence).
+    speakers: list[SpeakerWeight] = Field(default_factory=list, max_length=MAX_BLEND_SPEAKERS)
+    speaker_curve: list[BlendPoint] = Field(default_factory=list, max_length=MAX_CURVE_POINTS)
 
     @model_validator(mode="after")
     def _one_input(self) -> SynthesisRequest:
         if (self.text is None) == (self.phonemes is None):
             raise InputError("input", "give exactly one of text or phonemes")
+        if sum(map(bool, (self.speaker, self.speakers, self.speaker_curve))) > 1:
+            raise InputError("speakers", "give at most one of speaker, speakers (a blend) or speaker_curve")
+        if self.speakers:
+            _check_weights("speakers", self.speakers)
+        _check_curve(self.speaker_curve)
         return self
+
+    def blend_points(self) -> list[BlendPoint]:
+        """The request's speaker blend as curve points (a static blend is one point); [] without a blend."""
+        if self.speakers:
+            return [BlendPoint(position=0.0, speakers=self.speakers)]
+        return list(self.speaker_curve)
+
+
+@dataclass(frozen=True)
+class SpeakerMix:
+    """A request's speaker blend resolved against a voice: speaker ids (those with a weight above 0 somewhere) and,
+    per curve point, normalised weights. Weights between points are linear in the position, constant before the
+    first point and after the last."""
+
+    sids: np.ndarray  # [S] int64, distinct
+    positions: np.ndarray  # [P] float64, increasing in 0..1
+    weights: np.ndarray  # [P, S] float64, each row sums to 1
+
+    @classmethod
+    def resolve(cls, points: Sequence[BlendPoint], speakers: Mapping[str, int], voice: str) -> SpeakerMix:
+        """NotFoundError for a name that is not one of `speakers` (the voice's name -> id table)."""
+        for point in points:
+            for item in point.speakers:
+                if item.speaker not in speakers:
+                    raise NotFoundError(f"unknown speaker {clip(item.speaker)} in the blend for voice {voice!r}; "
+                                        f"available: {name_list(list(speakers))}")
+        sids = sorted({speakers[item.speaker] for point in points for item in point.speakers})
+        column = {sid: i for i, sid in enumerate(sids)}
+        weights = np.zeros((len(points), len(sids)), dtype=np.float64)
+        for row, point in enumerate(points):
+            for item in point.speakers:
+                weights[row, column[speakers[item.speaker]]] += item.weight
+        used = weights.sum(axis=0) > 0  # a speaker weighing 0 everywhere adds exact zeros: left out
+        weights = weights[:, used] / weights[:, used].sum(axis=1, keepdims=True)
+        positions = np.array([point.position for point in points], dtype=np.float64)
+        return cls(np.array(sids, dtype=np.int64)[used], positions, weights)
+
+    def at(self, positions: np.ndarray) -> np.ndarray:
+        """[N, S] weights at `positions` [N] (a constant stretch of the curve gives its weights exactly)."""
+        return np.stack([np.interp(positions, self.positions, self.weights[:, s]) for s in range(len(self.sids))],
+                        axis=1)
+
+    def mean(self, start: float, end: float) -> np.ndarray:
+        """[S] mean weights over positions [start, end] (exact for the piecewise-linear curve; a curve constant
+        there gives its weights exactly)."""
+        inner = self.positions[(self.positions > start) & (self.positions < end)]
+        breaks = np.concatenate([[start], inner, [end]])
+        values = self.at(breaks)
+        if end <= start:
+            return values[0]
+        rise = values - values[0]  # zero where the curve is flat, so a flat stretch adds nothing to round
+        area = ((rise[1:] + rise[:-1]) * np.diff(breaks)[:, None]).sum(axis=0) / 2
+        return values[0] + area / (end - start)
+
+    def frames(self, start: float, end: float, count: int) -> np.ndarray:
+        """[count, S] weights of `count` frames spread evenly over positions [start, end] (each at its centre)."""
+        centres = start + (end - start) * (np.arange(count, dtype=np.float64) + 0.5) / count
+        return self.at(centres)
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,25 @@ server maps to INVALID_ARGUMENT with the field in the message; nothing here talk
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import ValidationError
 
 from vitsrt.audio import Encoding
 from vitsrt.errors import InputError
 from vitsrt.sampling import Sampling
-from vitsrt.serve.engine.types import EmotionPrompt, PhonemeIds, SynthesisRequest, VoiceInfo
+from vitsrt.serve.engine.types import (
+    BlendPoint,
+    EmotionPrompt,
+    PhonemeIds,
+    SpeakerWeight,
+    SynthesisRequest,
+    VoiceInfo,
+)
 from vitsrt.serve.proto import tts_pb2
 from vitsrt.text.normalize import check_text_length
+
+MAX_NAME_CHARS = 256  # SpeakerWeight.speaker's limit
 
 # Output rates a request may ask for: telephone (8 kHz) to 48 kHz, the range every supported codec covers.
 SAMPLE_RATE_RANGE = (8000, 48000)
@@ -67,12 +78,31 @@ def request_from_proto(message: tts_pb2.SynthesizeRequest, max_text_chars: int) 
                 for name in (*Sampling.model_fields, "seed", "normalize_text", "timestamps") if message.HasField(name)}
     try:
         request = SynthesisRequest(voice=message.voice, speaker=message.speaker, text=text, phonemes=phonemes,
-                                   language=message.language, emotion=emotion_from_proto(message), **optional)
+                                   language=message.language, emotion=emotion_from_proto(message),
+                                   speakers=_weights(message.speakers, "speakers"), speaker_curve=_curve(message),
+                                   **optional)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "request"
         raise InputError(field, first["msg"]) from None
     return request, encoding
+
+
+def _weights(items: Iterable[tts_pb2.SpeakerWeight], where: str) -> list[SpeakerWeight]:
+    """A blend's weights; InputError naming `where` for a bad speaker name (the request checks the weights)."""
+    for item in items:
+        if not 0 < len(item.speaker) <= MAX_NAME_CHARS:
+            raise InputError(where, f"a speaker name is empty or longer than {MAX_NAME_CHARS} characters")
+    return [SpeakerWeight(speaker=item.speaker, weight=item.weight) for item in items]
+
+
+def _curve(message: tts_pb2.SynthesizeRequest) -> list[BlendPoint]:
+    points = []
+    for point in message.speaker_curve:
+        if not point.speakers:
+            raise InputError("speaker_curve", f"the point at {point.position:g} names no speakers")
+        points.append(BlendPoint(position=point.position, speakers=_weights(point.speakers, "speaker_curve")))
+    return points
 
 
 def emotion_from_proto(message: tts_pb2.SynthesizeRequest) -> EmotionPrompt | None:

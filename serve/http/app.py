@@ -55,7 +55,7 @@ from vitsrt.serve.http.openai_api import (
 logger = logging.getLogger(__name__)
 
 # Engine InputError fields -> the request field a client sent.
-_PARAMS = {"text": "input", "length_scale": "speed"}
+_PARAMS = {"text": "input", "length_scale": "speed", "speakers": "voice"}
 
 
 class HttpConfig(BaseModel):
@@ -219,7 +219,7 @@ class SpeechService:
         """The engine request and the stream's encoder for a parsed request."""
         voices = self.engine.voices
         model_voice = resolve_model(request.model, voices, self.engine.default_voice)
-        voice, speaker = resolve_voice(request.voice_name, model_voice, request.model, voices)
+        voice, speaker, blend = resolve_voice(request.voice_name, model_voice, request.model, voices)
         limit = self.engine.options.max_text_chars
         if not request.input.strip():
             raise ApiError(400, "input is empty", param="input", code="invalid_value")
@@ -234,9 +234,10 @@ class SpeechService:
         if request.speed is not None:  # relative to the voice's own pace, so 1.0 sounds as trained
             length_scale = self.engine.pipeline(voice).manifest.inference.length_scale / request.speed
         try:
-            synthesis = SynthesisRequest(voice=voice, speaker=speaker, text=request.input,
-                                         language=request.language, seed=request.seed, length_scale=length_scale,
-                                         normalize_text=request.normalize_text, timestamps=request.timestamps)
+            synthesis = SynthesisRequest(voice=voice, speaker="" if blend else speaker, speakers=blend,
+                                         text=request.input, language=request.language, seed=request.seed,
+                                         length_scale=length_scale, normalize_text=request.normalize_text,
+                                         timestamps=request.timestamps)
         except InputError as exc:
             raise _engine_error(exc) from None
         return synthesis, encoder
@@ -269,7 +270,8 @@ class SpeechService:
             await chunks.aclose()
             raise
         self.metrics.time_to_first_audio.labels("http:speech").observe(time.perf_counter() - started)
-        return _Call(request, chunks, first, encoder, started, synthesis.voice, synthesis.speaker)
+        speaker = synthesis.speaker or ",".join(f"{w.speaker}:{w.weight:g}" for w in synthesis.speakers)
+        return _Call(request, chunks, first, encoder, started, synthesis.voice, speaker)
 
     async def _chunks(self, call: _Call) -> AsyncIterator[AudioChunk]:
         if call.first is not None:

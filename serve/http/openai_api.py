@@ -7,7 +7,8 @@ Mapping choices (README and the module docs of `vitsrt.serve.http` repeat them f
 * `voice`: a speaker of the model's voice, or "VOICE/SPEAKER" (any voice), or one of OpenAI's voice names,
   which map onto the model's speakers in order: the i-th name of `OPENAI_VOICES` is speaker i modulo the
   number of speakers (a speaker really called "alloy" wins over the mapping). `{"id": ...}` is read as the
-  plain string.
+  plain string. A speaker blend "slt:0.7,rms:0.3" (or "VOICE/slt:0.7,rms:0.3") speaks with the weighted sum of
+  those speakers' vectors, weights normalised to sum 1 (a speaker whose name is the whole string wins).
 * `speed` (0.25-4.0, OpenAI's range): length_scale = the voice's own length_scale / speed, so 1.0 is the
   voice's trained pace and 2.0 is twice as fast. Unset = the voice's pace.
 * `instructions` (gpt-4o-mini-tts's style prompt) is accepted and ignored: VITS voices have no prompt, and
@@ -27,8 +28,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vitsrt.audio import Encoding
-from vitsrt.errors import clip, name_list
-from vitsrt.serve.engine.types import VoiceInfo
+from vitsrt.errors import InputError, clip, name_list
+from vitsrt.serve.engine.types import SpeakerWeight, VoiceInfo, parse_speaker_weights
 
 MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")
 # OpenAI's built-in voice names in the order its API reference lists them; position = speaker index.
@@ -129,8 +130,26 @@ def openai_voice_map(info: VoiceInfo) -> dict[str, str]:
     return {name: info.speakers[i % len(info.speakers)] for i, name in enumerate(OPENAI_VOICES)}
 
 
-def resolve_voice(given: str, model_voice: str, model: str, voices: dict[str, VoiceInfo]) -> tuple[str, str]:
-    """(voice, speaker) for the request's `voice` field; 400 invalid_value naming the choices otherwise."""
+def _blend(given: str, voice: str, info: VoiceInfo) -> list[SpeakerWeight] | None:
+    """The weights of a speaker blend "NAME:WEIGHT,..." of `info`'s speakers; None when `given` is not one
+    (no ':'); 400 for a malformed one or an unknown name (the weights' ranges are the engine request's)."""
+    if ":" not in given:
+        return None
+    try:
+        weights = parse_speaker_weights(given, "voice")
+    except InputError as exc:
+        raise ApiError(400, f"voice {clip(given)}: {exc}", param="voice", code="invalid_value") from None
+    unknown = [w.speaker for w in weights if w.speaker not in info.speakers]
+    if unknown:
+        raise ApiError(400, f"voice {clip(given)}: voice {clip(voice)} has no speaker {clip(unknown[0])}; "
+                       f"available: {name_list(list(info.speakers))}", param="voice", code="invalid_value")
+    return weights
+
+
+def resolve_voice(given: str, model_voice: str, model: str,
+                  voices: dict[str, VoiceInfo]) -> tuple[str, str, list[SpeakerWeight]]:
+    """(voice, speaker, blend weights) for the request's `voice` field: a speaker and no weights, or for a blend
+    the blend's text and its weights; 400 invalid_value naming the choices otherwise."""
     info = voices[model_voice]
     if "/" in given:
         voice, _, speaker = given.partition("/")
@@ -140,18 +159,25 @@ def resolve_voice(given: str, model_voice: str, model: str, voices: dict[str, Vo
         if model in voices and voice != model:
             raise ApiError(400, f"voice {clip(given)} belongs to voice {clip(voice)}, but model is {clip(model)}",
                            param="voice", code="invalid_value")
-        if speaker not in voices[voice].speakers:
+        if speaker in voices[voice].speakers:
+            return voice, speaker, []
+        blend = _blend(speaker, voice, voices[voice])
+        if blend is None:
             raise ApiError(400, f"voice {clip(given)}: voice {clip(voice)} has no speaker {clip(speaker)}; "
                            f"available: {name_list(list(voices[voice].speakers))}", param="voice",
                            code="invalid_value")
-        return voice, speaker
+        return voice, speaker, blend
     if given in info.speakers:
-        return model_voice, given
+        return model_voice, given, []
     mapped = openai_voice_map(info).get(given)
     if mapped is not None:
-        return model_voice, mapped
+        return model_voice, mapped, []
+    blend = _blend(given, model_voice, info)
+    if blend is not None:
+        return model_voice, given, blend
     raise ApiError(400, f"voice {clip(given)} is not a speaker of {clip(model_voice)}; available: "
-                   f"{name_list([*info.speakers, *OPENAI_VOICES])} or VOICE/SPEAKER", param="voice",
+                   f"{name_list([*info.speakers, *OPENAI_VOICES])}, VOICE/SPEAKER or a blend "
+                   "SPEAKER:WEIGHT,...", param="voice",
                    code="invalid_value")
 
 

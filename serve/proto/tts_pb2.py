@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13vitsrt/v1/tts.proto\x12\tvitsrt.v1\"\x13\n\x11ListVoicesRequest\"a\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08speakers\x18\x03 \x03(\t\x12\x11\n\tlanguages\x18\x04 \x03(\t\x12\x10\n\x08\x66rontend\x18\x05 \x01(\t\"M\n\x12ListVoicesResponse\x12 \n\x06voices\x18\x01 \x03(\x0b\x32\x10.vitsrt.v1.Voice\x12\x15\n\rdefault_voice\x18\x02 \x01(\t\"I\n\x0cPhonemeInput\x12\x11\n\tphone_ids\x18\x01 \x03(\x03\x12\x10\n\x08tone_ids\x18\x02 \x03(\x03\x12\x14\n\x0clanguage_ids\x18\x03 \x03(\x03\"\xaa\x04\n\x11SynthesizeRequest\x12\r\n\x05voice\x18\x01 \x01(\t\x12\x0f\n\x07speaker\x18\x02 \x01(\t\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12+\n\x08phonemes\x18\x04 \x01(\x0b\x32\x17.vitsrt.v1.PhonemeInputH\x00\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x19\n\x0clength_scale\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12\x18\n\x0bnoise_scale\x18\x07 \x01(\x02H\x02\x88\x01\x01\x12\x1a\n\rnoise_scale_w\x18\x08 \x01(\x02H\x03\x88\x01\x01\x12\x16\n\tsdp_ratio\x18\t \x01(\x02H\x04\x88\x01\x01\x12\x11\n\x04seed\x18\n \x01(\x04H\x05\x88\x01\x01\x12*\n\x08\x65ncoding\x18\x0b \x01(\x0e\x32\x18.vitsrt.v1.AudioEncoding\x12\x18\n\x0bsample_rate\x18\x0c \x01(\x05H\x06\x88\x01\x01\x12\x1b\n\x0enormalize_text\x18\r \x01(\x08H\x07\x88\x01\x01\x12\x17\n\ntimestamps\x18\x0e \x01(\x08H\x08\x88\x01\x01\x12)\n\x07\x65motion\x18\x0f \x01(\x0b\x32\x18.vitsrt.v1.EmotionPromptB\x07\n\x05inputB\x0f\n\r_length_scaleB\x0e\n\x0c_noise_scaleB\x10\n\x0e_noise_scale_wB\x0c\n\n_sdp_ratioB\x07\n\x05_seedB\x0e\n\x0c_sample_rateB\x11\n\x0f_normalize_textB\r\n\x0b_timestamps\"l\n\rEmotionPrompt\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x30\n\tembedding\x18\x03 \x01(\x0b\x32\x1b.vitsrt.v1.EmotionEmbeddingH\x00\x42\x08\n\x06source\"\"\n\x10\x45motionEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"~\n\x12SynthesizeResponse\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12*\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x18.vitsrt.v1.AudioEncoding\x12\x18\n\x10\x64uration_seconds\x18\x04 \x01(\x02\"\xec\x01\n\nAudioChunk\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12*\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x18.vitsrt.v1.AudioEncoding\x12\r\n\x05index\x18\x04 \x01(\r\x12\x0f\n\x07is_last\x18\x05 \x01(\x08\x12\x16\n\x0esentence_index\x18\x06 \x01(\r\x12\'\n\x05words\x18\x07 \x03(\x0b\x32\x18.vitsrt.v1.WordTimestamp\x12-\n\x08phonemes\x18\x08 \x03(\x0b\x32\x1b.vitsrt.v1.PhonemeTimestamp\"G\n\rWordTimestamp\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x14\n\x0cstart_sample\x18\x02 \x01(\x04\x12\x12\n\nend_sample\x18\x03 \x01(\x04\"X\n\x10PhonemeTimestamp\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x14\n\x0cstart_sample\x18\x03 \x01(\x04\x12\x12\n\nend_sample\x18\x04 \x01(\x04*\x91\x01\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\r\n\tPCM_S16LE\x10\x01\x12\r\n\tFLOAT32LE\x10\x02\x12\x07\n\x03WAV\x10\x03\x12\t\n\x05MULAW\x10\x04\x12\x08\n\x04\x41LAW\x10\x05\x12\x07\n\x03MP3\x10\n\x12\x08\n\x04OPUS\x10\x0b\x12\x07\n\x03\x41\x41\x43\x10\x0c\x12\x08\n\x04\x46LAC\x10\r2\xef\x01\n\x0cTextToSpeech\x12I\n\nListVoices\x12\x1c.vitsrt.v1.ListVoicesRequest\x1a\x1d.vitsrt.v1.ListVoicesResponse\x12I\n\nSynthesize\x12\x1c.vitsrt.v1.SynthesizeRequest\x1a\x1d.vitsrt.v1.SynthesizeResponse\x12I\n\x10SynthesizeStream\x12\x1c.vitsrt.v1.SynthesizeRequest\x1a\x15.vitsrt.v1.AudioChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13vitsrt/v1/tts.proto\x12\tvitsrt.v1\"\x13\n\x11ListVoicesRequest\"a\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12\x10\n\x08speakers\x18\x03 \x03(\t\x12\x11\n\tlanguages\x18\x04 \x03(\t\x12\x10\n\x08\x66rontend\x18\x05 \x01(\t\"M\n\x12ListVoicesResponse\x12 \n\x06voices\x18\x01 \x03(\x0b\x32\x10.vitsrt.v1.Voice\x12\x15\n\rdefault_voice\x18\x02 \x01(\t\"I\n\x0cPhonemeInput\x12\x11\n\tphone_ids\x18\x01 \x03(\x03\x12\x10\n\x08tone_ids\x18\x02 \x03(\x03\x12\x14\n\x0clanguage_ids\x18\x03 \x03(\x03\"\x8b\x05\n\x11SynthesizeRequest\x12\r\n\x05voice\x18\x01 \x01(\t\x12\x0f\n\x07speaker\x18\x02 \x01(\t\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12+\n\x08phonemes\x18\x04 \x01(\x0b\x32\x17.vitsrt.v1.PhonemeInputH\x00\x12\x10\n\x08language\x18\x05 \x01(\t\x12\x19\n\x0clength_scale\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12\x18\n\x0bnoise_scale\x18\x07 \x01(\x02H\x02\x88\x01\x01\x12\x1a\n\rnoise_scale_w\x18\x08 \x01(\x02H\x03\x88\x01\x01\x12\x16\n\tsdp_ratio\x18\t \x01(\x02H\x04\x88\x01\x01\x12\x11\n\x04seed\x18\n \x01(\x04H\x05\x88\x01\x01\x12*\n\x08\x65ncoding\x18\x0b \x01(\x0e\x32\x18.vitsrt.v1.AudioEncoding\x12\x18\n\x0bsample_rate\x18\x0c \x01(\x05H\x06\x88\x01\x01\x12\x1b\n\x0enormalize_text\x18\r \x01(\x08H\x07\x88\x01\x01\x12\x17\n\ntimestamps\x18\x0e \x01(\x08H\x08\x88\x01\x01\x12)\n\x07\x65motion\x18\x0f \x01(\x0b\x32\x18.vitsrt.v1.EmotionPrompt\x12*\n\x08speakers\x18\x10 \x03(\x0b\x32\x18.vitsrt.v1.SpeakerWeight\x12\x33\n\rspeaker_curve\x18\x11 \x03(\x0b\x32\x1c.vitsrt.v1.SpeakerCurvePointB\x07\n\x05inputB\x0f\n\r_length_scaleB\x0e\n\x0c_noise_scaleB\x10\n\x0e_noise_scale_wB\x0c\n\n_sdp_ratioB\x07\n\x05_seedB\x0e\n\x0c_sample_rateB\x11\n\x0f_normalize_textB\r\n\x0b_timestamps\"0\n\rSpeakerWeight\x12\x0f\n\x07speaker\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"Q\n\x11SpeakerCurvePoint\x12\x10\n\x08position\x18\x01 \x01(\x02\x12*\n\x08speakers\x18\x02 \x03(\x0b\x32\x18.vitsrt.v1.SpeakerWeight\"l\n\rEmotionPrompt\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x30\n\tembedding\x18\x03 \x01(\x0b\x32\x1b.vitsrt.v1.EmotionEmbeddingH\x00\x42\x08\n\x06source\"\"\n\x10\x45motionEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"~\n\x12SynthesizeResponse\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12*\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x18.vitsrt.v1.AudioEncoding\x12\x18\n\x10\x64uration_seconds\x18\x04 \x01(\x02\"\xec\x01\n\nAudioChunk\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\x05\x12*\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x18.vitsrt.v1.AudioEncoding\x12\r\n\x05index\x18\x04 \x01(\r\x12\x0f\n\x07is_last\x18\x05 \x01(\x08\x12\x16\n\x0esentence_index\x18\x06 \x01(\r\x12\'\n\x05words\x18\x07 \x03(\x0b\x32\x18.vitsrt.v1.WordTimestamp\x12-\n\x08phonemes\x18\x08 \x03(\x0b\x32\x1b.vitsrt.v1.PhonemeTimestamp\"G\n\rWordTimestamp\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x14\n\x0cstart_sample\x18\x02 \x01(\x04\x12\x12\n\nend_sample\x18\x03 \x01(\x04\"X\n\x10PhonemeTimestamp\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x14\n\x0cstart_sample\x18\x03 \x01(\x04\x12\x12\n\nend_sample\x18\x04 \x01(\x04*\x91\x01\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\r\n\tPCM_S16LE\x10\x01\x12\r\n\tFLOAT32LE\x10\x02\x12\x07\n\x03WAV\x10\x03\x12\t\n\x05MULAW\x10\x04\x12\x08\n\x04\x41LAW\x10\x05\x12\x07\n\x03MP3\x10\n\x12\x08\n\x04OPUS\x10\x0b\x12\x07\n\x03\x41\x41\x43\x10\x0c\x12\x08\n\x04\x46LAC\x10\r2\xef\x01\n\x0cTextToSpeech\x12I\n\nListVoices\x12\x1c.vitsrt.v1.ListVoicesRequest\x1a\x1d.vitsrt.v1.ListVoicesResponse\x12I\n\nSynthesize\x12\x1c.vitsrt.v1.SynthesizeRequest\x1a\x1d.vitsrt.v1.SynthesizeResponse\x12I\n\x10SynthesizeStream\x12\x1c.vitsrt.v1.SynthesizeRequest\x1a\x15.vitsrt.v1.AudioChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vitsrt.v1.tts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=1542
-  _globals['_AUDIOENCODING']._serialized_end=1687
+  _globals['_AUDIOENCODING']._serialized_start=1772
+  _globals['_AUDIOENCODING']._serialized_end=1917
   _globals['_LISTVOICESREQUEST']._serialized_start=34
   _globals['_LISTVOICESREQUEST']._serialized_end=53
   _globals['_VOICE']._serialized_start=55
@@ -42,19 +42,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PHONEMEINPUT']._serialized_start=233
   _globals['_PHONEMEINPUT']._serialized_end=306
   _globals['_SYNTHESIZEREQUEST']._serialized_start=309
-  _globals['_SYNTHESIZEREQUEST']._serialized_end=863
-  _globals['_EMOTIONPROMPT']._serialized_start=865
-  _globals['_EMOTIONPROMPT']._serialized_end=973
-  _globals['_EMOTIONEMBEDDING']._serialized_start=975
-  _globals['_EMOTIONEMBEDDING']._serialized_end=1009
-  _globals['_SYNTHESIZERESPONSE']._serialized_start=1011
-  _globals['_SYNTHESIZERESPONSE']._serialized_end=1137
-  _globals['_AUDIOCHUNK']._serialized_start=1140
-  _globals['_AUDIOCHUNK']._serialized_end=1376
-  _globals['_WORDTIMESTAMP']._serialized_start=1378
-  _globals['_WORDTIMESTAMP']._serialized_end=1449
-  _globals['_PHONEMETIMESTAMP']._serialized_start=1451
-  _globals['_PHONEMETIMESTAMP']._serialized_end=1539
-  _globals['_TEXTTOSPEECH']._serialized_start=1690
-  _globals['_TEXTTOSPEECH']._serialized_end=1929
+  _globals['_SYNTHESIZEREQUEST']._serialized_end=960
+  _globals['_SPEAKERWEIGHT']._serialized_start=962
+  _globals['_SPEAKERWEIGHT']._serialized_end=1010
+  _globals['_SPEAKERCURVEPOINT']._serialized_start=1012
+  _globals['_SPEAKERCURVEPOINT']._serialized_end=1093
+  _globals['_EMOTIONPROMPT']._serialized_start=1095
+  _globals['_EMOTIONPROMPT']._serialized_end=1203
+  _globals['_EMOTIONEMBEDDING']._serialized_start=1205
+  _globals['_EMOTIONEMBEDDING']._serialized_end=1239
+  _globals['_SYNTHESIZERESPONSE']._serialized_start=1241
+  _globals['_SYNTHESIZERESPONSE']._serialized_end=1367
+  _globals['_AUDIOCHUNK']._serialized_start=1370
+  _globals['_AUDIOCHUNK']._serialized_end=1606
+  _globals['_WORDTIMESTAMP']._serialized_start=1608
+  _globals['_WORDTIMESTAMP']._serialized_end=1679
+  _globals['_PHONEMETIMESTAMP']._serialized_start=1681
+  _globals['_PHONEMETIMESTAMP']._serialized_end=1769
+  _globals['_TEXTTOSPEECH']._serialized_start=1920
+  _globals['_TEXTTOSPEECH']._serialized_end=2159
 # @@protoc_insertion_point(module_scope)

@@ -67,7 +67,7 @@ class PhonemeInput(_message.Message):
     def __init__(self, phone_ids: _Optional[_Iterable[int]] = ..., tone_ids: _Optional[_Iterable[int]] = ..., language_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
-    __slots__ = ("voice", "speaker", "text", "phonemes", "language", "length_scale", "noise_scale", "noise_scale_w", "sdp_ratio", "seed", "encoding", "sample_rate", "normalize_text", "timestamps", "emotion")
+    __slots__ = ("voice", "speaker", "text", "phonemes", "language", "length_scale", "noise_scale", "noise_scale_w", "sdp_ratio", "seed", "encoding", "sample_rate", "normalize_text", "timestamps", "emotion", "speakers", "speaker_curve")
     VOICE_FIELD_NUMBER: _ClassVar[int]
     SPEAKER_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,8 @@ class SynthesizeRequest(_message.Message):
     NORMALIZE_TEXT_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     EMOTION_FIELD_NUMBER: _ClassVar[int]
+    SPEAKERS_FIELD_NUMBER: _ClassVar[int]
+    SPEAKER_CURVE_FIELD_NUMBER: _ClassVar[int]
     voice: str
     speaker: str
     text: str
@@ -98,7 +100,25 @@ class SynthesizeRequest(_message.Message):
     normalize_text: bool
     timestamps: bool
     emotion: EmotionPrompt
-    def __init__(self, voice: _Optional[str] = ..., speaker: _Optional[str] = ..., text: _Optional[str] = ..., phonemes: _Optional[_Union[PhonemeInput, _Mapping]] = ..., language: _Optional[str] = ..., length_scale: _Optional[float] = ..., noise_scale: _Optional[float] = ..., noise_scale_w: _Optional[float] = ..., sdp_ratio: _Optional[float] = ..., seed: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate: _Optional[int] = ..., normalize_text: _Optional[bool] = ..., timestamps: _Optional[bool] = ..., emotion: _Optional[_Union[EmotionPrompt, _Mapping]] = ...) -> None: ...
+    speakers: _containers.RepeatedCompositeFieldContainer[SpeakerWeight]
+    speaker_curve: _containers.RepeatedCompositeFieldContainer[SpeakerCurvePoint]
+    def __init__(self, voice: _Optional[str] = ..., speaker: _Optional[str] = ..., text: _Optional[str] = ..., phonemes: _Optional[_Union[PhonemeInput, _Mapping]] = ..., language: _Optional[str] = ..., length_scale: _Optional[float] = ..., noise_scale: _Optional[float] = ..., noise_scale_w: _Optional[float] = ..., sdp_ratio: _Optional[float] = ..., seed: _Optional[int] = ..., encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate: _Optional[int] = ..., normalize_text: _Optional[bool] = ..., timestamps: _Optional[bool] = ..., emotion: _Optional[_Union[EmotionPrompt, _Mapping]] = ..., speakers: _Optional[_Iterable[_Union[SpeakerWeight, _Mapping]]] = ..., speaker_curve: _Optional[_Iterable[_Union[SpeakerCurvePoint, _Mapping]]] = ...) -> None: ...
+
+class SpeakerWeight(_message.Message):
+    __slots__ = ("speaker", "weight")
+    SPEAKER_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    speaker: str
+    weight: float
+    def __init__(self, speaker: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class SpeakerCurvePoint(_message.Message):
+    __slots__ = ("position", "speakers")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    SPEAKERS_FIELD_NUMBER: _ClassVar[int]
+    position: float
+    speakers: _containers.RepeatedCompositeFieldContainer[SpeakerWeight]
+    def __init__(self, position: _Optional[float] = ..., speakers: _Optional[_Iterable[_Union[SpeakerWeight, _Mapping]]] = ...) -> None: ...
 
 class EmotionPrompt(_message.Message):
     __slots__ = ("text", "audio", "embedding")

@@ -48,7 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tones", type=_int_list, help="tone ids for --ids (default zeros)")
     parser.add_argument("--languages", type=_int_list, help="language ids for --ids (default zeros)")
     parser.add_argument("--language", default="", help="language of the text (voice's default if empty)")
-    parser.add_argument("--speaker", default="", help="speaker name (voice's first speaker if empty)")
+    parser.add_argument("--speaker", default="",
+                        help="speaker name (voice's first speaker if empty), or a blend of the voice's speakers as "
+                             "NAME:WEIGHT,... (e.g. slt:0.7,rms:0.3; weights normalised to sum 1)")
+    parser.add_argument("--speaker-curve", default=None, metavar="POS=NAME:WEIGHT,...;...",
+                        help="a speaker blend that changes over the utterance: blends at positions 0..1, interpolated "
+                             "per frame, e.g. '0=slt:1;1=rms:1' (slt turning into rms); instead of --speaker")
     parser.add_argument("--seed", type=seed_value, default=0, help="noise seed (same seed, same audio)")
     add_sampling_arguments(parser, "sampling (unset: the voice's defaults)")
     parser.add_argument("--stream", action="store_true", help="stream (chunked decoding) and report first-audio time")
@@ -110,7 +115,7 @@ def backend_options(args: argparse.Namespace) -> Mapping[str, Any] | None:
 def build_request(args: argparse.Namespace) -> Any:
     from pydantic import ValidationError
 
-    from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest
+    from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest, parse_speaker_curve, parse_speaker_weights
 
     if (args.text is None) == (args.ids is None):
         raise InputError("input", "give either TEXT or --ids")
@@ -119,9 +124,14 @@ def build_request(args: argparse.Namespace) -> Any:
     phonemes = None
     if args.ids is not None:
         phonemes = PhonemeIds(phone_ids=args.ids, tone_ids=args.tones, language_ids=args.languages)
+    speaker = {"speaker": args.speaker}
+    if ":" in args.speaker:  # a blend (run() turns it back into a name if the voice has a speaker called so)
+        speaker = {"speakers": parse_speaker_weights(args.speaker)}
+    if args.speaker_curve is not None:
+        speaker["speaker_curve"] = parse_speaker_curve(args.speaker_curve)
     try:
-        return SynthesisRequest(text=args.text, phonemes=phonemes, language=args.language, speaker=args.speaker,
-                                seed=args.seed, **sampling_arguments(args))
+        return SynthesisRequest(text=args.text, phonemes=phonemes, language=args.language, seed=args.seed,
+                                **speaker, **sampling_arguments(args))
     except ValidationError as exc:  # a safety net: the flags' own types catch the usual mistakes first
         first = exc.errors()[0]
         raise InputError(".".join(map(str, first["loc"])) or "request", first["msg"]) from None
@@ -157,9 +167,12 @@ def run(args: argparse.Namespace) -> int:
     options = EngineOptions(threads=args.threads, lanes=args.lanes)
     with Engine.open([voice], backend=args.backend, options=options, backend_options=extra) as engine:
         info = engine.voices[engine.default_voice]
-        check_speaker(args.speaker, info.name, info.speakers)
+        if request.speakers and args.speaker in info.speakers:  # a speaker whose name looks like a blend
+            request = request.model_copy(update={"speaker": args.speaker, "speakers": []})
+        if not (request.speakers or request.speaker_curve):
+            check_speaker(args.speaker, info.name, info.speakers)
         sample_rate = info.sample_rate
-        speaker = args.speaker or engine.pipeline().default_speaker
+        speaker = args.speaker_curve or args.speaker or engine.pipeline().default_speaker
         started = time.perf_counter()
         first_audio = None
         if args.stream:
