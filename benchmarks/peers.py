@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from vitsrt.benchmarks.load import LoadLevel, run_level
-from vitsrt.benchmarks.metrics import RequestTiming, summarize
+from vitsrt.benchmarks.metrics import EngineCounters, RequestTiming, summarize
 from vitsrt.benchmarks.report import cpu_name, git_revision, load_average, markdown_table, utc_now
 from vitsrt.benchmarks.schema import TargetInfo
 from vitsrt.benchmarks.targets import EngineTarget, TargetOptions, package_versions
@@ -313,15 +313,18 @@ def parse_pairs(text: str) -> list[tuple[int, int]]:
 
 def make_concurrent_targets(onnx_path: Path, config_path: Path, voice_dir: Path,
                             piper_configs: Sequence[tuple[int, int]], lane_configs: Sequence[tuple[int, int]],
-                            sampling: Mapping[str, float], piper_spinning: bool = True) -> dict[str, Any]:
+                            sampling: Mapping[str, float], piper_spinning: bool = True,
+                            oneshot_lane_configs: Sequence[tuple[int, int]] = ()) -> dict[str, Any]:
+    """piper THREADSxWORKERS targets, then vitsrt LANESxTHREADS streaming targets, then vitsrt one-shot ones."""
     targets: dict[str, Any] = {}
     for threads, workers in piper_configs:
         targets[f"piper {threads}x{workers}"] = PiperTarget(onnx_path, config_path, threads, workers, sampling,
                                                             piper_spinning)
-    for lanes, threads in lane_configs:
-        name = f"vitsrt {lanes}x{threads}"
-        targets[name] = _SampledEngineTarget(TargetOptions(voice=str(voice_dir), stream=True, threads=threads,
-                                                           engine={"lanes": lanes}, label=name), sampling)
+    for stream, configs in ((True, lane_configs), (False, oneshot_lane_configs)):
+        for lanes, threads in configs:
+            name = f"vitsrt {lanes}x{threads}" + ("" if stream else " one-shot")
+            targets[name] = _SampledEngineTarget(TargetOptions(voice=str(voice_dir), stream=stream, threads=threads,
+                                                               engine={"lanes": lanes}, label=name), sampling)
     return targets
 
 
@@ -346,6 +349,7 @@ async def _interleaved(targets: Mapping[str, Any], texts: Sequence[str], clients
         per_round = clients * per_client
         timings: dict[str, list[RequestTiming]] = {name: [] for name in targets}
         walls = dict.fromkeys(targets, 0.0)
+        counters: dict[str, EngineCounters | None] = dict.fromkeys(targets)
         level = LoadLevel("closed", concurrency=clients)
         for r in range(rounds):
             order = list(targets) if r % 2 == 0 else list(reversed(targets))
@@ -354,9 +358,12 @@ async def _interleaved(targets: Mapping[str, Any], texts: Sequence[str], clients
                                       warmup=clients if r == 0 else 0, seed=seed, offset=r * per_round)
                 timings[name] += ran.timings
                 walls[name] += max(t.finished_at for t in ran.timings) - min(t.sent_at for t in ran.timings)
+                if ran.counters is not None:  # engine stage seconds and batch sizes, summed over rounds
+                    prior = counters[name]
+                    counters[name] = ran.counters if prior is None else prior.plus(ran.counters)
                 log.info("round %d %s: %.1f s so far", r, name, walls[name])
-        return {name: summarize(timings[name], mode="closed", concurrency=clients, wall_s=walls[name])
-                for name in targets}
+        return {name: summarize(timings[name], mode="closed", concurrency=clients, counters=counters[name],
+                                wall_s=walls[name]) for name in targets}
     finally:
         for target in targets.values():
             await target.close()
@@ -365,14 +372,16 @@ async def _interleaved(targets: Mapping[str, Any], texts: Sequence[str], clients
 def measure_concurrent(onnx_path: Path, config_path: Path, voice_dir: Path, piper_configs: Sequence[tuple[int, int]],
                        lane_configs: Sequence[tuple[int, int]], texts: Sequence[str], clients: int, per_client: int,
                        rounds: int, sampling: Mapping[str, float], seed: int = 0,
-                       piper_spinning: bool = True) -> list[dict[str, Any]]:
-    """Per configuration: the summarised level (vitsrt.bench LevelResult as a dict) over all rounds."""
+                       piper_spinning: bool = True,
+                       oneshot_lane_configs: Sequence[tuple[int, int]] = ()) -> list[dict[str, Any]]:
+    """Per configuration: the summarised level (vitsrt.bench LevelResult as a dict) over all rounds. Sides:
+    piper, vitsrt (streaming; the goals read these) and vitsrt-oneshot."""
     targets = make_concurrent_targets(onnx_path, config_path, voice_dir, piper_configs, lane_configs, sampling,
-                                      piper_spinning)
+                                      piper_spinning, oneshot_lane_configs)
     levels = asyncio.run(_interleaved(targets, texts, clients, per_client, rounds, seed))
     out = []
     for name, target in targets.items():
-        side = "piper" if isinstance(target, PiperTarget) else "vitsrt"
+        side = "piper" if isinstance(target, PiperTarget) else "vitsrt" if target.stream else "vitsrt-oneshot"
         first, second = (target.threads, target.workers) if side == "piper" else (
             target.options.engine["lanes"], target.options.threads)
         keys = ("threads", "workers") if side == "piper" else ("lanes", "threads")
@@ -518,11 +527,13 @@ def markdown(result: Mapping[str, Any]) -> str:
         rows = []
         for c in result["concurrent"]:
             lv = c["level"]
+            busy = (lv.get("stages") or {}).get("worker_busy_s") or {}
             rows.append([c["config"], _num(lv["rtfx"]), f"{lv['ttfa_ms']['p50']:,.0f}", f"{lv['ttfa_ms']['p90']:,.0f}",
                          f"{lv['latency_ms']['p50']:,.0f}", _num(lv["rtf"]["p50"], 3), f"{lv['ok']}/{lv['errors']}",
-                         f"{lv['wall_s']:.1f}"])
+                         f"{lv['wall_s']:.1f}", " / ".join(f"{busy[k]:.1f}" for k in sorted(busy)) or "-"])
         parts.append(markdown_table(["config", "RTFX (audio s / wall s)", "first audio p50 ms", "first audio p90 ms",
-                                     "latency p50 ms", "RTF p50", "ok/errors", "wall s"], rows))
+                                     "latency p50 ms", "RTF p50", "ok/errors", "wall s",
+                                     "engine busy s (decode / flow / prefill, all lanes)"], rows))
     if result.get("wer"):
         w = result["wer"]
         rows = [[side, f"{w[side]['wer']:.4f}", f"{w[side]['cer']:.4f}", str(w[side]["words"]), str(w[side]["clips"]),
@@ -570,7 +581,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=3, help="concurrent: interleaved rounds (default 3)")
     parser.add_argument("--piper-configs", default="2x4,1x2,2x1",
                         help="concurrent: piper THREADSxWORKERS (default 2x4,1x2,2x1)")
-    parser.add_argument("--lane-configs", default="1x2,2x1", help="concurrent: vitsrt LANESxTHREADS (default 1x2,2x1)")
+    parser.add_argument("--lane-configs", default="1x2,2x1",
+                        help="concurrent: vitsrt LANESxTHREADS, streaming (default 1x2,2x1)")
+    parser.add_argument("--oneshot-lane-configs", default="",
+                        help="concurrent: vitsrt LANESxTHREADS with one-shot requests too (default none)")
     parser.add_argument("--piper-spinning", choices=("on", "off"), default="on",
                         help="piper's idle intra-op threads spin-wait (on: onnxruntime's default, what piper-tts "
                         "gets; vitsrt's engine defaults to off)")
@@ -609,7 +623,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         result["concurrent"] = measure_concurrent(
             onnx_path, config_path, voice_dir, parse_pairs(args.piper_configs), parse_pairs(args.lane_configs),
             list(texts.values()), args.clients, args.per_client, args.rounds, sampling,
-            piper_spinning=args.piper_spinning == "on")
+            piper_spinning=args.piper_spinning == "on",
+            oneshot_lane_configs=parse_pairs(args.oneshot_lane_configs) if args.oneshot_lane_configs else [])
         result["goals"] += concurrent_goals(result["concurrent"])
     if args.part in ("wer", "all"):
         from vitsrt.benchmarks.evaluation import open_asr

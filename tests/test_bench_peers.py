@@ -103,22 +103,29 @@ def test_concurrent_part_interleaves_every_config(voice) -> None:
     onnx_path, config_path, voice_dir = voice
     configs = peers.measure_concurrent(onnx_path, config_path, voice_dir, [(1, 2)], [(1, 1), (2, 1)],
                                        list(TEXTS.values()), clients=2, per_client=1, rounds=2,
-                                       sampling=DETERMINISTIC)
-    assert [c["config"] for c in configs] == ["piper 1x2", "vitsrt 1x1", "vitsrt 2x1"]
+                                       sampling=DETERMINISTIC, oneshot_lane_configs=[(2, 1)])
+    assert [c["config"] for c in configs] == ["piper 1x2", "vitsrt 1x1", "vitsrt 2x1", "vitsrt 2x1 one-shot"]
+    assert [c["side"] for c in configs] == ["piper", "vitsrt", "vitsrt", "vitsrt-oneshot"]
     assert configs[0]["workers"] == 2 and configs[2]["lanes"] == 2
+    assert configs[0]["level"]["stages"] is None  # piper has no engine counters; the engine's are summed
+    assert all(c["level"]["stages"]["worker_busy_s"]["decode"] > 0 for c in configs[1:])
+    assert configs[3]["level"]["chunks_per_request"] == 1  # one-shot: one chunk per request
     for c in configs:
         level = c["level"]
         assert level["concurrency"] == 2 and level["requests"] == 4 and level["ok"] == 4 and level["errors"] == 0
         assert level["rtfx"] > 0 and level["ttfa_ms"]["p50"] <= level["latency_ms"]["p50"]
     # every configuration got the same requests: the same audio in total
     audio = [c["level"]["audio_s"] for c in configs]
-    assert audio[1] == pytest.approx(audio[0], abs=1e-6) and audio[2] == pytest.approx(audio[0], abs=1e-6)
+    assert audio[1:] == pytest.approx([audio[0]] * 3, abs=1e-6)
     goals = peers.concurrent_goals(configs)
     names = [g["goal"] for g in goals]
+    assert not any("one-shot" in name for name in names)  # the goals read streaming configurations only
     assert "vitsrt 2x1 throughput / vitsrt 1x1 (one lane)" in names
     assert all(g["met"] in (True, False) for g in goals)
     lanes = next(g for g in goals if g["goal"] == "vitsrt 2x1 throughput / vitsrt 1x1 (one lane)")
     assert lanes["measured"] == pytest.approx(configs[2]["level"]["rtfx"] / configs[1]["level"]["rtfx"])
+    table = peers.markdown({"concurrent": configs, "goals": goals})
+    assert "| vitsrt 2x1 one-shot |" in table and "| piper 1x2 |" in table and lanes["goal"] in table
 
 
 def test_command_writes_the_record(voice, tmp_path: Path) -> None:
