@@ -29,7 +29,7 @@ def ids_request(tokens: int, seed: int, **kwargs) -> SynthesisRequest:
 # ----- defaults ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("cores", "expected"), [(1, (1, 1)), (2, (2, 1)), (3, (3, 1)), (4, (2, 2)), (8, (4, 2)),
+@pytest.mark.parametrize(("cores", "expected"), [(1, (1, 1)), (2, (1, 2)), (3, (1, 3)), (4, (2, 2)), (8, (4, 2)),
                                                   (16, (8, 2)), (64, (8, 8))])
 def test_default_lanes_use_every_core_once(cores, expected):
     lanes, threads = default_lanes(cores)
@@ -39,7 +39,7 @@ def test_default_lanes_use_every_core_once(cores, expected):
 
 def test_resolve_lanes_keeps_what_was_given_and_fills_the_rest():
     auto = resolve_lanes(EngineOptions(), "onnxruntime", cores=2)
-    assert (auto.lanes, auto.threads) == (2, 1)
+    assert (auto.lanes, auto.threads) == (1, 2)
     assert resolve_lanes(EngineOptions(), "ort", cores=8).lanes == 4  # aliases resolve to the same backend
     given = resolve_lanes(EngineOptions(lanes=1, threads=2), "onnxruntime", cores=2)
     assert (given.lanes, given.threads) == (1, 2)
