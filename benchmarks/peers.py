@@ -393,11 +393,12 @@ def measure_concurrent(onnx_path: Path, config_path: Path, voice_dir: Path, pipe
 # ----- intelligibility --------------------------------------------------------------------------------------
 
 
-def render_piper(onnx_path: Path, config_path: Path, sentences: Sequence[str], threads: int,
-                 sampling: Mapping[str, float]) -> list[tuple[Any, int]]:
+def render_piper(voice: Any, sentences: Sequence[str], sampling: Mapping[str, float]) -> list[tuple[Any, int]]:
+    """Each sentence through an open PiperVoice. Its graph draws noise from onnxruntime's random ops, whose sequence
+    restarts with every new session: takes meant to differ must share one voice."""
     import numpy as np
 
-    voice, syn = open_piper(onnx_path, config_path, threads), piper_syn_config(sampling)
+    syn = piper_syn_config(sampling)
     clips = []
     for text in sentences:
         chunks = list(voice.synthesize(text, syn))
@@ -433,8 +434,9 @@ def score_clips(sentences: Sequence[str], clips: Sequence[tuple[Any, int]], asr:
 def measure_wer(onnx_path: Path, config_path: Path, voice_dir: Path, sentences: Sequence[str], asr: Any,
                 takes: int, threads: int, sampling: Mapping[str, float], seed: int = 0) -> dict[str, Any]:
     piper, ours = [], []
+    voice = open_piper(onnx_path, config_path, threads)
     for take in range(takes):
-        piper += render_piper(onnx_path, config_path, sentences, threads, sampling)
+        piper += render_piper(voice, sentences, sampling)
         ours += render_vitsrt(voice_dir, sentences, threads, sampling, seed + take * len(sentences))
         log.info("wer: take %d/%d rendered", take + 1, takes)
     result = {"asr": asr.name, "sentences": len(sentences), "takes": takes,

@@ -167,6 +167,19 @@ def test_wer_part_scores_both_sides(voice) -> None:
     assert result["wer_difference"] == pytest.approx(0.0)
 
 
+def test_piper_takes_differ_only_within_one_session(voice) -> None:
+    """Why the WER part renders every take through one PiperVoice: a new session repeats its noise."""
+    import numpy as np
+
+    onnx_path, config_path, _voice_dir = voice
+    text = [TEXTS["5w"]]
+    first = peers.open_piper(onnx_path, config_path, 1)
+    take1, take2 = (peers.render_piper(first, text, {})[0][0] for _ in range(2))
+    fresh = peers.render_piper(peers.open_piper(onnx_path, config_path, 1), text, {})[0][0]
+    assert take1.shape == take2.shape and not np.array_equal(take1, take2)
+    assert np.array_equal(fresh, take1)
+
+
 def test_piper_session_settings(voice) -> None:
     onnx_path, config_path, _voice_dir = voice
     default = peers.open_piper(onnx_path, config_path, 2).session.get_session_options()
