@@ -94,8 +94,9 @@ def default_lanes(cores: int) -> tuple[int, int]:
     """(lanes, threads per lane) for a CPU backend on `cores` cores. Small batches scale poorly past 2 intra-op
     threads, and a lane of its own per core pair lets batches of different streams run at once: 4 cores 2x2,
     8 cores 4x2, 16 and more 8 lanes sharing the cores. Up to 3 cores one lane takes them all: measured on 2 cores
-    with a piper voice (benchmarks/results, 2026-12-02 peers), 2x1 gave 1.07x the throughput of 1x2 at 4 clients
-    but 1.57x its first audio, and a lone request ran on one thread."""
+    with a piper voice (benchmarks/results, 2026-12-02 peers), 2x1 gave 1.07-1.20x the throughput of 1x2 at 4
+    clients but 1.12-1.57x its first audio, and a lone request ran on one thread (5 words: 1.26x piper's p10
+    latency vs 1.09x); `--lanes 2 --lane-threads 1` is the throughput setting there."""
     cores = max(1, cores)
     if cores <= 3:
         return 1, cores
