@@ -170,8 +170,9 @@ def test_force_replaces_a_stale_bundle(tmp_path, capsys):
 def test_sampling_defaults_and_fp16_weights_through_the_cli(tmp_path, capsys):
     checkpoint, config = fixture_files()
     out = tmp_path / "voice"
+    # verified, at the tolerances of fp16-stored weights
     code, _, err = _cli(capsys, str(checkpoint), "-c", str(config), "-o", str(out), "--threads", "1",
-                        "--noise-scale", "0.3", "--sdp-ratio", "0", "--weights", "fp16")  # verified at fp16's tolerances
+                        "--noise-scale", "0.3", "--sdp-ratio", "0", "--weights", "fp16")
     assert code == 0, err
     manifest = load_voice(out).manifest
     assert (manifest.inference.noise_scale, manifest.inference.sdp_ratio) == (0.3, 0.0)
