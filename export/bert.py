@@ -33,8 +33,6 @@ Design choices, and why:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -42,8 +40,7 @@ import tempfile
 import time
 import unicodedata
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -55,6 +52,8 @@ import torch
 from torch import nn
 
 from vitsrt.errors import VitsrtError, clip
+from vitsrt.export.hf_export import publish, quiet_transformers, read_json, source_key, unaltered, weight_files
+from vitsrt.export.hf_export import where as _where
 from vitsrt.export.onnx_checks import DEFAULT_IR_VERSION, finalize_onnx
 from vitsrt.export.onnx_export import DEFAULT_OPSET, ExportError, check_graph, check_opset
 from vitsrt.export.weight_storage import store_weights_fp16
@@ -122,19 +121,6 @@ class BertGraph:
 # ----- the source directory ----------------------------------------------------------------------------
 
 
-def _where(path: Path) -> str:
-    return clip(os.fspath(path), 200)
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ExportError(f"{_where(path)}: {what} cannot be read ({type(exc).__name__})") from None
-    if not isinstance(data, dict):
-        raise ExportError(f"{_where(path)}: {what} is not a JSON object")
-    return data
-
 
 def _source_config(model_dir: Path) -> dict[str, Any]:
     """config.json of a supported BERT model, or ExportError saying why the directory is not one."""
@@ -143,7 +129,7 @@ def _source_config(model_dir: Path) -> dict[str, Any]:
         raise ExportError(f"{shown}: not a directory (expected a local Hugging Face BERT model directory)")
     if not (model_dir / "config.json").is_file():
         raise ExportError(f"{shown}: no config.json, not a Hugging Face model directory")
-    config = _read_json(model_dir / "config.json", "config.json")
+    config = read_json(model_dir / "config.json", "config.json")
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ExportError(
@@ -159,26 +145,10 @@ def _source_config(model_dir: Path) -> dict[str, Any]:
     return config
 
 
-def _weight_files(model_dir: Path) -> list[Path]:
-    """The weight files transformers loads: safetensors when present (it prefers them), else .bin."""
-    for pattern in ("*.safetensors", "*.bin"):
-        found = sorted(p for p in model_dir.glob(pattern) if p.is_file())
-        if found:
-            return found
-    raise ExportError(
-        f"{_where(model_dir)}: no weights (model.safetensors or pytorch_model.bin) in the directory"
-    )
-
-
 def _source_key(model_dir: Path, weights: Sequence[Path], *, fp16: bool, opset: int) -> str:
-    """SHA-256 over the export options and every file that defines the result (name and content hash)."""
-    digest = hashlib.sha256()
+    """The export's content key: its options and every source file that defines the result."""
     header = {"format": "vitsrt-bert", "exporter": EXPORT_VERSION, "fp16": fp16, "opset": opset}
-    digest.update(json.dumps(header, sort_keys=True).encode())
-    names = ["config.json", *(n for n in _TOKENIZER_FILES if (model_dir / n).is_file()), *(p.name for p in weights)]
-    for name in sorted(set(names)):
-        digest.update(f"\n{name}\0{sha256_file(model_dir / name)}".encode())
-    return digest.hexdigest()
+    return source_key(model_dir, header, ["config.json", *_TOKENIZER_FILES], weights)
 
 
 # ----- tokenizer ---------------------------------------------------------------------------------------
@@ -199,7 +169,7 @@ def _declared_added_tokens(model_dir: Path, tok_config: dict[str, Any]) -> dict[
     """id -> AddedToken fields, from tokenizer_config.json's added_tokens_decoder and added_tokens.json."""
     declared: dict[int, dict[str, Any]] = {}
     if (model_dir / "added_tokens.json").is_file():
-        for content, index in _read_json(model_dir / "added_tokens.json", "added_tokens.json").items():
+        for content, index in read_json(model_dir / "added_tokens.json", "added_tokens.json").items():
             declared[int(index)] = {"content": content, "special": True}
     for index, fields in (tok_config.get("added_tokens_decoder") or {}).items():
         if isinstance(fields, dict) and isinstance(fields.get("content"), str):
@@ -411,7 +381,7 @@ def _auto_tokenizer(model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             return AutoTokenizer.from_pretrained(os.fspath(model_dir), local_files_only=True, use_fast=True)
     except Exception as exc:  # transformers raises many types for unusable tokenizer files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -475,7 +445,7 @@ def build_tokenizer(model_dir: str | os.PathLike[str]) -> tuple[Any, str]:
     "character" (BertJapaneseTokenizer), "sentencepiece" (DebertaV2Tokenizer's spm.model) or "fast"."""
     model_dir = Path(model_dir)
     tok_path = model_dir / "tokenizer_config.json"
-    tok_config = _read_json(tok_path, "tokenizer_config.json") if tok_path.is_file() else {}
+    tok_config = read_json(tok_path, "tokenizer_config.json") if tok_path.is_file() else {}
     tok_class = str(tok_config.get("tokenizer_class") or "")
     where = _where(model_dir)
     if tok_class == "BertJapaneseTokenizer":
@@ -509,7 +479,7 @@ def build_tokenizer(model_dir: str | os.PathLike[str]) -> tuple[Any, str]:
 
 def _model_type(model_dir: Path) -> str | None:
     path = model_dir / "config.json"
-    return _read_json(path, "config.json").get("model_type") if path.is_file() else None
+    return read_json(path, "config.json").get("model_type") if path.is_file() else None
 
 
 def _cls_sep_ids(tokenizer: Any, where: str) -> tuple[int, int]:
@@ -523,24 +493,6 @@ def _cls_sep_ids(tokenizer: Any, where: str) -> tuple[int, int]:
 # ----- model -------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """transformers' load report (the expected missing later layers) and progress bars, silenced."""
-    from transformers.utils import logging as hf_logging
-
-    level, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bar:
-            hf_logging.enable_progress_bar()
-
-
 def _load_truncated(model_dir: Path, keep: int) -> nn.Module:
     """The base model with only its first `keep` encoder layers, float32, eval mode; ExportError when a
     weight those layers (or the embeddings) need is absent from the checkpoint."""
@@ -550,7 +502,7 @@ def _load_truncated(model_dir: Path, keep: int) -> nn.Module:
     shown = _where(model_dir)
     dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             hf_config = AutoConfig.from_pretrained(os.fspath(model_dir), local_files_only=True)
             hf_config.num_hidden_layers = keep
             model, info = AutoModel.from_pretrained(
@@ -628,24 +580,7 @@ def _reusable(directory: Path, key: str) -> BertManifest | None:
     except VitsrtError as exc:
         log.warning("re-exporting over an unreadable BERT export: %s", exc)
         return None
-    for name, digest in manifest.files.items():
-        if manifest.key != key or not (directory / name).is_file() or sha256_file(directory / name) != digest:
-            log.warning("re-exporting over an altered BERT export in %s (%s)", directory, name)
-            return None
-    return manifest
-
-
-def _publish(staging: Path, final: Path, key: str) -> bool:
-    """Move the finished staging directory into place, replacing a broken earlier export; False (and
-    nothing moved) when a concurrent export of the same model got there first."""
-    if final.exists():
-        if _reusable(final, key) is not None:
-            return False
-        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}-old-", dir=final.parent))
-        os.replace(final, trash / "old")
-        shutil.rmtree(trash, ignore_errors=True)
-    os.replace(staging, final)
-    return True
+    return manifest if unaltered(directory, key, manifest.key, manifest.files, "BERT") else None
 
 
 def _special(tokenizer: Any, text: str) -> SpecialToken:
@@ -660,7 +595,7 @@ def _write_export(model_dir: Path, config: dict[str, Any], staging: Path, *, key
     tokenizer, kind = build_tokenizer(model_dir)
     tokenizer.save(os.fspath(staging / TOKENIZER_NAME))
     tok_path = model_dir / "tokenizer_config.json"
-    specials = _special_texts(_read_json(tok_path, "tokenizer_config.json") if tok_path.is_file() else {})
+    specials = _special_texts(read_json(tok_path, "tokenizer_config.json") if tok_path.is_file() else {})
     tok_vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     model_vocab = int(config["vocab_size"])
     if max(tokenizer.get_vocab(with_added_tokens=True).values()) >= model_vocab:
@@ -701,7 +636,7 @@ def export_bert(
     started = time.perf_counter()
     model_dir, out_root = Path(model_dir), Path(out_root)
     config = _source_config(model_dir)
-    key = _source_key(model_dir, _weight_files(model_dir), fp16=fp16, opset=check_opset(opset))
+    key = _source_key(model_dir, weight_files(model_dir), fp16=fp16, opset=check_opset(opset))
     final = out_root / key[:KEY_LENGTH]
     manifest = _reusable(final, key)
     if manifest is not None:
@@ -712,7 +647,7 @@ def export_bert(
     try:
         manifest = _write_export(model_dir, config, staging, key=key, fp16=fp16, opset=opset)
         os.chmod(staging, 0o755)
-        if not _publish(staging, final, key):
+        if not publish(staging, final, lambda d: _reusable(d, key)):
             log.info("bert %s: a concurrent export finished first; using %s", model_dir.name, final)
             manifest = read_bert_manifest(final)
     finally:

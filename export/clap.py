@@ -25,16 +25,13 @@ Design choices, and why:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +43,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from vitsrt.errors import VitsrtError, clip
+from vitsrt.export.hf_export import publish, quiet_transformers, read_json, source_key, unaltered, weight_files
+from vitsrt.export.hf_export import where as _where
 from vitsrt.export.onnx_checks import DEFAULT_IR_VERSION, finalize_onnx
 from vitsrt.export.onnx_export import DEFAULT_OPSET, ExportError, check_graph, check_opset
 from vitsrt.text.bert import SpecialToken
@@ -94,19 +93,6 @@ class ClapGraphs:
 # ----- the source directory ----------------------------------------------------------------------------
 
 
-def _where(path: Path) -> str:
-    return clip(os.fspath(path), 200)
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ExportError(f"{_where(path)}: {what} cannot be read ({type(exc).__name__})") from None
-    if not isinstance(data, dict):
-        raise ExportError(f"{_where(path)}: {what} is not a JSON object")
-    return data
-
 
 def _check_source(model_dir: Path) -> None:
     """A CLAP directory with the fused audio tower and the fusion/repeatpad feature extractor, or ExportError."""
@@ -116,50 +102,20 @@ def _check_source(model_dir: Path) -> None:
     for name in ("config.json", "preprocessor_config.json"):
         if not (model_dir / name).is_file():
             raise ExportError(f"{shown}: no {name}, not a Hugging Face CLAP model directory")
-    config = _read_json(model_dir / "config.json", "config.json")
+    config = read_json(model_dir / "config.json", "config.json")
     if config.get("model_type") != "clap":
         raise ExportError(f"{shown}: model_type {clip(config.get('model_type'), 40)} is not 'clap'")
     if not (config.get("audio_config") or {}).get("enable_fusion", False):
         raise ExportError(f"{shown}: the audio tower is not the fused one (Bert-VITS2 2.2 uses laion/clap-htsat-fused)")
-    prep = _read_json(model_dir / "preprocessor_config.json", "preprocessor_config.json")
+    prep = read_json(model_dir / "preprocessor_config.json", "preprocessor_config.json")
     if prep.get("truncation", "fusion") != "fusion" or prep.get("padding", "repeatpad") != "repeatpad":
         raise ExportError(f"{shown}: the feature extractor must use truncation 'fusion' and padding 'repeatpad' "
                           f"(found {clip(prep.get('truncation'), 20)} / {clip(prep.get('padding'), 20)})")
 
 
-def _weight_files(model_dir: Path) -> list[Path]:
-    for pattern in ("*.safetensors", "*.bin"):
-        found = sorted(p for p in model_dir.glob(pattern) if p.is_file())
-        if found:
-            return found
-    raise ExportError(f"{_where(model_dir)}: no weights (model.safetensors or pytorch_model.bin) in the directory")
-
-
 def _source_key(model_dir: Path, weights: Sequence[Path], opset: int) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps({"format": "vitsrt-clap", "exporter": EXPORT_VERSION, "opset": opset},
-                             sort_keys=True).encode())
-    names = [*(n for n in _SOURCE_FILES if (model_dir / n).is_file()), *(p.name for p in weights)]
-    for name in sorted(set(names)):
-        digest.update(f"\n{name}\0{sha256_file(model_dir / name)}".encode())
-    return digest.hexdigest()
-
-
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    from transformers.utils import logging as hf_logging
-
-    level, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bar:
-            hf_logging.enable_progress_bar()
+    header = {"format": "vitsrt-clap", "exporter": EXPORT_VERSION, "opset": opset}
+    return source_key(model_dir, header, _SOURCE_FILES, weights)
 
 
 def _load(model_dir: Path) -> tuple[nn.Module, Any]:
@@ -169,7 +125,7 @@ def _load(model_dir: Path) -> tuple[nn.Module, Any]:
 
     dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model, info = ClapModel.from_pretrained(os.fspath(model_dir), local_files_only=True,
                                                     output_loading_info=True, **{dtype_arg: torch.float32})
             processor = ClapProcessor.from_pretrained(os.fspath(model_dir), local_files_only=True)
@@ -375,24 +331,8 @@ def _reusable(directory: Path, key: str) -> ClapManifest | None:
     except VitsrtError as exc:
         log.warning("re-exporting over an unreadable CLAP export: %s", exc)
         return None
-    for name in _GRAPHS:
-        digest = manifest.files.get(name)
-        if manifest.key != key or digest is None or not (directory / name).is_file() \
-                or sha256_file(directory / name) != digest:
-            log.warning("re-exporting over an altered CLAP export in %s (%s)", directory, name)
-            return None
-    return manifest
-
-
-def _publish(staging: Path, final: Path, key: str) -> bool:
-    if final.exists():
-        if _reusable(final, key) is not None:
-            return False
-        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}-old-", dir=final.parent))
-        os.replace(final, trash / "old")
-        shutil.rmtree(trash, ignore_errors=True)
-    os.replace(staging, final)
-    return True
+    files = {name: manifest.files.get(name) for name in _GRAPHS}
+    return manifest if unaltered(directory, key, manifest.key, files, "CLAP") else None
 
 
 def export_clap(
@@ -406,7 +346,7 @@ def export_clap(
     started = time.perf_counter()
     model_dir, out_root = Path(model_dir), Path(out_root)
     _check_source(model_dir)
-    key = _source_key(model_dir, _weight_files(model_dir), check_opset(opset))
+    key = _source_key(model_dir, weight_files(model_dir), check_opset(opset))
     final = out_root / key[:KEY_LENGTH]
     manifest = _reusable(final, key)
     if manifest is not None:
@@ -417,7 +357,7 @@ def export_clap(
     try:
         manifest = _write_export(model_dir, staging, key=key, opset=opset)
         os.chmod(staging, 0o755)
-        if not _publish(staging, final, key):
+        if not publish(staging, final, lambda d: _reusable(d, key)):
             log.info("clap %s: a concurrent export finished first; using %s", model_dir.name, final)
             manifest = read_clap_manifest(final)
     finally:
