@@ -44,6 +44,7 @@ def test_resolve_lanes_keeps_what_was_given_and_fills_the_rest():
     given = resolve_lanes(EngineOptions(lanes=1, threads=2), "onnxruntime", cores=2)
     assert (given.lanes, given.threads) == (1, 2)
     assert resolve_lanes(EngineOptions(threads=2), "onnxruntime", cores=8).lanes == 4
+    assert resolve_lanes(EngineOptions(threads=1), "onnxruntime", cores=2).lanes == 1  # --threads alone, 2 cores
     assert resolve_lanes(EngineOptions(lanes=2), "torch", cores=8).threads == 4
     # GPU and remote backends: one lane (torch-cuda two), threads left to the runtime
     cuda = resolve_lanes(EngineOptions(), "onnxruntime-cuda", cores=16)

@@ -106,7 +106,8 @@ def default_lanes(cores: int) -> tuple[int, int]:
 
 def resolve_lanes(options: EngineOptions, backend: str, cores: int | None = None) -> EngineOptions:
     """`options` with `lanes` (and for CPU backends `threads`) filled in for `backend` on `cores` cores.
-    Given values are kept; a CPU backend with only one of the two given gets the other from the core count."""
+    Given values are kept; a CPU backend given only `threads` gets the default number of lanes for the core count
+    (one up to 3 cores: `--threads N` alone keeps its old meaning there), given only `lanes` shares the cores."""
     cores = cores or os.cpu_count() or 1
     entry = backend_entry(backend)
     name = next(n for n, e in BACKENDS.items() if e is entry)
@@ -116,7 +117,7 @@ def resolve_lanes(options: EngineOptions, backend: str, cores: int | None = None
     if lanes is None and threads is None:
         lanes, threads = default_lanes(cores)
     elif lanes is None:
-        lanes = max(1, min(MAX_DEFAULT_LANES, cores // threads))  # type: ignore[operator]
+        lanes = default_lanes(cores)[0]
     elif threads is None:
         threads = max(1, cores // lanes)
     return options.model_copy(update={"lanes": lanes, "threads": threads})
