@@ -104,6 +104,16 @@ class RunningServer:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
+    def metric_reaches(self, name: str, expected: float, timeout: float = 5.0, **labels: str) -> float | None:
+        """The metric once it equals `expected`, or its value after `timeout`: the server counts a call just after
+        the client has its status, so a test reading the count at once can race it."""
+        deadline = time.monotonic() + timeout
+        value = self.metric(name, **labels)
+        while value != expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+            value = self.metric(name, **labels)
+        return value
+
     def metric(self, name: str, **labels: str) -> float | None:
         """One sample from the /metrics endpoint (None if absent); sends the server's token when it has one."""
         assert self.server.metrics_port is not None, "start the server with metrics_port=0"
