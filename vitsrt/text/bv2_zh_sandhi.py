@@ -26,9 +26,10 @@ trained on upstream's phones need the same phones at inference:
 The neutral-tone lexicon (and the short list of words that keep their full tone) is PaddleSpeech's (Apache-2.0),
 which upstream's `tone_sandhi.py` carries too; it is read at run time from the `misaki` package, which ships the
 same lists, and is not copied here. The phones depend on it: 371 of upstream's 420 words get a tone pypinyin alone
-would not give. misaki's copy differs from upstream's in 9 words (upstream also lists 不在 学生 情形 打点 老太 老头;
-misaki also lists 别人 将军 戏弄), so sentences with those words can differ from upstream in one tone; no public
-fixture case has one.
+would not give. misaki's copy is a newer revision: its neutral-tone list differs from upstream's in 9 words
+(upstream also lists 不在 学生 情形 打点 老太 老头; misaki also lists 别人 将军 戏弄), and its list of words that keep
+their full tone has 40 words where upstream's has 11 (misaki adds reduplications such as 整整 想想 and words such
+as 学子 落地), so sentences with those words can differ from upstream in a tone (public fixture case zh026: 整整).
 """
 
 from __future__ import annotations
