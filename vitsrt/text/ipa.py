@@ -403,6 +403,18 @@ def _ipa_words(ipa: str, symbols: Sequence[str], positions: Sequence[int]) -> li
     return [(first, last) for first, last in words.values()]
 
 
+def espeak_language(name: str, languages: Mapping[str, int], espeak_voices: Mapping[str, str]) -> tuple[str, int]:
+    """(espeak voice, language id) of a voice's language `name`, or of the one language whose espeak voice is
+    `name`; InputError otherwise. Shared by the espeak front ends (`ipa`, `piper`)."""
+    if name not in languages:
+        by_voice = [lang for lang, voice in espeak_voices.items() if voice == name]
+        if len(by_voice) != 1:
+            raise InputError("language", f"{clip(name)} is not a language of this voice "
+                             f"(choose from {sorted(languages)})")
+        name = by_voice[0]
+    return espeak_voices[name], languages[name]
+
+
 class IpaFrontEnd:
     """Text -> `PhonemeSequence` for voices whose symbols are espeak-ng IPA phonemes.
 
@@ -466,16 +478,7 @@ class IpaFrontEnd:
         )
 
     def _language(self, language: str | None) -> tuple[str, int]:
-        """(espeak voice, language id) for a requested language name (or its espeak voice name)."""
-        name = language or self.default_language
-        if name not in self.languages:
-            by_voice = [lang for lang, voice in self.espeak_voices.items() if voice == name]
-            if len(by_voice) != 1:
-                raise InputError(
-                    "language", f"{name!r} is not a language of this voice (choose from {sorted(self.languages)})"
-                )
-            name = by_voice[0]
-        return self.espeak_voices[name], self.languages[name]
+        return espeak_language(language or self.default_language, self.languages, self.espeak_voices)
 
     def phonemize(self, text: str, *, language: str | None = None, expand: bool = True) -> str:
         """The raw IPA string for `text` (for debugging and `vitsrt` CLI display); `expand` as in `from_text`."""

@@ -39,7 +39,7 @@ import numpy as np
 from vitsrt.errors import InputError, NothingToSpeakError, TooManyIdsError, VoiceError, clip
 from vitsrt.text.ids import DEFAULT_MAX_IDS, IdsFrontEnd
 from vitsrt.text.inventory import BOS, EOS, PAD
-from vitsrt.text.ipa import MissingExtraError
+from vitsrt.text.ipa import MissingExtraError, espeak_language
 from vitsrt.text.sequence import PhonemeSequence, WordSpan
 
 __all__ = ["Clause", "ClauseSource", "PiperEspeak", "PiperFrontEnd"]
@@ -304,16 +304,7 @@ class PiperFrontEnd:
     # ----- text ------------------------------------------------------------------------------------------
 
     def _language(self, language: str | None) -> tuple[str, int]:
-        """(espeak voice, language id) for a requested language name (or its espeak voice name)."""
-        name = language or self.default_language
-        if name not in self.languages:
-            by_voice = [lang for lang, voice in self.espeak_voices.items() if voice == name]
-            if len(by_voice) != 1:
-                raise InputError(
-                    "language", f"{clip(name)} is not a language of this voice (choose from {sorted(self.languages)})"
-                )
-            name = by_voice[0]
-        return self.espeak_voices[name], self.languages[name]
+        return espeak_language(language or self.default_language, self.languages, self.espeak_voices)
 
     def phonemize(self, text: str, *, language: str | None = None) -> list[list[str]]:
         """piper's phonemes of `text`, one list per sentence, exactly as piper-tts's `PiperVoice.phonemize`."""
