@@ -10,6 +10,17 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_DIR = REPO_ROOT.parent / "shared" / "fixtures" / "bertvits2-2.3-tiny"
+FRONTEND_FIXTURE = REPO_ROOT.parent / "shared" / "fixtures" / "bertvits2-2.3-frontend"
+FRONTEND_ABSENT = f"Bert-VITS2 front-end fixture not found at {FRONTEND_FIXTURE} (../shared beside the checkout)"
+
+
+def frontend_cases(lang: str | None = None) -> list[dict]:
+    """The front-end fixture's cases (of upstream language `lang`: ZH, JP, EN), or [] when it is absent."""
+    path = FRONTEND_FIXTURE / "cases.jsonl"
+    if not path.is_file():
+        return []
+    cases = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [c for c in cases if lang is None or c["lang"] == lang]
 
 
 def _joe_onnx() -> Path:

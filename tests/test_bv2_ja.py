@@ -11,28 +11,17 @@ from __future__ import annotations
 import json
 import random
 import unicodedata
-from pathlib import Path
 
 import pytest
 
+from conftest import FRONTEND_ABSENT as _ABSENT
+from conftest import FRONTEND_FIXTURE, frontend_cases
 from vitsrt.errors import InputError, NothingToSpeakError, VitsrtError
 
 pytest.importorskip("pyopenjtalk", reason="the bv2 extra (pyopenjtalk-plus) is not installed")
 from vitsrt.text import bv2_ja
 
-FRONTEND_FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bertvits2-2.3-frontend"
-_ABSENT = f"Bert-VITS2 front-end fixture not found at {FRONTEND_FIXTURE} (../shared beside the checkout)"
-
-
-def _jp_cases() -> list[dict]:
-    path = FRONTEND_FIXTURE / "cases.jsonl"
-    if not path.is_file():
-        return []
-    cases = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [c for c in cases if c["lang"] == "JP"]
-
-
-CASES = _jp_cases()
+CASES = frontend_cases("JP")
 CASE_PARAMS = [pytest.param(c, id=c["id"]) for c in CASES] or [pytest.param(None, marks=pytest.mark.skip(_ABSENT))]
 
 

@@ -9,10 +9,10 @@ word whose CMU dictionary version differs; see test_bv2_en.py) are listed and mu
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from conftest import FRONTEND_FIXTURE, frontend_cases
 from vitsrt.errors import InputError, NothingToSpeakError
 from vitsrt.text.bv2 import (
     STANDARD_LANGUAGES,
@@ -24,7 +24,7 @@ from vitsrt.text.bv2 import (
 )
 from vitsrt.text.bv2_en import find_g2p_en_checkpoint
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bertvits2-2.3-frontend"
+FIXTURE = FRONTEND_FIXTURE
 pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"front-end fixture not found at {FIXTURE}")
 
 BERT_MODELS = {"ZH": "chinese-roberta-wwm-ext-large", "JP": "deberta-v2-large-japanese-char-wwm",
@@ -37,13 +37,7 @@ if find_g2p_en_checkpoint() is None:
     DIFFERENT |= {"en018", "en029", "en035"}
 
 
-def _cases() -> list[dict]:
-    if not FIXTURE.is_dir():
-        return []
-    return [json.loads(line) for line in (FIXTURE / "cases.jsonl").read_text(encoding="utf-8").splitlines()]
-
-
-CASES = _cases()
+CASES = frontend_cases()
 
 
 @pytest.fixture(scope="module")

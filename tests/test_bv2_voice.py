@@ -8,16 +8,16 @@ audio within 1e-4, the same length (durations). Through the engine and over gRPC
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import FRONTEND_FIXTURE, frontend_cases
 from vitsrt import regulator
 from vitsrt.stages import BERT_FEATURES
 
-FRONTEND = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bertvits2-2.3-frontend"
+FRONTEND = FRONTEND_FIXTURE
 TOLERANCE = 1e-4
 SEED = 11
 # One sentence per case (the engine splits "Hello, world! This is a test." in two, upstream reads it as one);
@@ -27,8 +27,7 @@ QUIET = {"noise_scale": 0.0, "noise_scale_w": 0.0, "sdp_ratio": 0.0, "length_sca
 
 
 def _cases() -> dict[str, dict]:
-    lines = (FRONTEND / "cases.jsonl").read_text(encoding="utf-8").splitlines()
-    return {case["id"]: case for case in map(json.loads, lines)}
+    return {case["id"]: case for case in frontend_cases()}
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import FRONTEND_ABSENT as _ABSENT
+from conftest import FRONTEND_FIXTURE, frontend_cases
 from vitsrt.errors import InputError, NothingToSpeakError, VitsrtError
 
 pytest.importorskip("pypinyin", reason="the bv2 extra (pypinyin, jieba, cn2an) is not installed")
@@ -27,19 +28,7 @@ from pypinyin.style import convert
 
 from vitsrt.text import bv2_zh, bv2_zh_sandhi
 
-FRONTEND_FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bertvits2-2.3-frontend"
-_ABSENT = f"Bert-VITS2 front-end fixture not found at {FRONTEND_FIXTURE} (../shared beside the checkout)"
-
-
-def _zh_cases() -> list[dict]:
-    path = FRONTEND_FIXTURE / "cases.jsonl"
-    if not path.is_file():
-        return []
-    cases = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [c for c in cases if c["lang"] == "ZH"]
-
-
-CASES = _zh_cases()
+CASES = frontend_cases("ZH")
 CASE_PARAMS = [pytest.param(c, id=c["id"]) for c in CASES] or [pytest.param(None, marks=pytest.mark.skip(_ABSENT))]
 
 
