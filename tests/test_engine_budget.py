@@ -4,6 +4,8 @@ never fatal because one of its sentences has nothing to say."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import math
 import threading
 import time
@@ -14,7 +16,7 @@ import pytest
 from vitsrt.errors import BudgetError, InputError, NothingToSpeakError, TooManyIdsError
 from vitsrt.sampling import SAMPLING_RANGES
 from vitsrt.serve.engine.engine import Engine, EngineOptions
-from vitsrt.serve.engine.pipeline import DecodeJob
+from vitsrt.serve.engine.pipeline import DecodeJob, Segment
 from vitsrt.serve.engine.scheduler import Scheduler
 from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest
 from vitsrt.voices import default_voice_dir
@@ -93,6 +95,46 @@ def test_the_request_total_is_checked_sentence_by_sentence(engine):
     assert sent <= 60.0
     assert engine.stats()["active_streams"] == 0
     assert sum(engine.stats()["queue_depths"].values()) == 0
+
+
+def _live_segments() -> int:
+    return sum(isinstance(o, Segment) for o in gc.get_objects())
+
+
+def _wait_for_segments(count: int, timeout: float = 3.0) -> int:
+    deadline = time.monotonic() + timeout
+    while (live := _live_segments()) != count and time.monotonic() < deadline:
+        time.sleep(0.05)  # the engine's worker may still hold its last batch for a moment
+    return live
+
+
+def test_finished_streams_are_freed_without_the_cycle_collector(engine):
+    """A stream that ends, normally or by a budget error, as a server consumes it (`astream`), frees its
+    segments and their arrays as soon as the caller drops it: nothing waits for a full collection. A reference
+    cycle through the stream once kept every failed stream's arrays (~MBs each) until Python's rare full
+    collections, and a repeated attack grew the server by tens of MB (tests/test_grpc_budget.py)."""
+
+    async def consume(request: SynthesisRequest) -> BaseException | None:
+        try:
+            async for _ in engine.astream(request):
+                pass
+        except BudgetError as exc:
+            return exc
+        return None
+
+    hostile = SynthesisRequest(phonemes=ids(engine.options.max_phonemes), length_scale=10.0, seed=3)
+    gc.collect()
+    gc.disable()  # only reference counting frees things from here on
+    try:
+        before = _live_segments()
+        assert asyncio.run(consume(SynthesisRequest(text=NORMAL, seed=1))) is None
+        assert _wait_for_segments(before) == before
+        error = asyncio.run(consume(hostile))
+        assert isinstance(error, BudgetError)
+        del error
+        assert _wait_for_segments(before) == before
+    finally:
+        gc.enable()
 
 
 def test_a_run_of_dashes_is_dropped_not_fatal(engine):

@@ -277,13 +277,15 @@ class Engine:
         Admission (front end: phonemisation can take a while) runs in a thread, not on the event loop."""
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue = asyncio.Queue()
-        admitted: list[_Stream] = []
+        # The stream's id once admitted. The sink (which the stream holds) keeps only the id: holding the stream
+        # itself made a reference cycle that kept every finished stream's arrays alive until a full collection.
+        admitted: list[int] = []
 
         def sink(item: Any) -> None:
             try:
                 loop.call_soon_threadsafe(chunks.put_nowait, item)
             except RuntimeError:  # the consumer's loop is closed: nobody will read this stream
-                self.cancel(admitted[0].id)
+                self.cancel(admitted[0])
 
         admission = asyncio.ensure_future(asyncio.to_thread(self._admit, request, sink, self.options.windows))
         try:
@@ -291,7 +293,7 @@ class Engine:
         except asyncio.CancelledError:  # the thread still finishes admitting: cancel what it admits
             admission.add_done_callback(lambda done: done.exception() or self.cancel(done.result().id))
             raise
-        admitted.append(stream)
+        admitted.append(stream.id)
         try:
             while True:
                 item = await chunks.get()
@@ -302,6 +304,9 @@ class Engine:
                 yield item
         finally:
             self.cancel(stream.id)
+            # A raised error's traceback keeps this frame (and gRPC keeps the error in a reference cycle): drop
+            # what the frame holds, so the finished stream's arrays are freed now, not at the next full collection.
+            stream = admission = item = None
 
     def synthesize(self, request: SynthesisRequest, streaming_windows: bool = False) -> SynthesisResult:
         """Whole utterance at once. By default each sentence decodes in one call (fastest); with
@@ -391,17 +396,26 @@ class Engine:
     def _run_worker(self, lane: _Lane) -> None:
         """One lane: schedule -> execute -> update, until closed (vLLM's loop: the scheduler picks, the
         pipeline runs on this lane's backend, the engine books the results)."""
-        while (batch := self._schedule()) is not None:
-            live = self._live(batch)
-            if not live.items:
-                continue
-            started = time.perf_counter()
-            try:
-                output = lane.pipelines[str(live.group)].run(live)
-                self._update(live, output, time.perf_counter() - started)
-            except Exception as exc:  # a failed batch fails its streams, never the engine
-                log.exception("%s step failed for %d items", live.step, len(live.items))
-                self._fail(live.items, exc)
+        while self._step(lane):
+            pass
+
+    def _step(self, lane: _Lane) -> bool:
+        """One batch through the lane; False once the engine is closed. Its locals go with the return, so a
+        waiting worker holds no finished batch's arrays."""
+        batch = self._schedule()
+        if batch is None:
+            return False
+        live = self._live(batch)
+        if not live.items:
+            return True
+        started = time.perf_counter()
+        try:
+            output = lane.pipelines[str(live.group)].run(live)
+            self._update(live, output, time.perf_counter() - started)
+        except Exception as exc:  # a failed batch fails its streams, never the engine
+            log.exception("%s step failed for %d items", live.step, len(live.items))
+            self._fail(live.items, exc)
+        return True
 
     def _schedule(self) -> Batch[Work] | None:
         """The next batch to run, waiting for work; None once the engine is closed and nothing is queued."""
