@@ -30,14 +30,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vitsrt.audio import StreamEncoder
 from vitsrt.errors import BudgetError, InputError, NotFoundError, OverloadedError, VitsrtError, clip
 from vitsrt.serve.engine.engine import Engine
 from vitsrt.serve.engine.timestamps import rescale
-from vitsrt.serve.engine.types import AudioChunk, SynthesisRequest
+from vitsrt.serve.engine.types import AudioChunk, EmotionPrompt, SynthesisRequest
 from vitsrt.serve.grpc.auth import parse_bearer, token_matches
 from vitsrt.serve.grpc.metrics import ServerMetrics
 from vitsrt.serve.http.openai_api import (
@@ -106,15 +106,17 @@ def _error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
-def _engine_error(exc: VitsrtError) -> ApiError:
-    """OpenAI-shaped refusal for an error the engine raised at admission (or before the first audio)."""
+def _engine_error(exc: VitsrtError, emotion_field: str = "emotion") -> ApiError:
+    """OpenAI-shaped refusal for an error the engine raised at admission (or before the first audio);
+    `emotion_field` is the request field the emotion prompt came from (`emotion` or `instructions`)."""
     message = clip(str(exc), 300)[1:-1]  # clip() quotes; keep its cut, not its quotes
     if isinstance(exc, BudgetError):
         return ApiError(413, message, param="input", code="request_too_large")
     if isinstance(exc, OverloadedError):
         return ApiError(503, message, code="server_overloaded", headers={"Retry-After": "1"})
     if isinstance(exc, InputError):
-        return ApiError(400, message, param=_PARAMS.get(exc.field, exc.field), code="invalid_value")
+        param = emotion_field if exc.field.startswith("emotion") else _PARAMS.get(exc.field, exc.field)
+        return ApiError(400, message, param=param, code="invalid_value")
     if isinstance(exc, NotFoundError):
         return ApiError(400, message, param="voice", code="invalid_value")
     return ApiError(500, "internal error", code="internal_error")
@@ -233,14 +235,28 @@ class SpeechService:
         length_scale = None
         if request.speed is not None:  # relative to the voice's own pace, so 1.0 sounds as trained
             length_scale = self.engine.pipeline(voice).manifest.inference.length_scale / request.speed
+        emotion, field = self._emotion(request, voice)
         try:
             synthesis = SynthesisRequest(voice=voice, speaker="" if blend else speaker, speakers=blend,
                                          text=request.input, language=request.language, seed=request.seed,
                                          length_scale=length_scale, normalize_text=request.normalize_text,
-                                         timestamps=request.timestamps)
+                                         timestamps=request.timestamps, emotion=emotion)
         except InputError as exc:
-            raise _engine_error(exc) from None
+            raise _engine_error(exc, field) from None
         return synthesis, encoder
+
+    def _emotion(self, request: SpeechRequest, voice: str) -> tuple[EmotionPrompt | None, str]:
+        """The request's emotion prompt for `voice` and the field it came from (see SpeechRequest.emotion_prompt);
+        400 naming that field for a prompt the engine's request type refuses (e.g. a too-long `instructions`)."""
+        emotion = self.engine.pipeline(voice).manifest.emotion
+        prompt, field = request.emotion_prompt(emotion is not None and emotion.clap_model is not None)
+        if prompt is None:
+            return None, field
+        try:
+            return EmotionPrompt(text=prompt), field
+        except (ValidationError, InputError) as exc:
+            reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else exc.reason
+            raise ApiError(400, f"{field}: {reason}", param=field, code="invalid_value") from None
 
     def acquire(self) -> None:
         """Take one of `max_concurrent_streams` (503 when none is left); `release` gives it back."""
@@ -257,6 +273,7 @@ class SpeechService:
     async def open_stream(self, request: SpeechRequest) -> _Call:
         """Admit the request in the engine and wait for its first audio (errors here still get a status)."""
         synthesis, encoder = self.plan(request)
+        field = "instructions" if request.emotion is None else "emotion"
         started = time.perf_counter()
         chunks = self.engine.astream(synthesis)
         try:
@@ -265,7 +282,7 @@ class SpeechService:
             first = None
         except VitsrtError as exc:
             await chunks.aclose()
-            raise _engine_error(exc) from None
+            raise _engine_error(exc, field) from None
         except BaseException:
             await chunks.aclose()
             raise
@@ -447,8 +464,6 @@ def _add_speech_route(app: FastAPI, service: SpeechService) -> None:
         service.metrics.requests.labels("http:speech").inc()
         service.authorize(request)
         parsed = parse_speech_request(await service.read_json(request))
-        if parsed.instructions:
-            logger.debug("http: 'instructions' ignored (VITS voices take no style prompt)")
         service.acquire()
         try:
             call = await service.open_stream(parsed)

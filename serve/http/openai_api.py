@@ -11,14 +11,16 @@ Mapping choices (README and the module docs of `vitsrt.serve.http` repeat them f
   those speakers' vectors, weights normalised to sum 1 (a speaker whose name is the whole string wins).
 * `speed` (0.25-4.0, OpenAI's range): length_scale = the voice's own length_scale / speed, so 1.0 is the
   voice's trained pace and 2.0 is twice as fast. Unset = the voice's pace.
-* `instructions` (gpt-4o-mini-tts's style prompt) is accepted and ignored: VITS voices have no prompt, and
-  refusing it would break clients that always send one.
+* `instructions` (gpt-4o-mini-tts's style prompt): for a Bert-VITS2 2.2 voice exported with its CLAP towers it is
+  the request's emotion text prompt (e.g. "Happy"); every other voice accepts and ignores it (no prompt to
+  steer, and refusing it would break clients that always send one).
 * `response_format` defaults to mp3 as OpenAI's does; `pcm` is signed 16-bit little-endian mono at the voice's
   own rate (OpenAI's pcm is 24 kHz: ask for that with the `sample_rate` extension); the rate is in the
   `X-Sample-Rate` response header either way.
 * vitsrt extensions (OpenAI's SDK sends them with `extra_body`): `seed` (same seed, same audio), `language`,
   `sample_rate` (resample the output), `normalize_text` (false: no reading of numbers, dates, abbreviations),
-  `timestamps` (with `stream_format` "sse": `speech.timestamps` events with word and phoneme spans in samples).
+  `timestamps` (with `stream_format` "sse": `speech.timestamps` events with word and phoneme spans in samples),
+  `emotion` (a text prompt for a 2.2 voice; wins over `instructions`; other voices refuse it with a 400).
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vitsrt.audio import Encoding
 from vitsrt.errors import InputError, clip, name_list
-from vitsrt.serve.engine.types import SpeakerWeight, VoiceInfo, parse_speaker_weights
+from vitsrt.serve.engine.types import (
+    MAX_EMOTION_PROMPT_CHARS,
+    SpeakerWeight,
+    VoiceInfo,
+    parse_speaker_weights,
+)
 
 MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")
 # OpenAI's built-in voice names in the order its API reference lists them; position = speaker index.
@@ -76,7 +83,7 @@ class SpeechRequest(BaseModel):
     model: str
     input: str
     voice: str | VoiceRef
-    instructions: str | None = None  # accepted, ignored (see the module docs)
+    instructions: str | None = None  # a 2.2 voice's emotion prompt, else ignored (see the module docs)
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
     speed: float | None = Field(None, ge=0.25, le=4.0)
     stream_format: Literal["audio", "sse"] = "audio"
@@ -86,10 +93,21 @@ class SpeechRequest(BaseModel):
     sample_rate: int | None = Field(None, ge=8000, le=48000)
     normalize_text: bool = True  # false: numbers, dates, abbreviations reach the phonemiser as written
     timestamps: bool = False  # sse only: word/phoneme spans as `speech.timestamps` events
+    emotion: str | None = Field(None, min_length=1, max_length=MAX_EMOTION_PROMPT_CHARS)  # 2.2 voices' text prompt
 
     @property
     def voice_name(self) -> str:
         return self.voice.id if isinstance(self.voice, VoiceRef) else self.voice
+
+    def emotion_prompt(self, takes_prompt: bool) -> tuple[str | None, str]:
+        """(prompt, the field it came from): `emotion` for any voice (the engine refuses it where there is no
+        emotion input), else `instructions` for a voice that `takes_prompt` (a 2.2 voice with its CLAP text
+        tower), else no prompt."""
+        if self.emotion is not None:
+            return self.emotion, "emotion"
+        if takes_prompt and self.instructions:
+            return self.instructions, "instructions"
+        return None, "emotion"
 
 
 def _validation_message(error: dict[str, Any]) -> tuple[str, str]:

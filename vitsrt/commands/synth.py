@@ -54,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speaker-curve", default=None, metavar="POS=NAME:WEIGHT,...;...",
                         help="a speaker blend that changes over the utterance: blends at positions 0..1, interpolated "
                              "per frame, e.g. '0=slt:1;1=rms:1' (slt turning into rms); instead of --speaker")
+    emotion = parser.add_mutually_exclusive_group()
+    emotion.add_argument("--emotion", metavar="TEXT", default=None,
+                         help="Bert-VITS2 2.2 voices: the emotion as a text prompt for CLAP, e.g. 'Happy'")
+    emotion.add_argument("--emotion-audio", metavar="FILE", default=None,
+                         help="Bert-VITS2 2.2 voices: the emotion of a reference clip (WAV/FLAC/Ogg, any rate)")
     parser.add_argument("--seed", type=seed_value, default=0, help="noise seed (same seed, same audio)")
     add_sampling_arguments(parser, "sampling (unset: the voice's defaults)")
     parser.add_argument("--stream", action="store_true", help="stream (chunked decoding) and report first-audio time")
@@ -112,10 +117,32 @@ def backend_options(args: argparse.Namespace) -> Mapping[str, Any] | None:
     return options
 
 
+def emotion_prompt(args: argparse.Namespace) -> dict[str, Any]:
+    """The request's `emotion` from --emotion / --emotion-audio (none: {}); the engine refuses it for voices
+    other than Bert-VITS2 2.2 ones."""
+    if args.emotion is not None:
+        return {"text": args.emotion}
+    if args.emotion_audio is None:
+        return {}
+    path = Path(args.emotion_audio)
+    if not path.is_file():
+        raise InputError("emotion_audio", f"{clip(args.emotion_audio)}: no such file")
+    try:
+        return {"audio": path.read_bytes()}
+    except OSError as exc:
+        raise InputError("emotion_audio", f"{clip(args.emotion_audio)}: cannot read ({exc.strerror})") from None
+
+
 def build_request(args: argparse.Namespace) -> Any:
     from pydantic import ValidationError
 
-    from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest, parse_speaker_curve, parse_speaker_weights
+    from vitsrt.serve.engine.types import (
+        EmotionPrompt,
+        PhonemeIds,
+        SynthesisRequest,
+        parse_speaker_curve,
+        parse_speaker_weights,
+    )
 
     if (args.text is None) == (args.ids is None):
         raise InputError("input", "give either TEXT or --ids")
@@ -129,9 +156,11 @@ def build_request(args: argparse.Namespace) -> Any:
         speaker = {"speakers": parse_speaker_weights(args.speaker)}
     if args.speaker_curve is not None:
         speaker["speaker_curve"] = parse_speaker_curve(args.speaker_curve)
+    prompt = emotion_prompt(args)
     try:
+        emotion = EmotionPrompt(**prompt) if prompt else None
         return SynthesisRequest(text=args.text, phonemes=phonemes, language=args.language, seed=args.seed,
-                                **speaker, **sampling_arguments(args))
+                                emotion=emotion, **speaker, **sampling_arguments(args))
     except ValidationError as exc:  # a safety net: the flags' own types catch the usual mistakes first
         first = exc.errors()[0]
         raise InputError(".".join(map(str, first["loc"])) or "request", first["msg"]) from None
