@@ -164,6 +164,7 @@ def test_shards_prepare_like_the_equivalent_folder(tmp_path, config):
     assert (from_shards.train, from_shards.val, from_shards.resampled, from_shards.downmixed) == (
         from_folder.train, from_folder.val, from_folder.resampled, from_folder.downmixed)
     assert (from_shards.shards_total, from_shards.shards_done, from_shards.shards_reused) == (4, 4, 0)
+    assert from_shards.spectrograms_late == from_folder.spectrograms_late == 0  # written with each item
 
     # The skipped members are listed: the folder's two bad files, plus what only shards can hold.
     folder_skips = {Path(s.path).stem: s.reason for s in from_folder.skipped}
@@ -187,6 +188,7 @@ def test_shards_prepare_like_the_equivalent_folder(tmp_path, config):
 
 def test_pool_workers_and_cli_give_the_same_output(tmp_path, config, capsys):
     shard_dir = write_shards(tmp_path / "shards", corpus())
+    folder = write_folder(tmp_path / "folder", corpus())
     prepare_dataset(shard_dir, tmp_path / "serial", config, OPTIONS)
     shard_files = [str(p) for p in sorted(shard_dir.iterdir())]
     code = cli_main(["prepare", *shard_files, "-o", str(tmp_path / "pool"), "-c", str(config), "--frontend", "chars",
@@ -195,6 +197,13 @@ def test_pool_workers_and_cli_give_the_same_output(tmp_path, config, capsys):
     printed = capsys.readouterr().out
     assert "shards 4: prepared now 4" in printed and "no audio member" in printed
     assert prepared_files(tmp_path / "pool") == prepared_files(tmp_path / "serial")
+    # the workers wrote every spectrogram with its WAV: the parent had none left to write
+    assert json.loads((tmp_path / "pool" / "prepare_report.json").read_text())["spectrograms_late"] == 0
+
+    # A dataset folder's pool (items in chunks, spectrograms in the workers too) gives the same files.
+    pooled_folder = prepare_dataset(folder, tmp_path / "folder_pool", config, replace(OPTIONS, workers=2))
+    assert pooled_folder.spectrograms_late == 0
+    assert prepared_files(tmp_path / "folder_pool") == prepared_files(tmp_path / "serial")
 
 
 def count_opened(monkeypatch) -> list[str]:
@@ -238,24 +247,32 @@ def test_killed_run_resumes_without_redoing_finished_shards(tmp_path, config, mo
     finished = {json.loads(p.read_text())["shard"] for p in records.glob("*.json")}
     assert 2 <= len(finished) < 10, f"kill came too late or never: {len(finished)} shards finished; {stderr[-500:]}"
     assert not (out / "config.json").exists()
+    finished_names = {Path(p).name for p in finished}
+    finished_indices = {int(name[5:9]) for name in finished_names}  # part-NNNN.tar holds k{NN}_*.wav
     stamps = {p: p.stat().st_mtime_ns for p in (out / "wavs").rglob("*.wav")}
+    kept = [path for path in stamps if int(path.stem[1:3]) in finished_indices]
+    assert len(kept) == 3 * len(finished)
+    # The killed parent merged nothing, yet each finished item has its spectrogram: the workers wrote them.
+    specs = {wav: wav.with_suffix(".spec.pt").stat().st_mtime_ns for wav in kept}
+    # Negative control for the resume: a finished item's deleted spectrogram is noticed and written again.
+    victim = min(kept).with_suffix(".spec.pt")
+    victim.unlink()
 
     opened = count_opened(monkeypatch)
     resumed = prepare_dataset(shard_dir, out, config, OPTIONS)
-    finished_names = {Path(p).name for p in finished}
     assert set(opened) == {p.name for p in shard_dir.iterdir()} - finished_names  # only the unfinished ones
     assert (resumed.shards_reused, resumed.shards_done) == (len(finished), 10 - len(finished))
     assert resumed.train + resumed.val == 30 and not resumed.skipped
-    finished_indices = {int(name[5:9]) for name in finished_names}  # part-NNNN.tar holds k{NN}_*.wav
-    kept = [path for path in stamps if int(path.stem[1:3]) in finished_indices]
-    assert len(kept) == 3 * len(finished)
+    assert resumed.spectrograms_late == 1 and victim.is_file()
     for path in kept:  # what the killed run finished is not written again
         assert path.stat().st_mtime_ns == stamps[path], path
+        if path != min(kept):
+            assert path.with_suffix(".spec.pt").stat().st_mtime_ns == specs[path], path
 
     opened.clear()  # a run with everything recorded opens no shard and writes nothing new
     again = prepare_dataset(shard_dir, out, config, OPTIONS)
     assert opened == [] and (again.shards_reused, again.shards_done, again.processed) == (10, 0, 0)
-    assert again.reused == 30
+    assert again.reused == 30 and again.spectrograms_late == 0
 
     uninterrupted = prepare_dataset(shard_dir, tmp_path / "clean", config, OPTIONS)
     assert uninterrupted.shards_done == 10

@@ -14,8 +14,10 @@ Output (``OUT``)::
     shards/<shard>.<hash>.json  (shard input only) one record per finished shard: the re-run/resume state
 
 Paths inside the filelists are relative to ``OUT``; the trainer resolves them against the config's
-folder. Re-running only does missing work: an item whose sidecar matches its source file, the audio
-settings and the front end is reused as is. Bad files are skipped and reported, never fatal.
+folder. Worker processes (``workers``) finish each item: the cleaned WAV, its spectrogram, its phonemes and
+its sidecar; the parent only merges the records into filelists, config and report. Re-running only does
+missing work: an item whose sidecar matches its source file, the audio settings and the front end is reused
+as is. Bad files are skipped and reported, never fatal.
 
 Metadata lines (``|``-separated, ``#`` comments allowed): ``path|speaker|language|text``, upstream's
 7-field filelist (the phoneme fields are ignored and the text is phonemised again with the chosen
@@ -178,19 +180,66 @@ def _char_text(text: str) -> str:
     return normalize_text(text, keep_newlines=False).lower()
 
 
-class ItemProcessor:
-    """One metadata item -> cleaned WAV + phonemes. Picklable; the front end is built lazily per process."""
+def stft_settings(config: BertVits2Config) -> tuple[Any, ...]:
+    """The `SpectrogramTransform` arguments of a config's data section (picklable, for worker processes)."""
+    data = config.data
+    return (data.sampling_rate, data.filter_length, data.hop_length, data.win_length, data.n_mel_channels,
+            data.mel_fmin, data.mel_fmax)
 
-    def __init__(self, audio: AudioSettings, frontend: dict[str, Any], settings_key: str):
+
+def spectrogram_is_current(wav: Path) -> bool:
+    spec_path = wav.with_suffix(".spec.pt")
+    return spec_path.is_file() and spec_path.stat().st_mtime_ns >= wav.stat().st_mtime_ns
+
+
+def write_spectrogram(wav: Path, transform: Any) -> None:
+    """Cache the upstream-layout linear spectrogram ([n_fft/2+1, frames] float32) of a prepared WAV next to it,
+    computed from the WAV as written (16-bit), so every path to it gives the same values."""
+    import soundfile as sf
+    import torch
+
+    spec_path = wav.with_suffix(".spec.pt")
+    samples, _ = sf.read(str(wav), dtype="float32")
+    spec = transform.linear(torch.from_numpy(samples))
+    tmp = spec_path.with_name(f".{spec_path.name}.tmp")
+    torch.save(spec.contiguous(), tmp)
+    tmp.replace(spec_path)
+
+
+def limit_worker_threads() -> None:
+    """Pool worker initializer: one intra-op thread per worker process (the workers are the parallelism)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class ItemProcessor:
+    """One metadata item -> cleaned WAV, its spectrogram and phonemes: a finished item. Picklable; the front end
+    and the spectrogram transform are built lazily per process."""
+
+    def __init__(self, audio: AudioSettings, frontend: dict[str, Any], settings_key: str, stft: tuple[Any, ...]):
         self.audio = audio
         self.frontend = frontend
         self.settings_key = settings_key
+        self.stft = stft
         self._ipa = None
+        self._transform = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_ipa"] = None  # espeak handles do not cross processes
+        state["_transform"] = None  # rebuilt where it is used
         return state
+
+    def spectrogram(self, wav_path: str) -> None:
+        """Write the WAV's spectrogram unless a current one is there (a reused item may predate it)."""
+        if spectrogram_is_current(Path(wav_path)):
+            return
+        if self._transform is None:
+            from vitsrt.train.mel import SpectrogramTransform
+
+            self._transform = SpectrogramTransform(*self.stft)
+        write_spectrogram(Path(wav_path), self._transform)
 
     def phonemize(self, text: str, language: str) -> list[str]:
         if self.frontend["kind"] == "ids":
@@ -255,6 +304,7 @@ class ItemProcessor:
             except (OSError, json.JSONDecodeError):
                 record = {}
             if record.get("key") == key:
+                self.spectrogram(wav_path)
                 record["reused"] = True
                 return record
         try:
@@ -269,6 +319,7 @@ class ItemProcessor:
             return {"error": "text has no symbols the front end knows"}
         Path(wav_path).parent.mkdir(parents=True, exist_ok=True)
         write_pcm16(wav_path, clean.samples, self.audio.sampling_rate)
+        self.spectrogram(wav_path)  # before the sidecar: an item with a current sidecar has its spectrogram
         record = {
             "key": key,
             "phonemes": phonemes,
@@ -304,7 +355,10 @@ class PrepareReport:
     shards_done: int = 0
     shards_reused: int = 0
     shards_pending: int = 0
-    timings: dict[str, float] = field(default_factory=dict)  # wall seconds: ingest, spectrograms, total
+    spectrograms_late: int = 0  # spectrograms the parent wrote after the workers (missing or stale ones)
+    # wall seconds: ingest (the workers: WAVs, spectrograms, phonemes), spectrograms (only those still missing
+    # after the workers), total
+    timings: dict[str, float] = field(default_factory=dict)
 
     def render(self) -> str:
         lines = [f"prepared dataset: {self.output}", "", f"{'speaker':<24}{'files':>8}{'hours':>10}"]
@@ -365,7 +419,8 @@ def _run_jobs(processor: ItemProcessor, jobs: list[tuple[MetadataItem, str]], wo
     # spawn: workers must not inherit a parent's torch/OpenMP state or espeak handles.
     context = multiprocessing.get_context("spawn")
     with (
-        concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
+        concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                               initializer=limit_worker_threads) as pool,
         tqdm(total=len(jobs), desc="prepare", unit="file", disable=None) as bar,
     ):
         futures = {pool.submit(processor.process_chunk, chunk): i for i, chunk in enumerate(chunks)}
@@ -375,25 +430,20 @@ def _run_jobs(processor: ItemProcessor, jobs: list[tuple[MetadataItem, str]], wo
     return [record for chunk in results for record in (chunk or [])]
 
 
-def _write_spectrograms(out: Path, wavs: list[str], config: BertVits2Config) -> None:
-    """Cache upstream-layout linear spectrograms ([n_fft/2+1, frames] float32) next to each WAV."""
-    import soundfile as sf
-    import torch
+def _write_missing_spectrograms(out: Path, wavs: list[str], config: BertVits2Config) -> int:
+    """The workers write each item's spectrogram with its WAV; this writes those still missing or stale (a shard
+    reused from its record whose spectrogram was deleted, an output from before they did). Returns how many."""
+    stale = [out / rel for rel in wavs if not spectrogram_is_current(out / rel)]
+    if not stale:
+        return 0
     from tqdm import tqdm
 
     from vitsrt.train.mel import SpectrogramTransform
 
-    transform = SpectrogramTransform.from_config(config.data)
-    for rel in tqdm(wavs, desc="spectrograms", unit="file", disable=None):
-        wav = out / rel
-        spec_path = wav.with_suffix(".spec.pt")
-        if spec_path.is_file() and spec_path.stat().st_mtime_ns >= wav.stat().st_mtime_ns:
-            continue
-        samples, _ = sf.read(str(wav), dtype="float32")
-        spec = transform.linear(torch.from_numpy(samples))
-        tmp = spec_path.with_name(f".{spec_path.name}.tmp")
-        torch.save(spec.contiguous(), tmp)
-        tmp.replace(spec_path)
+    transform = SpectrogramTransform(*stft_settings(config))
+    for wav in tqdm(stale, desc="spectrograms", unit="file", disable=None):
+        write_spectrogram(wav, transform)
+    return len(stale)
 
 
 def _split(entries: list[FilelistEntry], options: PrepareOptions) -> tuple[list[FilelistEntry], list[FilelistEntry]]:
@@ -454,7 +504,9 @@ def prepare_dataset(
     kept = _covered_by_table(entries, frontend, report)
 
     spectrograms = time.perf_counter()
-    _write_spectrograms(out, [e.audio for e in kept], config)
+    report.spectrograms_late = _write_missing_spectrograms(out, [e.audio for e in kept], config)
+    if report.spectrograms_late:
+        log.info("wrote %d missing spectrogram(s) after the workers", report.spectrograms_late)
     report.timings["spectrograms"] = time.perf_counter() - spectrograms
     _write_filelists(out, kept, options, report)
     _write_json(out / "config.json", _training_config(config, kept, frontend))
@@ -474,7 +526,7 @@ def _ingest_folder(dataset: Path, out: Path, config: BertVits2Config, options: P
         options.frontend, [i.language for i in items], [i.text for i in items], config.data.add_blank,
         _previous_frontend(out),
     )
-    processor = ItemProcessor(audio, frontend, settings_key)
+    processor = ItemProcessor(audio, frontend, settings_key, stft_settings(config))
     out.mkdir(parents=True, exist_ok=True)
     jobs = _plan_jobs(items, dataset, out, report)
     return frontend, jobs, _run_jobs(processor, jobs, options.workers or 1)
@@ -493,7 +545,7 @@ def _ingest_shards(shards: list[Path], out: Path, config: BertVits2Config, optio
     provisional = frontend_section(options.frontend, [], [], config.data.add_blank, previous)
     if provisional["kind"] == "ids":
         provisional["symbols"] = None
-    processor = ItemProcessor(audio, provisional, settings_key)
+    processor = ItemProcessor(audio, provisional, settings_key, stft_settings(config))
     speaker = options.speaker or shards[0].resolve().parent.name
     todo = shard_io.parse_shard_range(options.shards, len(shards))
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ transcript, a ``.txt`` holding the text and/or a ``.json`` object with ``text`` 
 them; other members (``.cls``, ``.npy``, ...) are ignored.
 
 Each shard is read once, front to back (`tarfile` stream mode, ``r|*``): only the current sample's members are
-in memory, never the whole shard. A worker process takes whole shards. When a shard is done, its outcome (per
+in memory, never the whole shard. A worker process takes whole shards and finishes each sample in turn (cleaned
+WAV, spectrogram, phonemes, sidecar), so the parent only merges records. When a shard is done, its outcome (per
 sample: the prepared item or why it was skipped) is written to ``OUT/shards/<name>.<hash>.json``; a later run
 with the same shard file (path, size, mtime), audio/front-end settings and default speaker/language reuses that
 record without opening the shard. A sample is named like the same recording in a dataset folder
@@ -368,7 +369,10 @@ class _Meter:
 
 def run_shards(jobs: Sequence[ShardJob], workers: int) -> list[dict[str, Any]]:
     """Each job's record, in job order: in this process for one worker, else one shard per task in a pool of
-    `workers` spawned processes. A dead worker raises BrokenProcessPool; finished shards keep their records."""
+    `workers` spawned processes (one torch thread each). A dead worker raises BrokenProcessPool; finished shards
+    keep their records."""
+    from vitsrt.train.prepare import limit_worker_threads
+
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     meter = _Meter(len(jobs))
     try:
@@ -379,7 +383,8 @@ def run_shards(jobs: Sequence[ShardJob], workers: int) -> list[dict[str, Any]]:
         else:
             # spawn: workers must not inherit a parent's torch/OpenMP state or espeak handles.
             context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+            with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context,
+                                                        initializer=limit_worker_threads) as pool:
                 futures = {pool.submit(prepare_shard, job): i for i, job in enumerate(jobs)}
                 for future in concurrent.futures.as_completed(futures):
                     results[futures[future]] = future.result()
