@@ -2,7 +2,9 @@
 duration_dp_only, flow and decoder; for original VITS (:class:`~vitsrt.train.models.vits.VitsSynthesizer`)
 encoder, duration, flow and decoder, with the speaker and SDP-noise tensors only where the voice has them
 (the family's stage contract in :mod:`vitsrt.stages` decides every graph's inputs and outputs). A Bert-VITS2
-2.2 generator's encoder also takes ``emo`` [B, 512] (the "emotion" feature): its CLAP emotion branch, quantizer
+encoder takes its speaker as ``speaker_weights`` [B, speakers] (the "speaker_weights" feature: g = weights @
+emb_g.weight inside the graph, so a speaker blend conditions the text encoder exactly). A Bert-VITS2 2.2
+generator's encoder also takes ``emo`` [B, 512] (the "emotion" feature): its CLAP emotion branch, quantizer
 included (ArgMin + GatherElements over the fixed codebooks), is part of the encoder graph.
 
 Design choices, and why:
@@ -53,7 +55,18 @@ from vitsrt.export.onnx_checks import (
     find_value_dependent_shapes,
     format_findings,
 )
-from vitsrt.stages import BERT_VITS2, EMOTION, MULTI_SPEAKER, SDP, VITS, Family, Stage, StageName, Tensor
+from vitsrt.stages import (
+    BERT_VITS2,
+    EMOTION,
+    MULTI_SPEAKER,
+    SDP,
+    SPEAKER_WEIGHTS,
+    VITS,
+    Family,
+    Stage,
+    StageName,
+    Tensor,
+)
 from vitsrt.train.models.emotion import CLAP_DIM
 from vitsrt.train.models.synthesizer import SynthesizerTrn
 from vitsrt.train.models.vits import VitsSynthesizer
@@ -111,6 +124,8 @@ class ExportError(VitsrtError):
 
 
 class EncoderStage(nn.Module):
+    """The text encoder with its speaker as weights over the speaker table ([B, speakers]; one-hot: one speaker)."""
+
     def __init__(self, model: SynthesizerTrn):
         super().__init__()
         self.model = model
@@ -124,9 +139,10 @@ class EncoderStage(nn.Module):
         bert: torch.Tensor,
         ja_bert: torch.Tensor,
         en_bert: torch.Tensor,
-        sid: torch.Tensor,
+        speaker_weights: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        return self.model.encode(phone_ids, lengths, tone_ids, language_ids, bert, ja_bert, en_bert, sid)
+        g = self.model.speaker_mix(speaker_weights)
+        return self.model.encode_with_g(phone_ids, lengths, tone_ids, language_ids, bert, ja_bert, en_bert, g)
 
 
 class EmotionEncoderStage(EncoderStage):
@@ -141,10 +157,11 @@ class EmotionEncoderStage(EncoderStage):
         bert: torch.Tensor,
         ja_bert: torch.Tensor,
         en_bert: torch.Tensor,
-        sid: torch.Tensor,
+        speaker_weights: torch.Tensor,
         emo: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        return self.model.encode(phone_ids, lengths, tone_ids, language_ids, bert, ja_bert, en_bert, sid, emo)
+        g = self.model.speaker_mix(speaker_weights)
+        return self.model.encode_with_g(phone_ids, lengths, tone_ids, language_ids, bert, ja_bert, en_bert, g, emo)
 
 
 class DurationStage(nn.Module):
@@ -243,9 +260,9 @@ def has_emotion(model: Generator) -> bool:
 
 def model_features(model: Generator) -> frozenset[str]:
     """The contract's voice features `model` has (VITS: several speakers, the stochastic duration predictor;
-    Bert-VITS2 2.2: the emotion input)."""
+    Bert-VITS2: speaker weights into the encoder, and 2.2 the emotion input)."""
     if not isinstance(model, VitsSynthesizer):
-        return frozenset({EMOTION}) if has_emotion(model) else frozenset()
+        return frozenset({SPEAKER_WEIGHTS, EMOTION} if has_emotion(model) else {SPEAKER_WEIGHTS})
     return frozenset({MULTI_SPEAKER} if model.multi_speaker else set()) | ({SDP} if model.use_sdp else set())
 
 
@@ -301,6 +318,7 @@ def model_sizes(model: Generator) -> dict[str, int]:
     sizes = {"hidden": m.hidden_channels, "latent": m.inter_channels, "gin": m.gin_channels, "hop": model.hop_length}
     if isinstance(model, SynthesizerTrn):
         sizes["bert_dim"] = model.enc_p.bert_proj.in_channels
+        sizes["speakers"] = model.emb_g.num_embeddings
     if has_emotion(model):
         sizes["emo_dim"] = CLAP_DIM
     return sizes
@@ -356,6 +374,7 @@ def trace_inputs(model: Generator, stage: StageName, seed: int = 0) -> tuple[tor
     if g is not None:
         values["g"] = g.detach()
     if isinstance(model, SynthesizerTrn):
+        values["speaker_weights"] = torch.nn.functional.one_hot(sid, speaker_count(model)).float()
         values["tone_ids"] = torch.randint(0, model.symbols.num_tones, (batch, t_max), generator=gen)
         values["language_ids"] = torch.randint(0, model.symbols.num_languages, (batch, t_max), generator=gen)
     # A per-frame speaker input (axis "G": the flow and decoder) is traced with a different vector on every frame,

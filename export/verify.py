@@ -3,7 +3,9 @@
 The reference is the *unfolded* model the checkpoint loaded into (weight norm still active), so this
 also checks the folding. Inputs are random but shaped like real traffic: batch sizes 1..4, text
 lengths including 1, 2 and 3 tokens (shorter than the relative-attention window and the conv
-kernels), and padded batches whose items have very different lengths. Token-side stages (duration,
+kernels), and padded batches whose items have very different lengths. A Bert-VITS2 encoder that takes
+``speaker_weights`` gets a one-hot row (a plain request) and random blends; one that takes ``sid`` (bundles
+exported before speaker weights) the same items' ids. Token-side stages (duration,
 duration_dp_only) are fed the reference encoder's outputs for the case, so their inputs have realistic
 scale; flow and decoder get standard-normal latents.
 
@@ -131,16 +133,27 @@ def _encoder_inputs(model: Generator, tokens: Sequence[int], gen: torch.Generato
     if has_emotion(model):  # 2.2: a unit-length CLAP-like embedding per item, drawn last (2.3 cases unchanged)
         emo = torch.randn(batch, model.enc_p.in_feature_net[0].in_features, generator=gen)
         inputs["emo"] = emo / emo.norm(dim=1, keepdim=True)
+    inputs["speaker_weights"] = _speaker_weights(inputs["sid"], model.emb_g.num_embeddings, gen)
     return inputs
+
+
+def _speaker_weights(sid: torch.Tensor, speakers: int, gen: torch.Generator) -> torch.Tensor:
+    """[B, speakers]: the first item one-hot at its sid (a plain request), the others random blends (sum 1)."""
+    weights = torch.rand(len(sid), speakers, generator=gen)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    weights[0] = torch.nn.functional.one_hot(sid[0], speakers).float()
+    return weights
 
 
 _TOKEN_STAGES = {s.name for s in BERT_VITS2.stages if s.length_axis == "T"}
 
 
 def _token_stages(
-    model: Generator, enc_in: dict[str, torch.Tensor], noise: torch.Tensor, ratio: torch.Tensor, stages: Sequence[str]
+    model: Generator, enc_in: dict[str, torch.Tensor], noise: torch.Tensor, ratio: torch.Tensor, stages: Sequence[str],
+    by_weights: bool = True,
 ) -> dict[str, tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]]:
-    """Encoder and duration references; the duration stages are fed the reference encoder's outputs."""
+    """Encoder and duration references; the duration stages are fed the reference encoder's outputs. A Bert-VITS2
+    encoder gets its speaker as `speaker_weights` (`by_weights`) or, an older graph, as `sid`."""
     out: dict[str, tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]] = {}
     if isinstance(model, VitsSynthesizer):
         encoded = model.encode(enc_in["phone_ids"], enc_in["lengths"], enc_in["sid"])
@@ -149,8 +162,12 @@ def _token_stages(
         duration_in = {"enc": enc, "x_mask": x_mask, "sdp_noise": noise, **({"g": g} if g is not None else {})}
         out["duration"] = (duration_in, (model.predict_logw(enc, x_mask, g, noise),))
         return out
-    order = ("phone_ids", "lengths", "tone_ids", "language_ids", *BERT_FEATURES, "sid")  # encode()'s arguments
-    encoded = model.encode(*(enc_in[k] for k in order), enc_in.get("emo"))
+    order = ("phone_ids", "lengths", "tone_ids", "language_ids", *BERT_FEATURES)  # encode()'s arguments
+    if by_weights:
+        g_in = model.speaker_mix(enc_in["speaker_weights"])
+        encoded = model.encode_with_g(*(enc_in[k] for k in order), g_in, enc_in.get("emo"))
+    else:
+        encoded = model.encode(*(enc_in[k] for k in order), enc_in["sid"], enc_in.get("emo"))
     enc, _m_p, _logs_p, x_mask, g = encoded
     out["encoder"] = (enc_in, encoded)
     duration_in = {"enc": enc, "x_mask": x_mask, "g": g, "sdp_noise": noise, "sdp_ratio": ratio}
@@ -163,7 +180,7 @@ def _token_stages(
 
 @torch.no_grad()
 def _case_tensors(
-    model: Generator, case: VerifyCase, gen: torch.Generator, stages: Sequence[str]
+    model: Generator, case: VerifyCase, gen: torch.Generator, stages: Sequence[str], by_weights: bool = True
 ) -> dict[str, tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]]:
     """For each requested stage: (named inputs, reference outputs) from the torch stage methods.
 
@@ -183,7 +200,7 @@ def _case_tensors(
     z = torch.randn(batch, model.inter_channels, max(case.frames), generator=gen)
 
     if _TOKEN_STAGES & set(stages):  # they all need the reference encoder's outputs
-        out.update(_token_stages(model, enc_in, noise, ratio, stages))
+        out.update(_token_stages(model, enc_in, noise, ratio, stages, by_weights))
     g_frames = model.speaker_embedding(frame_sid)
     frame_in = {"y_mask": y_mask, **({"g": g_frames} if g_frames is not None else {})}
     if "flow" in stages:
@@ -214,8 +231,9 @@ def verify_graphs(
     worst: dict[str, tuple[float, str]] = {stage: (0.0, "") for stage in runner.stages}
     scale: dict[str, float] = dict.fromkeys(runner.stages, 0.0)
     gen = torch.Generator().manual_seed(seed)
+    by_weights = runner.has("encoder") and "speaker_weights" in runner.input_names("encoder")
     for case in cases:
-        tensors = _case_tensors(model, case, gen, list(runner.stages))
+        tensors = _case_tensors(model, case, gen, list(runner.stages), by_weights)
         for stage in runner.stages:
             if stage not in tensors:
                 raise ValueError(f"no reference for stage {stage!r}")

@@ -234,9 +234,9 @@ def stage_call(model: nn.Module, family_name: str, stage: str) -> Callable[[dict
     """The model method a stage graph was exported from, over tensors named as the graph's inputs."""
     if family_name == "bert-vits2":
         calls: dict[str, Callable[[dict[str, torch.Tensor]], dict]] = {
-            "encoder": lambda t: dict(zip(("enc", "m_p", "logs_p", "x_mask", "g"), model.encode(
+            "encoder": lambda t: dict(zip(("enc", "m_p", "logs_p", "x_mask", "g"), model.encode_with_g(
                 t["phone_ids"], t["lengths"], t["tone_ids"], t["language_ids"], t["bert"], t["ja_bert"],
-                t["en_bert"], t["sid"], t.get("emo")), strict=True)),  # emo: Bert-VITS2 2.2 only
+                t["en_bert"], _bert_vits2_speaker(model, t), t.get("emo")), strict=True)),  # emo: 2.2 only
             "duration": lambda t: {"logw": model.predict_logw(t["enc"], t["x_mask"], t["g"], t["sdp_noise"],
                                                               t["sdp_ratio"])},
             "duration_dp_only": lambda t: {"logw": model.predict_logw_dp(t["enc"], t["x_mask"], t["g"])},
@@ -253,6 +253,14 @@ def stage_call(model: nn.Module, family_name: str, stage: str) -> Callable[[dict
         raise VoiceError(f"unknown stage {stage!r} for family {family_name!r}")
     call = calls[stage]
     return lambda t: {k: v for k, v in call(t).items() if v is not None}
+
+
+def _bert_vits2_speaker(model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The encoder's g [B, G, 1] from whichever speaker input the bundle's graph declares: ``speaker_weights``
+    (weights over the speaker table) or, in bundles exported before it, ``sid``."""
+    if "speaker_weights" in tensors:
+        return model.speaker_mix(tensors["speaker_weights"])
+    return model.speaker_embedding(tensors["sid"])
 
 
 class _Replay:

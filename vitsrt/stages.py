@@ -9,12 +9,14 @@ Axes are written symbolically and resolved per voice by :meth:`Tensor.shape`:
 
 * upper-case symbols stay symbolic: they vary per call (``"B"``, ``"T"``, ``"F"``: batch, tokens, frames;
   ``"G"``: the frames of a speaker vector, either ``F`` (one vector per frame) or 1 (one for every frame));
-* a lower-case size name (``"hidden"``, ``"latent"``, ``"gin"``, ``"bert_dim"``, ``"hop"``) becomes the
-  voice's int (a name the voice does not give is an error, so a typo cannot pass as a dynamic axis);
+* a lower-case size name (``"hidden"``, ``"latent"``, ``"gin"``, ``"bert_dim"``, ``"hop"``, ``"speakers"``)
+  becomes the voice's int (a name the voice does not give is an error, so a typo cannot pass as a dynamic axis);
 * ``"F*hop"`` becomes ``"F*512"``: a symbolic product the graph computes.
 
 A tensor or stage with ``when=FEATURE`` exists only for voices that have that feature (e.g. a speaker
-input only when multi-speaker), so families without tones, languages, BERT or speakers fit as data.
+input only when multi-speaker), so families without tones, languages, BERT or speakers fit as data; a tensor
+with ``unless=FEATURE`` exists only for voices without it (the input a feature replaces, which bundles exported
+before the feature keep).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "FAMILIES",
     "MULTI_SPEAKER",
     "SDP",
+    "SPEAKER_WEIGHTS",
     "STAGE_NAMES",
     "VITS",
     "Family",
@@ -52,13 +55,14 @@ class Tensor:
     dtype: TensorDType
     axes: tuple[int | str, ...]
     when: str | None = None  # a voice feature this tensor needs; None: always present
+    unless: str | None = None  # a voice feature that replaces this tensor (absent for voices that have it)
 
     @property
     def optional(self) -> bool:
-        return self.when is not None
+        return self.when is not None or self.unless is not None
 
     def present(self, features: Collection[str]) -> bool:
-        return self.when is None or self.when in features
+        return (self.when is None or self.when in features) and (self.unless is None or self.unless not in features)
 
     def shape(self, sizes: Mapping[str, int]) -> list[int | str]:
         """The axes with size names replaced by this voice's sizes (``F*hop`` -> ``F*512``)."""
@@ -135,8 +139,9 @@ class Family:
         return tuple(s for s in self.stages if s.present(features))
 
 
-def _t(name: str, dtype: TensorDType, *axes: int | str, when: str | None = None) -> Tensor:
-    return Tensor(name, dtype, axes, when)
+def _t(name: str, dtype: TensorDType, *axes: int | str, when: str | None = None,
+       unless: str | None = None) -> Tensor:
+    return Tensor(name, dtype, axes, when, unless)
 
 
 # Bert-VITS2 2.x. Input order is the graph's argument order (export's stage wrappers follow it).
@@ -155,6 +160,12 @@ _LOGW = (_t("logw", "float32", "B", 1, "T"),)
 # Bert-VITS2 2.2's voice feature: one CLAP embedding per item (``emo`` [B, emo_dim], L2-normalised, 512 wide) into
 # the encoder, whose emotion branch adds a vector to every token. 2.0 / 2.3 voices have no such input.
 EMOTION = "emotion"
+# The encoder's speaker input. A Bert-VITS2 text encoder is conditioned on the speaker vector inside the graph, so
+# the graph takes the speaker as weights over the speaker table (``speaker_weights`` [B, speakers], one-hot for one
+# speaker, a blend's mean weights for a blend) and computes g = speaker_weights @ emb_g.weight itself: a blend gets
+# exactly the encoder, durations and g that the blended vector gives. Every export has this feature; bundles
+# exported before it take ``sid`` [B] (one speaker per item: the engine blends their encoder outputs instead).
+SPEAKER_WEIGHTS = "speaker_weights"
 
 BERT_VITS2 = Family(
     name="bert-vits2",
@@ -167,7 +178,8 @@ BERT_VITS2 = Family(
                 _t("language_ids", "int64", "B", "T"),
                 _t("lengths", "int64", "B"),
                 *(_t(name, "float32", "B", "bert_dim", "T") for name in BERT_FEATURES),
-                _t("sid", "int64", "B"),
+                _t("sid", "int64", "B", unless=SPEAKER_WEIGHTS),
+                _t("speaker_weights", "float32", "B", "speakers", when=SPEAKER_WEIGHTS),
                 _t("emo", "float32", "B", "emo_dim", when=EMOTION),
             ),
             outputs=(

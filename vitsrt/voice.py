@@ -531,6 +531,10 @@ class VoiceManifest(_Strict):
             raise ValueError(f"front_end.bert_inputs lists {missing} but the encoder graph lacks them")
         if self.emotion is not None and "emo" not in encoder_inputs:
             raise ValueError("'emotion' is set but the encoder graph has no emo input")
+        weights = self.graphs.encoder.input("speaker_weights")  # weights over the speaker table: one per row
+        if weights is not None and weights.shape[1:] != [self.num_speakers]:
+            raise ValueError(f"the encoder's speaker_weights has shape {weights.shape}, expected ['B', "
+                             f"{self.num_speakers}] (num_speakers)")
         seen: set[tuple[str, str, str, str, str]] = set()
         for engine in self.engines:
             k = engine.key

@@ -144,6 +144,9 @@ class VoicePipeline:
         self.default_speaker = min(self.manifest.speakers, key=self.manifest.speakers.__getitem__)
         # Speaker vectors by id for blends, read off the encoder's g output on first use (shared by the lanes).
         self._speaker_rows: dict[int, np.ndarray] = {}
+        # Whether the encoder takes its speaker as weights over the speaker table (vitsrt.stages SPEAKER_WEIGHTS);
+        # bundles exported before that take `sid`.
+        self.speaker_weights = self.manifest.graphs.encoder.input("speaker_weights") is not None
 
     @property
     def name(self) -> str:
@@ -306,6 +309,8 @@ class VoicePipeline:
             "lengths": lengths.astype(np.int64),
             "sid": np.array([s.sid for s in segments], dtype=np.int64),
         }
+        if self.speaker_weights:
+            values["speaker_weights"] = self._encoder_weights(segments)
         for name in self.bert_inputs:
             # No BERT features with a request: zeros (documented; Bert-VITS2 voices then rely on phones only).
             zeros = np.zeros((self.bert_dim, 0), dtype=np.float32)
@@ -357,9 +362,21 @@ class VoicePipeline:
         for segment, start, end in zip(segments, [0.0, *ends[:-1]], ends, strict=True):
             segment.blend, segment.span, segment.sid = mix, (float(start), float(end)), int(mix.sids[0])
 
+    def _encoder_weights(self, segments: Sequence[Segment]) -> np.ndarray:
+        """[B, speakers] float32 ``speaker_weights`` for the encoder: one-hot at a plain item's speaker, a blended
+        item's mean weights over its sentence's part of the utterance (so the encoder computes g, and the text
+        encoder and durations are conditioned on it, exactly as for that vector)."""
+        weights = np.zeros((len(segments), self.manifest.num_speakers), dtype=np.float32)
+        for row, segment in enumerate(segments):
+            if segment.blend is None:
+                weights[row, segment.sid] = 1.0
+            else:
+                weights[row, segment.blend.sids] = segment.blend.mean(*segment.span)
+        return weights
+
     def _speaker_table(self, sids: np.ndarray) -> np.ndarray:
-        """[S, G] float64 speaker vectors of `sids`: the encoder's own g output for each id (exactly what the sid
-        path feeds the later stages), from one-token encoder calls the first time an id is blended."""
+        """[S, G] float64 speaker vectors of `sids`: the encoder's own g output for each id (exactly what a plain
+        request feeds the later stages), from one-token encoder calls the first time an id is blended."""
         missing = [int(sid) for sid in sids if int(sid) not in self._speaker_rows]
         for start in range(0, len(missing), 8):
             chunk = np.array(missing[start : start + 8], dtype=np.int64)
@@ -367,20 +384,24 @@ class VoicePipeline:
             for spec in self.manifest.graphs.encoder.inputs:  # one token of zeros (ids 0, zero features)
                 shape = [len(chunk) if dim == "B" else 1 if isinstance(dim, str) else dim for dim in spec.shape]
                 values[spec.name] = np.zeros(shape, dtype=spec.dtype)
-            values.update(sid=chunk, lengths=np.ones(len(chunk), dtype=np.int64))
+            one_hot = np.eye(self.manifest.num_speakers, dtype=np.float32)[chunk]
+            values.update(sid=chunk, speaker_weights=one_hot, lengths=np.ones(len(chunk), dtype=np.int64))
             for sid, vector in zip(chunk, self._run("encoder", values)["g"][:, :, 0], strict=True):
                 self._speaker_rows[int(sid)] = vector.astype(np.float64)
         return np.stack([self._speaker_rows[int(sid)] for sid in sids])
 
     def _blend_text_stage(self, segments: Sequence[Segment], values: dict[str, np.ndarray],
                           enc_out: dict[str, np.ndarray]) -> None:
-        """Blended items at the text level, with the blend's mean weights over the sentence's part of the utterance:
-        g (for the duration stage) is the weighted sum of the speakers' vectors. A Bert-VITS2 text encoder
-        conditions on the speaker id inside its graph, so there an item blending several speakers gets the same
-        weighted sum of the encoder's outputs for each of them (one more encoder call for all such items); a VITS
-        text encoder does not depend on the speaker."""
+        """Blended items at the text level, with the blend's mean weights over the sentence's part of the utterance.
+        An encoder that takes ``speaker_weights`` was fed those weights and computed g itself: its outputs are exact
+        and nothing is done here. Otherwise g (for the duration stage) is the weighted sum of the speakers' vectors;
+        and a Bert-VITS2 bundle exported before speaker weights (its encoder takes ``sid`` and conditions the text
+        encoder on that speaker's vector inside the graph) gives an item blending several speakers the same
+        weighted sum of the encoder's outputs for each of them (one more encoder call for all such items: close to,
+        not exactly, the blended vector's encoding; re-export for exact blends). A VITS text encoder does not depend
+        on the speaker."""
         rows = [row for row, segment in enumerate(segments) if segment.blend is not None]
-        if not rows:
+        if not rows or self.speaker_weights:
             return
         means = {row: segments[row].blend.mean(*segments[row].span) for row in rows}
         g = enc_out["g"].copy()

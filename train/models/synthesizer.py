@@ -255,6 +255,11 @@ class SynthesizerTrn(nn.Module):
     def speaker_embedding(self, sid: torch.Tensor) -> torch.Tensor:
         return self.emb_g(sid).unsqueeze(-1)  # [B, G, 1]
 
+    def speaker_mix(self, weights: torch.Tensor) -> torch.Tensor:
+        """g [B, G, 1] = weights [B, S] @ the speaker table: a one-hot row gives that row of emb_g exactly, a blend's
+        weights the weighted sum of the speakers' vectors."""
+        return torch.matmul(weights, self.emb_g.weight).unsqueeze(-1)
+
     def encode(
         self,
         x: torch.Tensor,
@@ -269,6 +274,21 @@ class SynthesizerTrn(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> enc [B,H,T], m_p [B,C,T], logs_p [B,C,T], x_mask [B,1,T], g [B,G,1]. `emo` [B,512]: 2.2 only."""
         g = self.speaker_embedding(sid)
+        return self.encode_with_g(x, x_lengths, tone, language, bert, ja_bert, en_bert, g, emo)
+
+    def encode_with_g(
+        self,
+        x: torch.Tensor,
+        x_lengths: torch.Tensor,
+        tone: torch.Tensor,
+        language: torch.Tensor,
+        bert: torch.Tensor,
+        ja_bert: torch.Tensor,
+        en_bert: torch.Tensor,
+        g: torch.Tensor,
+        emo: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`encode` with the speaker given as its vector g [B,G,1] (e.g. `speaker_mix`); g is returned as given."""
         enc, m_p, logs_p, x_mask = self.enc_p(x, x_lengths, tone, language, bert, ja_bert, en_bert, g=g, emo=emo)
         return enc, m_p, logs_p, x_mask, g
 
