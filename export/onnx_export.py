@@ -55,6 +55,7 @@ from vitsrt.export.onnx_checks import (
     find_value_dependent_shapes,
     format_findings,
 )
+from vitsrt.export.planar import DECODER_LAYOUTS, DEFAULT_DECODER_LAYOUT, DecoderLayout, PlanarDecoder
 from vitsrt.stages import (
     BERT_VITS2,
     EMOTION,
@@ -81,6 +82,7 @@ __all__ = [
     "MIN_OPSET",
     "ExportError",
     "StageIO",
+    "check_decoder_layout",
     "check_graph",
     "export_stage",
     "export_stages",
@@ -203,11 +205,17 @@ class FlowStage(nn.Module):
 
 
 class DecoderStage(nn.Module):
-    def __init__(self, model: SynthesizerTrn):
+    """The model's ``decode``; with layout "2d" the same computation on a 2-D copy of its generator
+    (:mod:`vitsrt.export.planar`: onnxruntime's CPU provider runs it with its blocked NCHWc convolutions)."""
+
+    def __init__(self, model: SynthesizerTrn, layout: DecoderLayout = "1d"):
         super().__init__()
         self.model = model
+        self.planar = PlanarDecoder(model.dec) if layout == "2d" else None
 
     def forward(self, z: torch.Tensor, y_mask: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        if self.planar is not None:
+            return self.planar(z, y_mask, g)
         return self.model.decode(z, y_mask, g)
 
 
@@ -224,10 +232,12 @@ class VitsStage(nn.Module):
     """An original-VITS stage: its graph inputs (whichever the voice's features give it), in contract order, to
     the model's stage method; the outputs the contract lists for the voice, in order."""
 
-    def __init__(self, model: VitsSynthesizer, stage: StageName):
+    def __init__(self, model: VitsSynthesizer, stage: StageName, decoder_layout: DecoderLayout = "1d"):
         super().__init__()
         self.model = model
         self.stage = stage
+        # The decoder in 2-D layout (see DecoderStage), else the model's own decode.
+        self.planar = PlanarDecoder(model.dec) if stage == "decoder" and decoder_layout == "2d" else None
         features = model_features(model)
         self.inputs = [t.name for t in VITS.stage(stage).inputs_for(features)]
         self.outputs = [t.name for t in VITS.stage(stage).outputs_for(features)]
@@ -243,7 +253,8 @@ class VitsStage(nn.Module):
         elif self.stage == "flow":
             out = {"z": m.flow_reverse(t["z_p"], t["y_mask"], g)}
         else:
-            out = {"audio": m.decode(t["z"], t["y_mask"], g)}
+            decode = m.decode if self.planar is None else self.planar
+            out = {"audio": decode(t["z"], t["y_mask"], g)}
         values = tuple(out[name] for name in self.outputs)
         return values if len(values) > 1 else values[0]
 
@@ -271,10 +282,13 @@ def model_stages(model: Generator) -> tuple[StageName, ...]:
     return tuple(s.name for s in model_family(model).stages_for(model_features(model)))
 
 
-def stage_module(model: Generator, stage: StageName) -> nn.Module:
-    """The export wrapper for one stage (in eval mode)."""
+def stage_module(model: Generator, stage: StageName, decoder_layout: DecoderLayout = "1d") -> nn.Module:
+    """The export wrapper for one stage (in eval mode); `decoder_layout` "2d": the decoder on a 2-D copy of the
+    generator (the same function; :mod:`vitsrt.export.planar`)."""
     if isinstance(model, VitsSynthesizer):
-        return VitsStage(model, stage).eval()
+        return VitsStage(model, stage, decoder_layout).eval()
+    if stage == "decoder":
+        return DecoderStage(model, decoder_layout).eval()
     if stage == "encoder" and has_emotion(model):
         return EmotionEncoderStage(model).eval()
     return _WRAPPERS[stage](model).eval()
@@ -433,11 +447,25 @@ def _check_declared_io(path: Path, stage: str, io: StageIO) -> None:
         )
 
 
-def export_stage(folded: Generator, stage: StageName, path: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
-    """Trace one stage of an already folded model to `path`, finalise and check it."""
+def check_decoder_layout(layout: str) -> DecoderLayout:
+    if layout not in DECODER_LAYOUTS:
+        raise ExportError(f"decoder layout {layout!r} is not one of {', '.join(DECODER_LAYOUTS)}")
+    return layout  # type: ignore[return-value]
+
+
+def export_stage(
+    folded: Generator,
+    stage: StageName,
+    path: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    decoder_layout: DecoderLayout = DEFAULT_DECODER_LAYOUT,
+) -> Path:
+    """Trace one stage of an already folded model to `path`, finalise and check it (`decoder_layout`: how the
+    decoder graph computes, same interface either way; :mod:`vitsrt.export.planar`)."""
     path = Path(path)
     io = stage_io(folded, stage)
-    module = stage_module(folded, stage)
+    module = stage_module(folded, stage, check_decoder_layout(decoder_layout))
     args = trace_inputs(folded, stage)
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter announces its deprecation and emits tracer warnings about Python
@@ -468,11 +496,16 @@ def export_stages(
     *,
     opset: int = DEFAULT_OPSET,
     stages: Sequence[StageName] | None = None,
+    decoder_layout: DecoderLayout = DEFAULT_DECODER_LAYOUT,
 ) -> Mapping[StageName, Path]:
     """Export the stages of `model` (weight norm folded on a copy) as ``<stage>.onnx`` into `out_dir`
-    (`stages`: all of its family's for its features when None)."""
+    (`stages`: all of its family's for its features when None; `decoder_layout`: see :func:`export_stage`)."""
     check_opset(opset)
+    check_decoder_layout(decoder_layout)
     stages = model_stages(model) if stages is None else stages
     out_dir = Path(out_dir)
     folded = folded_copy(model)
-    return {stage: export_stage(folded, stage, out_dir / f"{stage}.onnx", opset=opset) for stage in stages}
+    return {
+        stage: export_stage(folded, stage, out_dir / f"{stage}.onnx", opset=opset, decoder_layout=decoder_layout)
+        for stage in stages
+    }

@@ -27,12 +27,14 @@ def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 def upsample_mask(mask: torch.Tensor, factor: int) -> torch.Tensor:
-    """[B, 1, L] -> [B, 1, L * factor], each step repeated ``factor`` times.
+    """[B, 1, L] -> [B, 1, L * factor], each step repeated ``factor`` times (any leading axes: the 2-D export
+    layout's [B, 1, 1, L] works too).
 
     Expand + reshape rather than ``repeat_interleave`` or interpolation: exact, and it exports to a
     plain Expand/Reshape with dynamic batch and length.
     """
-    return mask.unsqueeze(-1).expand(-1, -1, -1, factor).reshape(mask.size(0), mask.size(1), -1)
+    lead = [mask.size(axis) for axis in range(mask.dim() - 1)]
+    return mask.unsqueeze(-1).expand(*([-1] * mask.dim()), factor).reshape(*lead, -1)
 
 
 def _same_conv(channels: int, kernel_size: int, dilation: int) -> nn.Conv1d:
@@ -152,7 +154,10 @@ class Generator(nn.Module):
     def forward(
         self, z: torch.Tensor, g: torch.Tensor | None = None, y_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """z [B, C, F], g [B, gin, 1] or None, y_mask [B, 1, F] (1 valid / 0 pad) or None -> [B, 1, F*hop]."""
+        """z [B, C, F], g [B, gin, 1] or None, y_mask [B, 1, F] (1 valid / 0 pad) or None -> [B, 1, F*hop].
+
+        Nothing here depends on the rank apart from the convs: a 2-D copy (vitsrt.export.planar) runs this same
+        forward on [B, C, 1, F]."""
         mask = y_mask
         x = self.conv_pre(_masked(z, mask))
         if g is not None:
