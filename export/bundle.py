@@ -28,12 +28,14 @@ from vitsrt.export.onnx_export import (
     DEFAULT_OPSET,
     EMOTION_FP32_SCOPES,
     ExportError,
+    check_decoder_layout,
     check_graph,
     check_opset,
     export_stages,
     speaker_count,
     stage_io,
 )
+from vitsrt.export.planar import DEFAULT_DECODER_LAYOUT, DecoderLayout
 from vitsrt.export.verify import FP16_WEIGHT_TOLERANCES, verify_and_report
 from vitsrt.export.weight_storage import store_weights_fp16
 from vitsrt.sampling import Sampling
@@ -268,6 +270,7 @@ def export_voice(
     bert: Mapping[str, str | os.PathLike[str]] | None = None,
     clap: str | os.PathLike[str] | None = None,
     emotion_prompt: str | None = None,
+    decoder_layout: DecoderLayout = DEFAULT_DECODER_LAYOUT,
 ) -> Path:
     """Export a generator checkpoint (Bert-VITS2, or original VITS: the config's family) to a voice directory;
     returns its path.
@@ -283,17 +286,20 @@ def export_voice(
     local Hugging Face model directory; empty: text without BERT features); :mod:`vitsrt.export.bv2_voice`.
     `clap` (Bert-VITS2 2.2 only) exports a local Hugging Face CLAP directory into the bundle so requests can give
     an emotion as a text prompt or a reference clip; `emotion_prompt` is the prompt of requests that give none
-    (:func:`vitsrt.export.clap.with_emotion`).
+    (:func:`vitsrt.export.clap.with_emotion`). `decoder_layout` "2d" (the default) writes the decoder graph in 2-D
+    layout, which onnxruntime's CPU provider runs faster; "1d" the plain one. The graph's interface is the same
+    either way (:mod:`vitsrt.export.planar`).
     """
     out_dir = Path(out_dir)
     check_opset(opset)
+    check_decoder_layout(decoder_layout)
     voice_name = _voice_name(name, out_dir)
     _check_target(out_dir, force)
     staging = _make_staging(out_dir)
     try:
         loaded = load_generator(checkpoint, config)
         log.info("loaded %s %s generator (%s)", loaded.family, loaded.version, checkpoint)
-        graphs = export_stages(loaded.model, staging, opset=opset)
+        graphs = export_stages(loaded.model, staging, opset=opset, decoder_layout=decoder_layout)
         parity = verify_and_report(loaded.model, graphs, threads=threads) if verify else None
         if weights == "fp16":
             parity = _store_fp16(loaded, graphs, parity, threads)
