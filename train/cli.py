@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--smoke", action="store_true", help="train a few steps on a generated dataset (install check)")
     parser.add_argument("--smoke-steps", type=int, default=4, help=argparse.SUPPRESS)
-    parser.add_argument("--smoke-family", choices=("bert-vits2", "vits"), default="bert-vits2",
+    parser.add_argument("--smoke-family", choices=("bert-vits2", "bert-vits2-2.2", "vits"), default="bert-vits2",
                         help="with --smoke: the model family to train (default: bert-vits2)")
     parser.add_argument("--param-digest", action="store_true", help=argparse.SUPPRESS)
 

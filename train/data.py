@@ -23,12 +23,33 @@ from vitsrt.config import BERT_DIM, BertVits2Config
 from vitsrt.errors import ConfigError
 from vitsrt.train.checkpoint import read_checkpoint
 from vitsrt.train.mel import SpectrogramTransform
+from vitsrt.train.models.emotion import CLAP_DIM
+from vitsrt.train.models.synthesizer import emotion_version
 from vitsrt.train.tokens import FilelistEntry, SymbolTable, read_filelist
 
 log = logging.getLogger(__name__)
 
 # Upstream train_ms.py's bucket bounds (spectrogram frames), used when the config names none.
 UPSTREAM_BUCKETS = (32, 300, 400, 500, 600, 700, 800, 900, 1000)
+# Bert-VITS2 2.2: each recording's CLAP embedding, written beside it by `vitsrt clap-features`.
+EMOTION_SUFFIX = ".emo.npy"
+
+
+def emotion_path(recording: Path) -> Path:
+    """``x.wav`` -> ``x.emo.npy`` (what `vitsrt clap-features` writes)."""
+    return recording.with_name(recording.stem + EMOTION_SUFFIX)
+
+
+def read_emotion(path: Path) -> torch.Tensor:
+    """A recording's [512] CLAP embedding; ConfigError naming the file when it is unreadable or misshapen."""
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable .npy file ({exc})") from None
+    values = np.asarray(values, dtype=np.float32).reshape(-1)
+    if values.size != CLAP_DIM or not np.isfinite(values).all():
+        raise ConfigError(f"{path}: expected {CLAP_DIM} finite values (a CLAP embedding), got {values.size}")
+    return torch.from_numpy(values)
 
 
 @dataclass
@@ -40,6 +61,7 @@ class Example:
     audio: torch.Tensor  # [1, F*hop]
     speaker: int
     bert: torch.Tensor | None  # [1024, T] when a .bert.pt file exists
+    emo: torch.Tensor | None = None  # [512] CLAP embedding (Bert-VITS2 2.2 configs)
 
 
 @dataclass
@@ -56,9 +78,10 @@ class Batch:
     bert: torch.Tensor  # [B, 1024, T]
     ja_bert: torch.Tensor
     en_bert: torch.Tensor
+    emo: torch.Tensor | None = None  # [B, 512] (Bert-VITS2 2.2 configs)
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
+        return Batch(**{k: None if v is None else v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
 
     @property
     def size(self) -> int:
@@ -85,6 +108,7 @@ class TextAudioDataset(Dataset):
         speakers = config.data.spk2id
         self.entries: list[FilelistEntry] = []
         self.frames: list[int] = []
+        self.emotion = isinstance(config, BertVits2Config) and emotion_version(config)
         for entry in read_filelist(self.path):
             if entry.speaker not in speakers:
                 raise ConfigError(f"{self.path}: speaker {entry.speaker!r} is not in data.spk2id")
@@ -100,6 +124,16 @@ class TextAudioDataset(Dataset):
                 )
             self.entries.append(entry)
             self.frames.append(info.frames // self.hop)
+        if self.emotion:
+            self._check_emotion_files()
+
+    def _check_emotion_files(self) -> None:
+        """2.2 trains on each recording's CLAP embedding: refuse at once, naming the first one missing."""
+        for entry in self.entries:
+            path = emotion_path(resolve(self.base, entry.audio))
+            if not path.is_file():
+                raise ConfigError(f"{path} not found: a Bert-VITS2 2.2 config trains on each recording's CLAP "
+                                  f"embedding; run `vitsrt clap-features` on {self.path}")
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -127,6 +161,7 @@ class TextAudioDataset(Dataset):
             audio,
             self.config.data.spk2id[entry.speaker],
             bert,
+            read_emotion(emotion_path(wav_path)) if self.emotion else None,
         )
 
 
@@ -165,6 +200,7 @@ def collate(examples: Sequence[Example]) -> Batch:
         bert,
         torch.zeros_like(bert),
         torch.zeros_like(bert),
+        torch.stack([e.emo for e in items]) if all(e.emo is not None for e in items) else None,
     )
 
 

@@ -489,6 +489,10 @@ class Trainer:
         loss_kl = kl_loss(out.z_p, out.logs_q, out.m_p, out.logs_p, out.y_mask) * t.c_kl
         loss_dur = torch.sum(out.duration_loss.float())
         total = loss_mel + loss_kl + loss_dur
+        if out.commit_loss is not None:  # Bert-VITS2 2.2's emotion quantizer, weighted as upstream
+            loss_commit = out.commit_loss * t.c_commit
+            total = total + loss_commit
+            scalars["loss/commit"] = loss_commit.item()
         if adversarial:
             with DistContext.no_sync(self.net_d), self._autocast():
                 _, d_fake, f_real, f_fake = self.net_d(y, out.audio)
@@ -540,6 +544,7 @@ class Trainer:
             batch.en_bert,
             segment_frames,
             mas_noise,
+            emo=batch.emo,
         )
 
     # ----- the loop ------------------------------------------------------------------------------
@@ -663,6 +668,7 @@ class Trainer:
                     batch.ja_bert,
                     batch.en_bert,
                     generator=seeded,
+                    emo=batch.emo,
                 )
             audio = result.audio[0, 0, : int(result.y_lengths[0]) * self.config.data.hop_length]
             step = self.position.step

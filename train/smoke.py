@@ -114,6 +114,32 @@ def tiny_vits_config_dict(n_speakers: int = 2, use_sdp: bool = True, **train_ove
     return {"family": "vits", "train": base["train"], "data": data, "model": model}
 
 
+def tiny_emotion_config_dict(**train_overrides: Any) -> dict[str, Any]:
+    """The tiny Bert-VITS2 config as a 2.2 model: the same generator plus the CLAP emotion branch."""
+    return {**tiny_config_dict(**train_overrides), "version": "2.2"}
+
+
+def write_random_emotions(config_path: Path, seed: int = 0) -> int:
+    """Stand-ins for what `vitsrt clap-features` writes: a random unit vector (a CLAP embedding's shape and norm)
+    as ``<stem>.emo.npy`` beside every recording of the config's training and validation filelists. Returns how
+    many were written."""
+    from vitsrt.config import load_config
+    from vitsrt.train.data import emotion_path, resolve
+    from vitsrt.train.models.emotion import CLAP_DIM
+    from vitsrt.train.tokens import read_filelist
+
+    config = load_config(config_path)
+    rng = np.random.default_rng(seed)
+    written = 0
+    for filelist in (config.data.training_files, config.data.validation_files):
+        path = resolve(config_path.parent, filelist)
+        for entry in read_filelist(path) if path.is_file() else []:
+            vector = rng.standard_normal(CLAP_DIM).astype(np.float32)
+            np.save(emotion_path(resolve(config_path.parent, entry.audio)), vector / np.linalg.norm(vector))
+            written += 1
+    return written
+
+
 def synthesize_utterance(text: str, rate: int, pitch: float, seed: int) -> np.ndarray:
     """A 'spoken' toy utterance: one short harmonic tone per letter (pitch from the letter), gaps for
     spaces. Not speech, but text-dependent and learnable, which is what a smoke test needs."""
@@ -152,8 +178,9 @@ def write_toy_dataset(
 
 
 def run_smoke(run_dir: Path | None = None, steps: int = 4, family: str = "bert-vits2") -> str:
-    """Generate, prepare, train `steps` steps of a tiny `family` model ("bert-vits2" or "vits"), reload the
-    generator strictly. Returns a short report."""
+    """Generate, prepare, train `steps` steps of a tiny `family` model ("bert-vits2", "bert-vits2-2.2": with 2.2's
+    emotion branch, trained on random stand-in CLAP embeddings, or "vits"), reload the generator strictly.
+    Returns a short report."""
     from vitsrt.train.checkpoint import latest_complete_step
     from vitsrt.train.distributed import DistContext
     from vitsrt.train.loading import load_generator
@@ -165,11 +192,14 @@ def run_smoke(run_dir: Path | None = None, steps: int = 4, family: str = "bert-v
         run_dir = run_dir or work / "run"
         write_toy_dataset(work / "raw")
         base = work / "base_config.json"
-        config = tiny_vits_config_dict() if family == "vits" else tiny_config_dict()
+        configs = {"vits": tiny_vits_config_dict, "bert-vits2-2.2": tiny_emotion_config_dict}
+        config = configs.get(family, tiny_config_dict)()
         base.write_text(json.dumps(config), encoding="utf-8")
         started = time.perf_counter()
         report = prepare_dataset(work / "raw", work / "prepared", base, PrepareOptions(frontend="chars", language="en"))
         prepared_s = time.perf_counter() - started
+        if family == "bert-vits2-2.2":
+            write_random_emotions(work / "prepared" / "config.json")
         settings = RunSettings(
             config=work / "prepared" / "config.json", run_dir=run_dir, max_steps=steps, progress=False
         )

@@ -10,11 +10,14 @@ this module keeps, so upstream checkpoints load strictly:
   (Euclidean), the chosen codes concatenated and ``project_out`` 1024 -> 512;
 * ``out_feature_net``: Linear 512 -> hidden.
 
-Only inference is implemented: the quantizer picks codes deterministically (upstream's stochastic code sampling
-and EMA codebook updates act in training mode only), and its EMA statistics (``cluster_size``, ``embed_avg``)
-and ``initted`` flag are kept as buffers so a checkpoint round-trips. The sizes are hard-coded upstream (they do
-not follow the config), so they are constants here. The output depends on the input only through the 32 chosen
-code indices: the branch is piecewise constant.
+In eval mode the quantizer picks the nearest code deterministically; the output depends on the input only through
+the 32 chosen code indices (the branch is piecewise constant). In training mode it behaves as upstream's quantizer
+trains (vector-quantize-pytorch with upstream's settings, re-implemented here): codes are sampled (Gumbel noise on
+the negative distances, temperature 1), gradients pass straight through to ``project_in``, the commitment loss
+``0.1 * mse(projected, chosen code)`` is kept on the module (:meth:`EmotionQuantizer.take_commitment`; the
+training loop adds it times ``train.c_commit``), and the codebooks follow the batch by exponential moving
+averages (decay 0.85, Laplace-smoothed counts) with codes used less than twice replaced by batch vectors. The
+sizes are hard-coded upstream (they do not follow the config), so they are constants here.
 """
 
 from __future__ import annotations
@@ -32,11 +35,17 @@ BLOCK_HIDDEN = 512
 VQ_HEADS = 32
 VQ_CODEBOOK_SIZE = 64
 VQ_CODEBOOK_DIM = 32
+# Upstream's training settings of the quantizer: commitment weight, EMA decay, dead-code threshold, smoothing eps.
+VQ_COMMITMENT_WEIGHT = 0.1
+VQ_DECAY = 0.85
+VQ_DEAD_CODE_THRESHOLD = 2.0
+VQ_EPS = 1e-5
 
 __all__ = [
     "CLAP_DIM",
     "VQ_CODEBOOK_DIM",
     "VQ_CODEBOOK_SIZE",
+    "VQ_COMMITMENT_WEIGHT",
     "VQ_HEADS",
     "EmotionQuantizer",
     "EmotionTrace",
@@ -89,12 +98,37 @@ class _Codebooks(nn.Module):
         super().__init__()
         self.register_buffer("initted", torch.ones(1))
         self.register_buffer("cluster_size", torch.zeros(heads, size))
-        self.register_buffer("embed_avg", torch.zeros(heads, size, dim))
-        self.register_buffer("embed", torch.randn(heads, size, dim))
+        embed = torch.randn(heads, size, dim)
+        self.register_buffer("embed_avg", embed.clone())  # a fresh codebook's EMA sum starts at the codes
+        self.register_buffer("embed", embed)
+
+    @torch.no_grad()
+    def update(self, vectors: torch.Tensor, codes: torch.Tensor) -> None:
+        """One EMA step from a batch: `vectors` [H, B, D] (projected, detached) that chose `codes` [H, B]."""
+        onehot = F.one_hot(codes, self.embed.size(1)).to(vectors.dtype)  # [H, B, C]
+        self.cluster_size.mul_(VQ_DECAY).add_(onehot.sum(1), alpha=1 - VQ_DECAY)
+        self.embed_avg.mul_(VQ_DECAY).add_(onehot.transpose(1, 2) @ vectors, alpha=1 - VQ_DECAY)
+        total = self.cluster_size.sum(-1, keepdim=True)
+        smoothed = (self.cluster_size + VQ_EPS) / (total + self.embed.size(1) * VQ_EPS) * total
+        self.embed.copy_(self.embed_avg / smoothed.unsqueeze(-1))
+        self._expire(vectors)
+
+    def _expire(self, vectors: torch.Tensor) -> None:
+        """Codes used less than the threshold (by the EMA count) become random vectors of this batch."""
+        dead = self.cluster_size < VQ_DEAD_CODE_THRESHOLD  # [H, C]
+        if not bool(dead.any()):
+            return
+        picks = torch.randint(0, vectors.size(1), dead.shape, device=vectors.device)  # [H, C]
+        sampled = torch.gather(vectors, 1, picks.unsqueeze(-1).expand(-1, -1, vectors.size(2)))  # [H, C, D]
+        mask = dead.unsqueeze(-1)
+        self.embed.copy_(torch.where(mask, sampled, self.embed))
+        self.embed_avg.copy_(torch.where(mask, sampled * VQ_DEAD_CODE_THRESHOLD, self.embed_avg))
+        self.cluster_size.copy_(torch.where(dead, torch.full_like(self.cluster_size, VQ_DEAD_CODE_THRESHOLD),
+                                            self.cluster_size))
 
 
 class EmotionQuantizer(nn.Module):
-    """``emo_vq``: project to heads x dim, nearest code per head, project back. Inference only."""
+    """``emo_vq``: project to heads x dim, nearest code per head, project back (training mode: see the module)."""
 
     def __init__(self, dim: int = CLAP_DIM, heads: int = VQ_HEADS, size: int = VQ_CODEBOOK_SIZE,
                  codebook_dim: int = VQ_CODEBOOK_DIM):
@@ -103,19 +137,29 @@ class EmotionQuantizer(nn.Module):
         self.project_in = nn.Linear(dim, heads * codebook_dim)
         self.project_out = nn.Linear(heads * codebook_dim, dim)
         self._codebook = _Codebooks(heads, size, codebook_dim)
+        self.commitment: torch.Tensor | None = None  # the last training forward's commitment loss
+
+    def distances(self, projected: torch.Tensor) -> torch.Tensor:
+        """[B, heads * dim] -> [B, heads, codes]: the Euclidean distance of each head's vector to each code."""
+        u = projected.reshape(projected.size(0), self.heads, 1, self.codebook_dim).transpose(0, 1)  # [H, B, 1, D]
+        embed = self._codebook.embed  # [H, C, D]
+        u2 = (u * u).sum(-1)  # [H, B, 1]
+        e2 = (embed * embed).sum(-1).unsqueeze(1)  # [H, 1, C]
+        cross = torch.matmul(u.squeeze(2), embed.transpose(1, 2))  # [H, B, C]
+        return torch.sqrt(torch.clamp_min(u2 + e2 - 2 * cross, 0.0)).transpose(0, 1)
 
     def codes(self, projected: torch.Tensor) -> torch.Tensor:
         """Per head the index of the nearest code: [B, heads * dim] -> [B, heads] int64.
 
         Distances as upstream computes them, ``sqrt(max(|u|^2 + |e|^2 - 2 u.e, 0))``, so near-ties resolve the
         same way; the first of equal distances wins (argmin), as upstream's argmax of the negated distances."""
-        u = projected.reshape(projected.size(0), self.heads, 1, self.codebook_dim).transpose(0, 1)  # [H, B, 1, D]
-        embed = self._codebook.embed  # [H, C, D]
-        u2 = (u * u).sum(-1)  # [H, B, 1]
-        e2 = (embed * embed).sum(-1).unsqueeze(1)  # [H, 1, C]
-        cross = torch.matmul(u.squeeze(2), embed.transpose(1, 2))  # [H, B, C]
-        distance = torch.sqrt(torch.clamp_min(u2 + e2 - 2 * cross, 0.0))
-        return distance.argmin(-1).transpose(0, 1)  # [B, H]
+        return self.distances(projected).argmin(-1)  # [B, H]
+
+    def sampled_codes(self, projected: torch.Tensor) -> torch.Tensor:
+        """Training: per head a code drawn by Gumbel-max on the negative distances (temperature 1) [B, H]."""
+        logits = -self.distances(projected)
+        uniform = torch.rand_like(logits).clamp(1e-20, 1.0)
+        return (logits - torch.log(-torch.log(uniform).clamp_min(1e-20))).argmax(-1)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """The chosen codes, heads concatenated in order: [B, heads] -> [B, heads * dim]."""
@@ -125,8 +169,22 @@ class EmotionQuantizer(nn.Module):
         return chosen.transpose(0, 1).reshape(codes.size(0), self.heads * self.codebook_dim)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """[B, dim] -> [B, dim]: the quantized, projected-back vector."""
-        return self.project_out(self.lookup(self.codes(self.project_in(features))))
+        """[B, dim] -> [B, dim]: the quantized, projected-back vector (training mode: see the module docs)."""
+        projected = self.project_in(features)
+        if not self.training:
+            return self.project_out(self.lookup(self.codes(projected)))
+        codes = self.sampled_codes(projected.detach())
+        chosen = self.lookup(codes)
+        self.commitment = F.mse_loss(projected.float(), chosen.detach().float()) * VQ_COMMITMENT_WEIGHT
+        if torch.is_grad_enabled():
+            vectors = projected.detach().float().reshape(-1, self.heads, self.codebook_dim).transpose(0, 1)
+            self._codebook.update(vectors, codes.transpose(0, 1))
+        return self.project_out(projected + (chosen - projected).detach())  # straight through to project_in
+
+    def take_commitment(self) -> torch.Tensor | None:
+        """The commitment loss of the last training forward (then cleared, so a stale one is never added)."""
+        loss, self.commitment = self.commitment, None
+        return loss
 
 
 class EmotionTrace:

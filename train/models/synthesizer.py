@@ -98,6 +98,7 @@ class TrainOutput:
     logw_target: torch.Tensor  # [B, 1, T] log of the aligned durations (upstream logw_)
     logw_sdp: torch.Tensor  # [B, 1, T] sdp sample with unit noise
     g: torch.Tensor | None  # [B, G, 1]; None for a model without speakers (single-speaker VITS)
+    commit_loss: torch.Tensor | None = None  # 2.2: the emotion quantizer's commitment loss (times c_commit in the loop)
 
 
 def as_batch_vector(value: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
@@ -334,15 +335,18 @@ class SynthesizerTrn(nn.Module):
         en_bert: torch.Tensor,
         segment_frames: int,
         mas_noise_scale: float = 0.0,
+        emo: torch.Tensor | None = None,
     ) -> TrainOutput:
         """One training pass with upstream 2.3 semantics.
 
         Posterior z from the linear spectrogram, flow to z_p, alignment by monotonic search on the
         prior's log-likelihood of z_p (optionally with VITS2's decaying Gaussian noise), both duration
         predictors trained on the aligned durations, prior expanded along the path, and the decoder run
-        on one random ``segment_frames`` window per item (unmasked, as upstream trains it).
+        on one random ``segment_frames`` window per item (unmasked, as upstream trains it). `emo` [B, 512]: 2.2's
+        CLAP embedding per item (its quantizer's commitment loss comes back as ``commit_loss``).
         """
-        enc, m_p, logs_p, x_mask, g = self.encode(x, x_lengths, tone, language, bert, ja_bert, en_bert, sid)
+        enc, m_p, logs_p, x_mask, g = self.encode(x, x_lengths, tone, language, bert, ja_bert, en_bert, sid, emo)
+        commit_loss = self.enc_p.emo_vq.take_commitment() if self.enc_p.emotion else None
         z, m_q, logs_q, y_mask = self.enc_q(spec, spec_lengths, g=g)
         z_p = self.flow(z, y_mask, g=g)
         attn = monotonic_alignment(z_p, m_p, logs_p, x_mask, y_mask, mas_noise_scale)
@@ -363,7 +367,7 @@ class SynthesizerTrn(nn.Module):
         audio = self.dec(slice_segments(z, starts, segment_frames), g=g)
         return TrainOutput(
             audio, duration_loss, attn, starts, x_mask, y_mask, z, z_p, m_p, logs_p, m_q, logs_q,
-            enc, logw, logw_target, logw_sdp, g,
+            enc, logw, logw_target, logw_sdp, g, commit_loss,
         )
 
     # ----- whole-utterance inference -------------------------------------------------------------
