@@ -553,3 +553,232 @@ def test_cli_speaker_blend_and_curve_flags(voices, tmp_path):
     both = parser.parse_args([*common, "--speaker", "speaker_0", "--speaker-curve", "0=speaker_1:1", "-o", "x.wav"])
     with pytest.raises(InputError, match="at most one"):
         synth.build_request(both)
+
+
+# ----- Bert-VITS2: the encoder takes weights over the speaker table (exact blends) ---------------------------------
+#
+# On the random 3-speaker Bert-VITS2 voice of conftest (`small_22k_voice`: ann, ben, cat; a windowed WaveNet flow),
+# exported now: its encoder takes `speaker_weights` [B, 3] and computes g = weights @ emb_g.weight inside the graph.
+# A copy of it with the encoder re-exported as bundles were before (`sid` [B]) stands for those bundles.
+
+BV2_BLEND = "ann:0.2,cat:0.8"
+BV2_SCALES = {"noise_scale": 0.6, "noise_scale_w": 0.7, "length_scale": 1.2, "sdp_ratio": 0.0}
+
+
+@pytest.fixture(scope="module")
+def bv2(small_22k_voice, tmp_path_factory) -> dict[str, object]:
+    """The voice, its PyTorch generator as loaded from the checkpoint (weight norm unfolded: the reference), and an
+    older-style copy whose encoder takes `sid`."""
+    from vitsrt.train.loading import load_generator
+
+    torch.set_num_threads(1)
+    checkpoint = small_22k_voice.parent / "ckpt"
+    model = load_generator(checkpoint / "G_0.pth", checkpoint / "config.json").model.eval()
+    old = _as_sid_bundle(small_22k_voice, tmp_path_factory.mktemp("bv2-sid") / "voice", model)
+    return {"voice": small_22k_voice, "model": model, "old": old}
+
+
+class _SidEncoder(torch.nn.Module):
+    """The encoder as bundles exported before speaker weights had it: the speaker id in, looked up inside."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, phone_ids, tone_ids, language_ids, lengths, bert, ja_bert, en_bert, sid):
+        return self.model.encode(phone_ids, lengths, tone_ids, language_ids, bert, ja_bert, en_bert, sid)
+
+
+def _as_sid_bundle(source: Path, target: Path, model) -> Path:
+    """`source` with its encoder re-exported to take `sid` [B] (voice.json and the torch weights' record updated)."""
+    import warnings
+
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    from vitsrt.export.onnx_checks import DEFAULT_IR_VERSION, finalize_onnx
+    from vitsrt.export.onnx_export import folded_copy, trace_inputs
+
+    shutil.copytree(source, target)
+    folded = folded_copy(model)
+    args = list(trace_inputs(folded, "encoder"))
+    args[7] = torch.arange(2) % 3  # speaker_weights -> sid
+    names = ["phone_ids", "tone_ids", "language_ids", "lengths", "bert", "ja_bert", "en_bert", "sid"]
+    outputs = ["enc", "m_p", "logs_p", "x_mask", "g"]
+    axes = {name: {0: "B", 1: "T"} for name in names[:3]}
+    axes |= {"lengths": {0: "B"}, "sid": {0: "B"}, "g": {0: "B"}}
+    axes |= {name: {0: "B", 2: "T"} for name in (*names[4:7], *outputs[:4])}
+    path = target / "encoder.onnx"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_SidEncoder(folded).eval(), tuple(args), str(path), input_names=names, output_names=outputs,
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+    finalize_onnx(path, ir_version=DEFAULT_IR_VERSION)
+    manifest = json.loads((target / "voice.json").read_text(encoding="utf-8"))
+    spec = manifest["graphs"]["encoder"]
+    spec["inputs"] = [i if i["name"] != "speaker_weights" else {"name": "sid", "dtype": "int64", "shape": ["B"]}
+                      for i in spec["inputs"]]
+    spec["sha256"] = sha256_file(path)
+    (target / "voice.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    with safe_open(str(target / "weights.safetensors"), framework="pt") as f:
+        metadata, state = f.metadata(), {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    metadata["graphs"] = json.dumps({**json.loads(metadata["graphs"]), "encoder": spec["sha256"]}, sort_keys=True)
+    (target / "weights.safetensors").write_bytes(save(state, metadata=metadata))
+    return target
+
+
+def _bv2_request(seed: int = 7, tokens: int = 61, **fields) -> SynthesisRequest:
+    rng = np.random.default_rng(seed)
+    phones = [0 if i % 2 == 0 else int(rng.integers(1, 100)) for i in range(tokens)]
+    ids = PhonemeIds(phone_ids=phones, tone_ids=[0] * tokens, language_ids=[0] * tokens)
+    return SynthesisRequest(phonemes=ids, seed=seed, **BV2_SCALES, **fields)
+
+
+def _weights(text: str) -> np.ndarray:
+    """[3] float32 weights over ann, ben, cat (normalised) as the engine feeds them."""
+    mix = SpeakerMix.resolve([BlendPoint(position=0, speakers=parse_speaker_weights(text))],
+                             {"ann": 0, "ben": 1, "cat": 2}, "v")
+    weights = np.zeros(3, dtype=np.float32)
+    weights[mix.sids] = mix.mean(0.0, 1.0)
+    return weights
+
+
+@torch.no_grad()
+def _bv2_reference(model, pipeline: VoicePipeline, request: SynthesisRequest, weights: np.ndarray,
+                   mixed_outputs: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(audio, durations) of one sentence from the synthesizer's own stages in PyTorch with g = weights @ emb_g
+    everywhere (encoder, duration, flow, decoder) and the request's prior noise. `mixed_outputs`: the text encoder
+    run per speaker and its outputs weighted instead (what a `sid` encoder gives a blend)."""
+    from vitsrt.train.models.synthesizer import durations_from_logw, expand_by_durations
+
+    (segment,) = pipeline.segments_for(request, stream_id=1, seed=request.seed)
+    ids = segment.ids
+    x, tone, language = (torch.tensor(np.asarray(a, dtype=np.int64))[None]
+                         for a in (ids.phone_ids, ids.tone_ids, ids.language_ids))
+    lengths = torch.tensor([x.shape[1]])
+    zeros = torch.zeros(1, pipeline.bert_dim, x.shape[1])
+    text = (x, lengths, tone, language, zeros, zeros, zeros)
+    g = model.speaker_mix(torch.from_numpy(weights)[None])
+    enc, m_p, logs_p, x_mask, _ = model.encode_with_g(*text, g)
+    if mixed_outputs:
+        each = [model.encode(*text, torch.tensor([sid])) for sid in np.flatnonzero(weights)]
+        enc, m_p, logs_p = (sum(float(weights[sid]) * out[k] for sid, out in zip(np.flatnonzero(weights), each,
+                                                                                 strict=True)) for k in range(3))
+    logw = model.predict_logw_dp(enc, x_mask, g)
+    durations = durations_from_logw(logw, x_mask, torch.tensor(request.length_scale))
+    y_lengths, (m, logs) = expand_by_durations(durations, m_p, logs_p)
+    eps = torch.from_numpy(segment.noise.prior_eps(pipeline.channels, int(y_lengths[0])))[None]
+    z_p = m + eps * torch.exp(logs) * request.noise_scale
+    y_mask = torch.ones(1, 1, z_p.shape[-1])
+    audio = model.decode(model.flow_reverse(z_p, y_mask, g), y_mask, g)
+    return audio[0, 0].numpy(), durations[0, 0].long().numpy()
+
+
+def _prefilled(pipeline: VoicePipeline, request: SynthesisRequest):
+    (segment,) = pipeline.segments_for(request, stream_id=1, seed=request.seed)
+    pipeline.prefill([segment])
+    return segment
+
+
+def test_bert_vits2_encoder_takes_speaker_weights(bv2):
+    manifest = load_voice(bv2["voice"]).manifest
+    encoder = manifest.graphs.encoder
+    assert encoder.input("speaker_weights").shape == ["B", 3] and encoder.input("sid") is None
+    assert load_voice(bv2["old"]).manifest.graphs.encoder.input("sid").shape == ["B"]
+    # The graph is the synthesizer's encoder with g = weights @ emb_g: one-hot rows and a blend in one batch.
+    model, runner = bv2["model"], _pipeline(bv2["voice"]).backend
+    rng = np.random.default_rng(3)
+    feeds = {"phone_ids": rng.integers(1, 100, (3, 9)), "tone_ids": np.zeros((3, 9), np.int64),
+             "language_ids": np.zeros((3, 9), np.int64), "lengths": np.array([9, 4, 7]),
+             **{name: rng.standard_normal((3, 1024, 9)).astype(np.float32) for name in ("bert", "ja_bert", "en_bert")},
+             "speaker_weights": np.array([[0, 1, 0], [0.25, 0, 0.75], [0, 0, 1]], np.float32)}
+    ours = runner.run("encoder", feeds)
+    t = {name: torch.from_numpy(np.asarray(value)) for name, value in feeds.items()}
+    with torch.no_grad():
+        g = model.speaker_mix(t["speaker_weights"])
+        reference = model.encode_with_g(t["phone_ids"], t["lengths"], t["tone_ids"], t["language_ids"], t["bert"],
+                                        t["ja_bert"], t["en_bert"], g)
+        by_id = model.speaker_embedding(torch.tensor([1, 0, 2]))
+    for name, expected in zip(("enc", "m_p", "logs_p", "x_mask", "g"), reference, strict=True):
+        assert float(np.abs(ours[name] - expected.numpy()).max()) <= 1e-4, name
+    assert np.array_equal(ours["g"][[0, 2]], by_id[[0, 2]].numpy())  # a one-hot row is that speaker's row exactly
+
+
+@pytest.mark.parametrize("policy", [ONE_SHOT, STREAMING], ids=["one-shot", "streaming"])
+def test_bert_vits2_one_hot_weights_are_that_speaker_exactly(bv2, policy):
+    pipeline = _pipeline(bv2["voice"])
+    plain = {name: _speak(pipeline, _bv2_request(speaker=name), policy) for name in ("ben", "cat")}
+    one_hot = _bv2_request(speakers=parse_speaker_weights("ann:0,ben:2.5,cat:0"))
+    assert np.array_equal(_speak(pipeline, one_hot, policy), plain["ben"])
+    assert np.array_equal(_speak(pipeline, _bv2_request(speaker_curve=parse_speaker_curve("0=cat:1;1=cat:3")), policy),
+                          plain["cat"])
+    assert _differs(plain["ben"], plain["cat"])  # negative control: the speakers differ
+
+
+def test_bert_vits2_blend_is_the_blended_vector_everywhere(bv2):
+    """A blend equals PyTorch running the synthesizer's stages with g = sum w_i emb_g[i] in every one of them
+    (encoder included): the same durations, audio within 1e-4. Negative control: the old answer (the encoder's
+    outputs per speaker, weighted) is clearly farther from it than that."""
+    pipeline, model = _pipeline(bv2["voice"]), bv2["model"]
+    request, weights = _bv2_request(speakers=parse_speaker_weights(BV2_BLEND)), _weights(BV2_BLEND)
+    expected_audio, expected_durations = _bv2_reference(model, pipeline, request, weights)
+    segment = _prefilled(pipeline, request)
+    assert np.array_equal(segment.durations, expected_durations)
+    for policy in (ONE_SHOT, STREAMING):
+        audio = _speak(pipeline, request, policy)
+        assert audio.shape == expected_audio.shape and float(np.abs(audio - expected_audio).max()) <= 1e-4
+    old_way, _ = _bv2_reference(model, pipeline, request, weights, mixed_outputs=True)
+    assert old_way.shape != expected_audio.shape or float(np.abs(old_way - expected_audio).max()) > 1e-3
+    for name in ("ann", "cat"):  # and it is a blend, not one of its speakers
+        assert _differs(audio, _speak(pipeline, _bv2_request(speaker=name)))
+
+
+def test_bert_vits2_plain_speaker_equals_the_torch_reference(bv2):
+    """The same reference with a one-hot row is a plain request (so the blend check above compares like with like)."""
+    pipeline = _pipeline(bv2["voice"])
+    request = _bv2_request(speaker="ben")
+    audio, durations = _bv2_reference(bv2["model"], pipeline, request, np.array([0, 1, 0], np.float32))
+    assert np.array_equal(_prefilled(pipeline, request).durations, durations)
+    assert float(np.abs(_speak(pipeline, request) - audio).max()) <= 1e-4
+
+
+def test_bert_vits2_sid_bundle_still_serves_and_blends_approximately(bv2):
+    new, old = _pipeline(bv2["voice"]), _pipeline(bv2["old"])
+    assert old.speaker_weights is False and new.speaker_weights is True
+    plain = _bv2_request(speaker="cat")
+    assert float(np.abs(_speak(old, plain) - _speak(new, plain)).max()) <= 1e-5
+    request = _bv2_request(speakers=parse_speaker_weights(BV2_BLEND))
+    mixed = _prefilled(old, request)
+    alone = {name: _prefilled(old, _bv2_request(speaker=name)) for name in ("ann", "cat")}
+    w = _weights(BV2_BLEND)
+    for name in ("m_p", "logs_p", "g"):  # as before: the encoder's outputs per speaker, weighted
+        expected = w[0] * getattr(alone["ann"], name).astype(np.float64) + w[2] * getattr(alone["cat"], name)
+        assert float(np.abs(getattr(mixed, name) - expected).max()) <= 1e-5, name
+    exact = _prefilled(new, request)
+    assert float(np.abs(exact.m_p - mixed.m_p).max()) > 1e-3  # not what the exact encoder gives
+    audio = _speak(old, request, STREAMING)
+    assert audio.size > 0 and _differs(audio, _speak(old, _bv2_request(speaker="ann")))
+
+
+def test_bert_vits2_torch_backend_takes_either_encoder_input(bv2):
+    """The torch stage runner from the bundle accepts what the graph declares: speaker_weights (blends exact as on
+    onnxruntime) or, in a sid bundle, sid."""
+    from vitsrt.serve.engine.engine import Engine, EngineOptions
+
+    requests = [_bv2_request(speakers=parse_speaker_weights(BV2_BLEND)), _bv2_request(speaker="ben", seed=3)]
+    for voice in (bv2["voice"], bv2["old"]):
+        audio = {}
+        for backend in ("onnxruntime", "torch"):
+            with Engine.open([voice], backend=backend, options=EngineOptions(lanes=1, threads=1)) as engine:
+                audio[backend] = [engine.synthesize(r).audio for r in requests]
+        assert [a.shape for a in audio["torch"]] == [a.shape for a in audio["onnxruntime"]]
+        assert _worst(audio["torch"], audio["onnxruntime"]) <= 1e-5
+
+
+def test_bert_vits2_triton_layout_declares_the_encoders_speaker_input(bv2):
+    from vitsrt.serve.triton.layout import stage_tensors
+
+    new = {t.name: t for t in stage_tensors(load_voice(bv2["voice"]).manifest.graphs.encoder)[0]}
+    old = {t.name: t for t in stage_tensors(load_voice(bv2["old"]).manifest.graphs.encoder)[0]}
+    assert "sid" not in new and (new["speaker_weights"].dims, new["speaker_weights"].reshape) == ((3,), None)
+    assert "speaker_weights" not in old and (old["sid"].dims, old["sid"].reshape) == ((1,), ())
