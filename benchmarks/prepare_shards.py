@@ -1,7 +1,9 @@
 """`vitsrt prepare` throughput: tar-shard input at 1 and 2 workers vs the same recordings as a dataset folder.
 
-    python -m vitsrt.benchmarks.prepare_shards [--shards 16] [--items 64] [--rate 22050] [--workers 1 2]
+    python -m vitsrt.benchmarks.prepare_shards [--shards 16] [--samples 64] [--rate 22050] [--workers 1 2]
         [--rounds 2] [--json FILE]
+
+A quick sanity run (seconds, not a measurement): ``--shards 4 --samples 16 --rounds 1``.
 
 Generates, in a temporary folder, `--shards` WebDataset-style tar shards of `--items` samples each (synthetic
 speech-like audio: one harmonic tone per letter of a random sentence, at `--rate`, so prepare resamples it to
@@ -10,10 +12,11 @@ bytes plus a metadata file). Then prepares each input at each worker count into 
 interleaving the configurations within each round so slow drift in machine load falls on all of them alike.
 A warm-up prepare of a tiny input first absorbs one-off imports.
 
-Reported per configuration (mean over rounds): ingest seconds (reading, cleaning, phonemising and writing the
-WAVs: the part the input format and workers change; it includes starting the worker processes), spectrogram
-seconds (serial, the same for every input), items/s, shards/s and prepared audio hours per second over the
-ingest phase. A check confirms the shard and folder outputs hold the same WAVs and filelists. The load average
+Reported per configuration (mean over rounds): ingest seconds (reading, cleaning, phonemising, writing the WAVs
+and their spectrograms, all in the workers: the part the input format and workers change; it includes starting
+the worker processes), spectrogram seconds (the parent's pass over the kept items, writing only spectrograms the
+workers left missing: about 0), items/s, shards/s and prepared audio hours per second over the ingest phase. A
+check confirms the shard and folder outputs hold the same WAVs, spectrograms (values) and filelists. The load average
 before and after is recorded: on a shared machine it is part of the result.
 """
 
@@ -117,10 +120,17 @@ def run_once(source: Path, out: Path, config: Path, workers: int) -> Any:
 
 
 def digest(out: Path) -> str:
-    """Hash of the prepared WAVs and filelists (what must not depend on the input format)."""
+    """Hash of the prepared WAVs, spectrogram values and filelists (what must not depend on the input format)."""
+    import torch
+
     sha = hashlib.sha256()
     for path in sorted(out.rglob("*")):
-        if path.is_file() and not path.name.startswith(".") and path.suffix in (".wav", ".list"):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        if path.name.endswith(".spec.pt"):
+            spec = torch.load(path, weights_only=True)
+            sha.update(path.relative_to(out).as_posix().encode() + spec.numpy().tobytes())
+        elif path.suffix in (".wav", ".list"):
             sha.update(path.relative_to(out).as_posix().encode() + path.read_bytes())
     return sha.hexdigest()
 
@@ -176,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitsrt.benchmarks.prepare_shards",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--shards", type=int, default=16, help="tar shards to generate (default 16)")
-    parser.add_argument("--items", type=int, default=64, help="samples per shard (default 64)")
+    parser.add_argument("--samples", "--items", dest="items", type=int, default=64,
+                        help="samples per shard (default 64)")
     parser.add_argument("--rate", type=int, default=22050, help="sample rate of the generated audio (default 22050)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts (default 1 2)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")

@@ -33,6 +33,7 @@ output is the same layout, with the same files as the equivalent folder would gi
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -40,7 +41,7 @@ import os
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,10 +208,24 @@ def write_spectrogram(wav: Path, transform: Any) -> None:
 
 
 def limit_worker_threads() -> None:
-    """Pool worker initializer: one intra-op thread per worker process (the workers are the parallelism)."""
+    """Pool worker initializer: one torch intra-op thread per worker process (the workers are the parallelism;
+    one item's spectrogram is too small to split: on 2 cores, 2 threads took 5.7 ms for a 2 s clip, 1 took 0.3)."""
     import torch
 
     torch.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """`limit_worker_threads` for items prepared in this process, with the thread count restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class ItemProcessor:
@@ -412,7 +427,8 @@ def _run_jobs(processor: ItemProcessor, jobs: list[tuple[MetadataItem, str]], wo
     from tqdm import tqdm
 
     if workers <= 1 or len(jobs) < 2:
-        return [processor.process(item, wav) for item, wav in tqdm(jobs, desc="prepare", unit="file", disable=None)]
+        with one_torch_thread():
+            return [processor.process(item, wav) for item, wav in tqdm(jobs, desc="prepare", unit="file", disable=None)]
     chunk_size = max(1, min(32, len(jobs) // (workers * 4) or 1))
     chunks = _chunks(jobs, chunk_size)
     results: list[list[dict[str, Any]] | None] = [None] * len(chunks)
@@ -441,8 +457,9 @@ def _write_missing_spectrograms(out: Path, wavs: list[str], config: BertVits2Con
     from vitsrt.train.mel import SpectrogramTransform
 
     transform = SpectrogramTransform(*stft_settings(config))
-    for wav in tqdm(stale, desc="spectrograms", unit="file", disable=None):
-        write_spectrogram(wav, transform)
+    with one_torch_thread():
+        for wav in tqdm(stale, desc="spectrograms", unit="file", disable=None):
+            write_spectrogram(wav, transform)
     return len(stale)
 
 

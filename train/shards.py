@@ -371,15 +371,18 @@ def run_shards(jobs: Sequence[ShardJob], workers: int) -> list[dict[str, Any]]:
     """Each job's record, in job order: in this process for one worker, else one shard per task in a pool of
     `workers` spawned processes (one torch thread each). A dead worker raises BrokenProcessPool; finished shards
     keep their records."""
-    from vitsrt.train.prepare import limit_worker_threads
+    from vitsrt.train.prepare import limit_worker_threads, one_torch_thread
 
+    if not jobs:
+        return []
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     meter = _Meter(len(jobs))
     try:
         if workers <= 1 or len(jobs) < 2:
-            for i, job in enumerate(jobs):
-                results[i] = prepare_shard(job)
-                meter.done(results[i])
+            with one_torch_thread():
+                for i, job in enumerate(jobs):
+                    results[i] = prepare_shard(job)
+                    meter.done(results[i])
         else:
             # spawn: workers must not inherit a parent's torch/OpenMP state or espeak handles.
             context = multiprocessing.get_context("spawn")
