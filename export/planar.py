@@ -91,6 +91,9 @@ def _convert_children(module: nn.Module) -> int:
 def planar_copy(module: nn.Module) -> nn.Module:
     """A deep copy of `module` with every Conv1d / ConvTranspose1d replaced by its 2-D equivalent. The copy's
     forward must be rank-agnostic apart from its convs (the generator's is); `module` is left untouched."""
+    for conv in module.modules():
+        if isinstance(conv, (nn.Conv1d, nn.ConvTranspose1d)):
+            _check_plain(conv)  # before the copy: a weight-normed module cannot even be deep-copied
     planar = copy.deepcopy(module)
     if isinstance(planar, (nn.Conv1d, nn.ConvTranspose1d)):
         return planar_conv(planar)
