@@ -1,12 +1,14 @@
 """Speaker blending (issue #18 part 1): a request's weights over a voice's speakers, static (`speakers`) or changing
 over the utterance (`speaker_curve`, per-frame speaker vectors into the flow and decoder).
 
-What is checked, on tiny random multi-speaker VITS voices exported here (and, where present, the shipped default
-Bert-VITS2 voice and the upstream Bert-VITS2 fixture): the flow/decoder graphs take per-frame speaker vectors and
-equal PyTorch with them; one-hot weights and a blend of a speaker with itself give that speaker's audio exactly; a
-constant curve gives the static blend exactly; a curve streams exactly as it synthesises one-shot; a batch mixing
-curves, blends and plain speakers gives each item its own audio; bad weights, unknown names, single-speaker voices
-and curves on older bundles are refused with clear errors; gRPC, HTTP and the CLI carry blends. Each exactness
+What is checked, on tiny random multi-speaker VITS and Bert-VITS2 voices exported here (and, where present, the
+shipped default Bert-VITS2 voice and the upstream Bert-VITS2 fixture): the flow/decoder graphs take per-frame speaker
+vectors and equal PyTorch with them; one-hot weights and a blend of a speaker with itself give that speaker's audio
+exactly; a constant curve gives the static blend exactly; a curve streams exactly as it synthesises one-shot; a batch
+mixing curves, blends and plain speakers gives each item its own audio; a Bert-VITS2 blend equals PyTorch with the
+blended vector in every stage, the text encoder included (its encoder takes weights over the speaker table), while a
+bundle whose encoder takes `sid` still serves and blends approximately; bad weights, unknown names, single-speaker
+voices and curves on older bundles are refused with clear errors; gRPC, HTTP and the CLI carry blends. Each exactness
 check has a negative control that shows it can fail.
 """
 
@@ -406,8 +408,9 @@ def test_default_voice_blends_its_speakers(default_voice):
 
 
 def test_bert_vits2_text_encoder_outputs_are_blended_like_the_vectors(default_voice):
-    """Its text encoder conditions on the speaker inside the graph: a blended item gets the weighted sum of the
-    encoder's outputs for each speaker, and g for the duration stage is the weighted sum of the vectors."""
+    """The shipped default voice predates speaker weights (its encoder takes sid and conditions the text encoder on
+    that speaker inside the graph): a blended item gets the weighted sum of the encoder's outputs for each speaker,
+    and g for the duration stage is the weighted sum of the vectors (approximate; re-exported voices are exact)."""
     text = "Near the old bridge."
     alone = {}
     for name in ("slt", "kal"):
@@ -702,6 +705,9 @@ def test_bert_vits2_encoder_takes_speaker_weights(bv2):
     for name, expected in zip(("enc", "m_p", "logs_p", "x_mask", "g"), reference, strict=True):
         assert float(np.abs(ours[name] - expected.numpy()).max()) <= 1e-4, name
     assert np.array_equal(ours["g"][[0, 2]], by_id[[0, 2]].numpy())  # a one-hot row is that speaker's row exactly
+    # Negative control: the weights condition the text encoder itself (not only the g it hands on).
+    other = runner.run("encoder", {**feeds, "speaker_weights": feeds["speaker_weights"][[1, 0, 2]]})
+    assert float(np.abs(other["m_p"][1] - ours["m_p"][1]).max()) > 1e-3
 
 
 @pytest.mark.parametrize("policy", [ONE_SHOT, STREAMING], ids=["one-shot", "streaming"])
@@ -739,7 +745,10 @@ def test_bert_vits2_plain_speaker_equals_the_torch_reference(bv2):
     request = _bv2_request(speaker="ben")
     audio, durations = _bv2_reference(bv2["model"], pipeline, request, np.array([0, 1, 0], np.float32))
     assert np.array_equal(_prefilled(pipeline, request).durations, durations)
-    assert float(np.abs(_speak(pipeline, request) - audio).max()) <= 1e-4
+    ours = _speak(pipeline, request)
+    assert float(np.abs(ours - audio).max()) <= 1e-4
+    other, _ = _bv2_reference(bv2["model"], pipeline, request, np.array([0, 0, 1], np.float32))
+    assert _differs(ours, other)  # negative control: the reference with another speaker's row is other audio
 
 
 def test_bert_vits2_sid_bundle_still_serves_and_blends_approximately(bv2):
@@ -756,8 +765,11 @@ def test_bert_vits2_sid_bundle_still_serves_and_blends_approximately(bv2):
         assert float(np.abs(getattr(mixed, name) - expected).max()) <= 1e-5, name
     exact = _prefilled(new, request)
     assert float(np.abs(exact.m_p - mixed.m_p).max()) > 1e-3  # not what the exact encoder gives
-    audio = _speak(old, request, STREAMING)
-    assert audio.size > 0 and _differs(audio, _speak(old, _bv2_request(speaker="ann")))
+    # Its audio is the torch reference's with the encoder outputs weighted (streamed as one-shot), and a blend.
+    audio, _ = _bv2_reference(bv2["model"], old, request, w, mixed_outputs=True)
+    streamed = _speak(old, request, STREAMING)
+    assert streamed.shape == audio.shape and float(np.abs(streamed - audio).max()) <= 1e-4
+    assert _differs(streamed, _speak(old, _bv2_request(speaker="ann")))
 
 
 def test_bert_vits2_torch_backend_takes_either_encoder_input(bv2):
@@ -771,8 +783,11 @@ def test_bert_vits2_torch_backend_takes_either_encoder_input(bv2):
         for backend in ("onnxruntime", "torch"):
             with Engine.open([voice], backend=backend, options=EngineOptions(lanes=1, threads=1)) as engine:
                 audio[backend] = [engine.synthesize(r).audio for r in requests]
-        assert [a.shape for a in audio["torch"]] == [a.shape for a in audio["onnxruntime"]]
         assert _worst(audio["torch"], audio["onnxruntime"]) <= 1e-5
+        # Negative control: a blend a little off is caught (the comparison sees the weights).
+        with Engine.open([voice], options=EngineOptions(lanes=1, threads=1)) as engine:
+            near = engine.synthesize(_bv2_request(speakers=parse_speaker_weights("ann:0.25,cat:0.75"))).audio
+        assert _differs(near, audio["torch"][0])
 
 
 def test_bert_vits2_triton_layout_declares_the_encoders_speaker_input(bv2):
