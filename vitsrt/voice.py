@@ -29,7 +29,7 @@ from typing import Annotated, Any, BinaryIO, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from vitsrt.errors import VoiceError, clip
-from vitsrt.files import NotRegularFileError, irregular, open_regular
+from vitsrt.files import NotRegularFileError, SmallFileError, irregular, open_regular, read_small_text
 from vitsrt.receptive_field import coupling_flow_context_frames, decoder_context_frames
 from vitsrt.sampling import Sampling
 from vitsrt.stages import BERT_FEATURES, FAMILIES, STAGE_NAMES, StageName, TensorDType
@@ -677,18 +677,22 @@ def _summarize(err: ValidationError, limit: int = 5) -> str:
 def _read_text(path: Path) -> str:
     """The manifest's text, refusing what is not a small regular UTF-8 file before reading much of it."""
     try:
-        with _open_regular(path) as handle:
-            data = handle.read(MAX_MANIFEST_BYTES + 1)
-    except FileNotFoundError:
-        raise VoiceError(f"{path}: not found (a voice directory must contain {MANIFEST_NAME})") from None
-    except OSError as exc:
-        raise VoiceError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise VoiceError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; not a voice manifest (those are KBs)")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise VoiceError(f"{path}: cannot be read (not UTF-8: {exc.reason} at byte {exc.start})") from None
+        return read_small_text(path, MAX_MANIFEST_BYTES)
+    except SmallFileError as exc:
+        raise VoiceError(_manifest_refusal(path, exc)) from None
+
+
+def _manifest_refusal(path: Path, exc: SmallFileError) -> str:
+    """The one-line refusal of an unreadable voice.json, in the manifest's own words."""
+    if exc.problem == "missing":
+        return f"{path}: not found (a voice directory must contain {MANIFEST_NAME})"
+    if exc.problem == "irregular":
+        return f"{clip(os.fspath(path), 200)}: {exc.reason}"
+    if exc.problem == "too large":
+        return f"{path}: {exc.reason}; not a voice manifest (those are KBs)"
+    if exc.problem == "not UTF-8":
+        return f"{path}: cannot be read (not UTF-8: {exc.detail})"
+    return f"{path}: {exc.reason}"
 
 
 # A JSON string, escapes included; brackets inside strings do not nest.

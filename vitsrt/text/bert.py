@@ -23,13 +23,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vitsrt.errors import TooManyIdsError, VitsrtError, clip
-from vitsrt.files import NotRegularFileError, open_regular
+from vitsrt.files import read_small_text
 
 __all__ = [
     "BERT_FORMAT",
     "GRAPH_NAME",
     "INPUT_NAMES",
     "MANIFEST_NAME",
+    "MAX_SMALL_FILE_BYTES",
     "OUTPUT_NAME",
     "TOKENIZER_NAME",
     "BertManifest",
@@ -46,7 +47,7 @@ TOKENIZER_NAME = "tokenizer.json"
 MANIFEST_NAME = "bert.json"
 OUTPUT_NAME = "hidden"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-_MAX_SMALL_FILE = 64 << 20  # bert.json is a few KB, a tokenizer.json a few MB (a 250k-piece vocabulary ~20 MB)
+MAX_SMALL_FILE_BYTES = 64 << 20  # bert.json is a few KB, a tokenizer.json a few MB (a 250k-piece vocabulary ~20 MB)
 
 
 class SpecialToken(BaseModel):
@@ -84,29 +85,10 @@ class BertManifest(BaseModel):
     files: dict[str, str]  # file name -> sha256 of bert.onnx and tokenizer.json
 
 
-def _read_small(path: Path) -> str:
-    shown = clip(os.fspath(path), 200)
-    try:
-        with open_regular(path) as handle:
-            data = handle.read(_MAX_SMALL_FILE + 1)
-    except FileNotFoundError:
-        raise VitsrtError(f"{shown}: not found") from None
-    except NotRegularFileError as exc:
-        raise VitsrtError(f"{shown}: is {exc.kind}, not a regular file") from None
-    except OSError as exc:
-        raise VitsrtError(f"{shown}: cannot be read ({exc.strerror or type(exc).__name__})") from None
-    if len(data) > _MAX_SMALL_FILE:
-        raise VitsrtError(f"{shown}: larger than {_MAX_SMALL_FILE >> 20} MiB")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise VitsrtError(f"{shown}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-
-
 def read_bert_manifest(bert_dir: str | os.PathLike[str]) -> BertManifest:
     """The :class:`BertManifest` of an exported BERT directory; VitsrtError with one line if unusable."""
     path = Path(bert_dir) / MANIFEST_NAME
-    text = _read_small(path)
+    text = read_small_text(path, MAX_SMALL_FILE_BYTES)
     try:
         return BertManifest.model_validate_json(text)
     except ValidationError as exc:
@@ -131,7 +113,7 @@ class BertTokenizer:
             raise ValueError(f"max_tokens must be >= 2 ([CLS] and [SEP]), got {max_tokens}")
         path = Path(tokenizer_json)
         try:
-            self._tokenizer = Tokenizer.from_str(_read_small(path))
+            self._tokenizer = Tokenizer.from_str(read_small_text(path, MAX_SMALL_FILE_BYTES))
         except Exception as exc:  # the library raises its own Exception subclass for a bad file
             if isinstance(exc, VitsrtError):
                 raise

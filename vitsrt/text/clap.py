@@ -32,7 +32,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vitsrt.errors import InputError, VitsrtError, clip
-from vitsrt.text.bert import BertTokenizer, SpecialToken, _read_small, batch_feeds
+from vitsrt.files import read_small_text
+from vitsrt.text.bert import MAX_SMALL_FILE_BYTES, BertTokenizer, SpecialToken, batch_feeds
 
 __all__ = [
     "AUDIO_GRAPH",
@@ -92,7 +93,7 @@ class ClapManifest(BaseModel):
 def read_clap_manifest(clap_dir: str | os.PathLike[str]) -> ClapManifest:
     """The :class:`ClapManifest` of an exported CLAP directory; VitsrtError with one line if unusable."""
     path = Path(clap_dir) / MANIFEST_NAME
-    text = _read_small(path)
+    text = read_small_text(path, MAX_SMALL_FILE_BYTES)
     try:
         return ClapManifest.model_validate_json(text)
     except ValidationError as exc:
