@@ -13,6 +13,8 @@ Protocol (the `wyoming` library's event types):
   then `synthesize-stopped`. A `synthesize` inside such a stream is the compatibility copy Home Assistant
   sends for servers without streaming: ignored.
 - `ping` -> `pong`. Other events are dropped, as the protocol asks of servers.
+- Bert-VITS2 2.2 voices: the raw `voice` object of `synthesize` / `synthesize-start` may carry `emotion`, a text
+  prompt (see voices.py); other voices refuse it with an error event.
 - A failure -> an `error` event (text, code: see events.py). The reply to a `synthesize` always ends with
   `audio-stop`, failed or not (Home Assistant's one-shot client reads up to it), so a failure there is
   [audio-start, audio-chunk*,] error, audio-stop. In a text stream, a failed sentence gets the error (and the
@@ -52,7 +54,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from vitsrt.audio import float_to_pcm16
 from vitsrt.errors import InputError, NothingToSpeakError, VitsrtError, clip
-from vitsrt.serve.engine.types import SynthesisRequest
+from vitsrt.serve.engine.types import EmotionPrompt, SynthesisRequest
 from vitsrt.serve.wyoming.events import (
     CODE_BAD_EVENT,
     CODE_TOO_LARGE,
@@ -64,7 +66,7 @@ from vitsrt.serve.wyoming.events import (
     read_body,
 )
 from vitsrt.serve.wyoming.sentences import SentenceBuffer
-from vitsrt.serve.wyoming.voices import build_info, resolve_voice
+from vitsrt.serve.wyoming.voices import build_info, resolve_voice, voice_emotion
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,7 @@ class _TextStream:
 
     buffer: SentenceBuffer
     choice: tuple[str, str, str] = ("", "", "")  # voice, speaker, language
+    emotion: EmotionPrompt | None = None  # voice.emotion of the synthesize-start (2.2 voices)
     chars: int = 0
     failed: bool = False  # an error was reported: the rest of this stream is dropped
 
@@ -273,7 +276,7 @@ class _Connection:
             synthesize = Synthesize.from_event(event)
             _check_format(synthesize.text_format)
             request = self._request(resolve_voice(self.door.voices, self.door.engine.default_voice,
-                                                  synthesize.voice), synthesize.text)
+                                                  synthesize.voice), synthesize.text, voice_emotion(event.data))
         except _REQUEST_ERRORS as exc:
             await self._reply(error_event(_as_request_error(exc)))
             await self._reply(AudioStop().event())  # every synthesize reply ends with audio-stop
@@ -289,6 +292,7 @@ class _Connection:
             start = SynthesizeStart.from_event(event)
             _check_format(start.text_format)
             stream.choice = resolve_voice(self.door.voices, self.door.engine.default_voice, start.voice)
+            stream.emotion = voice_emotion(event.data)
         except _REQUEST_ERRORS as exc:
             stream.failed = True
             await self._reply(error_event(_as_request_error(exc)))
@@ -319,9 +323,11 @@ class _Connection:
             await self._replies.put(partial(self._speak_sentence, stream, rest))
         await self._reply(SynthesizeStopped().event())
 
-    def _request(self, choice: tuple[str, str, str], text: Any) -> SynthesisRequest:
+    def _request(self, choice: tuple[str, str, str], text: Any,
+                 emotion: EmotionPrompt | None = None) -> SynthesisRequest:
         voice, speaker, language = choice
-        return SynthesisRequest(voice=voice, speaker=speaker, language=language, text=text, seed=self.door.seed)
+        return SynthesisRequest(voice=voice, speaker=speaker, language=language, text=text, seed=self.door.seed,
+                                emotion=emotion)
 
     # ----- speaking ----------------------------------------------------------------------------------
 
@@ -348,7 +354,7 @@ class _Connection:
         if stream.failed:
             return
         try:
-            request = self._request(stream.choice, sentence)
+            request = self._request(stream.choice, sentence, stream.emotion)
         except _REQUEST_ERRORS as exc:
             stream.failed = True
             await self._write(error_event(exc))

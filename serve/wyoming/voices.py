@@ -1,15 +1,24 @@
-"""The engine's voices as Wyoming sees them: the `info` answer, and a Wyoming voice choice -> engine fields."""
+"""The engine's voices as Wyoming sees them: the `info` answer, and a Wyoming voice choice -> engine fields.
+
+Emotion (Bert-VITS2 2.2 voices): Wyoming's `synthesize` has no field for it, and the wyoming library's
+`SynthesizeVoice` keeps only name, language and speaker. The door reads one extra key from the event's raw
+`voice` object, `emotion` (a text prompt such as "Happy"), on `synthesize` and `synthesize-start`; a client
+sends it by building the event itself (`Event("synthesize", {"text": ..., "voice": {"name": ..., "emotion":
+...}})`). Home Assistant sends only the voice's name and speaker: there, a voice exported with
+`--emotion-prompt TEXT` speaks with that prompt by default.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from wyoming.info import Attribution, Info, TtsProgram, TtsVoice, TtsVoiceSpeaker
 from wyoming.tts import SynthesizeVoice
 
 import vitsrt
-from vitsrt.errors import NotFoundError, clip, name_list
-from vitsrt.serve.engine.types import VoiceInfo
+from vitsrt.errors import InputError, NotFoundError, clip, name_list
+from vitsrt.serve.engine.types import MAX_EMOTION_PROMPT_CHARS, EmotionPrompt, VoiceInfo
 
 PROGRAM_NAME = "vitsrt"
 _ATTRIBUTION = Attribution(name="vitsrt", url="")
@@ -76,3 +85,17 @@ def resolve_voice(voices: Mapping[str, VoiceInfo], default_voice: str,
                     return info.name, "", offered
         raise NotFoundError(f"no voice speaks {clip(wanted.language)}")
     return default_voice, "", ""
+
+
+def voice_emotion(data: Mapping[str, Any]) -> EmotionPrompt | None:
+    """The emotion prompt of a `synthesize` / `synthesize-start` event's raw data (`voice.emotion`, see the module
+    docs); None without one; InputError naming `voice.emotion` for a value that is not a usable prompt."""
+    voice = data.get("voice")
+    if not isinstance(voice, Mapping) or voice.get("emotion") is None:
+        return None
+    text = voice["emotion"]
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("voice.emotion", "must be a non-empty text prompt, e.g. \"Happy\"")
+    if len(text) > MAX_EMOTION_PROMPT_CHARS:
+        raise InputError("voice.emotion", f"has {len(text)} characters, the limit is {MAX_EMOTION_PROMPT_CHARS}")
+    return EmotionPrompt(text=text)
