@@ -6,6 +6,7 @@ Importing this module needs torch (the exporter); the test modules import it aft
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,8 @@ def exported_voice22(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def encoder_feeds(cases: dict[str, np.ndarray], name: str, emo: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The encoder graph's feeds for one fixture case (`emo` replaces the case's emotion embedding)."""
     feeds = {graph: cases[f"{name}_{key}"] for graph, key in ENCODER_KEYS22.items()}
+    speakers = json.loads((FIXTURE22 / "config.json").read_text())["data"]["n_speakers"]
+    feeds["speaker_weights"] = np.eye(speakers, dtype=np.float32)[feeds["sid"]]  # what the exported encoder takes
     if emo is not None:
         feeds["emo"] = np.asarray(emo, dtype=np.float32).reshape(1, -1)
     return feeds

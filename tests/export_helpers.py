@@ -7,6 +7,7 @@ torch (the exporter); the tests that use it import it after their `importorskip`
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,12 @@ def load_cases() -> dict[str, np.ndarray]:
 
 
 def encoder_inputs(cases: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
-    """The encoder graph's feeds for one fixture case."""
-    return {graph: cases[f"{name}_{key}"] for graph, key in ENCODER_KEYS.items()}
+    """The encoder graph's feeds for one fixture case; the speaker also as one-hot ``speaker_weights`` (what the
+    exported encoder takes; runners feed a graph the inputs it declares)."""
+    feeds = {graph: cases[f"{name}_{key}"] for graph, key in ENCODER_KEYS.items()}
+    speakers = json.loads((FIXTURE_DIR / "config.json").read_text())["data"]["n_speakers"]
+    feeds["speaker_weights"] = np.eye(speakers, dtype=np.float32)[feeds["sid"]]
+    return feeds
 
 
 def case_scales(cases: dict[str, np.ndarray], name: str) -> dict[str, float]:

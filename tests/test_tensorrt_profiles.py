@@ -33,7 +33,7 @@ def test_profiles_cover_batch_text_and_frames(fixture_voice):
     assert encoder.shapes["phone_ids"].opt == (4, 128)
     assert encoder.shapes["phone_ids"].max == (8, 300)
     assert encoder.shapes["bert"].max == (8, 1024, 300)  # fixed axes stay fixed
-    assert encoder.shapes["sid"].max == (8,) and encoder.shapes["lengths"].min == (1,)
+    assert encoder.shapes["speaker_weights"].max == (8, manifest.num_speakers) and encoder.shapes["lengths"].min == (1,)
     (duration,) = stage_profiles(manifest, "duration", limits)
     assert duration.shapes["sdp_noise"].max == (8, 2, 300) and duration.shapes["sdp_ratio"].opt == (4,)
     (flow,) = stage_profiles(manifest, "flow", limits)

@@ -81,8 +81,10 @@ def test_every_config_parses_against_the_model_config_schema(voice_with_plans, t
     assert list(y_mask.dims) == [1, -1] and list(g.dims) == [g.dims[0], -1]  # g: one vector, or one per frame
     assert list(decoder.output[0].dims) == [1, -1]
     encoder = _parse(repo / "vitsrt_encoder" / "config.pbtxt")
-    sid = next(i for i in encoder.input if i.name == "sid")
-    assert list(sid.dims) == [1] and sid.HasField("reshape") and list(sid.reshape.shape) == []
+    lengths = next(i for i in encoder.input if i.name == "lengths")
+    assert list(lengths.dims) == [1] and lengths.HasField("reshape") and list(lengths.reshape.shape) == []
+    weights = next(i for i in encoder.input if i.name == "speaker_weights")
+    assert list(weights.dims) == [manifest.num_speakers] and not weights.HasField("reshape")
     assert next(i for i in encoder.input if i.name == "phone_ids").data_type == model_config_pb2.TYPE_INT64
     for name, decoupled in (("vitsrt_tts", True), ("vitsrt_tts_oneshot", False)):
         config = _parse(repo / name / "config.pbtxt")
