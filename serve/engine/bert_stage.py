@@ -9,13 +9,13 @@ batch partners. Each sentence's token features are repeated per id by its word2p
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from vitsrt.serve.backends.ort_runner import OrtRunner
+from vitsrt.serve.engine.shared import DirectoryCache
 from vitsrt.text.bert import GRAPH_NAME, batch_feeds, expand_by_word2ph, read_bert_manifest
 from vitsrt.text.sequence import BertTokens
 
@@ -37,14 +37,10 @@ class BertStage:
         return [expand_by_word2ph(hidden[row, : len(item.input_ids)], item.word2ph) for row, item in enumerate(items)]
 
 
-_SHARED: dict[tuple[str, int | None], BertStage] = {}
-_LOCK = threading.Lock()
+_SHARED: DirectoryCache[BertStage] = DirectoryCache(lambda directory, threads: BertStage(
+    directory, intra_op_threads=threads))
 
 
 def shared_stage(directory: Path, intra_op_threads: int | None = None) -> BertStage:
     """The process's one session for the BERT graph in `directory` (voices naming the same hash share it)."""
-    key = (str(directory.resolve()), intra_op_threads)
-    with _LOCK:
-        if key not in _SHARED:
-            _SHARED[key] = BertStage(directory, intra_op_threads=intra_op_threads)
-        return _SHARED[key]
+    return _SHARED.get(directory, intra_op_threads)

@@ -24,6 +24,7 @@ import numpy as np
 
 from vitsrt.errors import InputError, VitsrtError
 from vitsrt.serve.backends.ort_runner import OrtRunner
+from vitsrt.serve.engine.shared import DirectoryCache
 from vitsrt.serve.engine.types import EmotionPrompt
 from vitsrt.text.clap import (
     AUDIO_GRAPH,
@@ -104,17 +105,13 @@ def _pad(rows: Sequence[np.ndarray], value: int) -> np.ndarray:
     return out
 
 
-_SHARED: dict[tuple[str, int | None], ClapTowers] = {}
-_LOCK = threading.Lock()
+_SHARED: DirectoryCache[ClapTowers] = DirectoryCache(lambda directory, threads: ClapTowers(
+    directory, intra_op_threads=threads))
 
 
 def shared_towers(directory: Path, intra_op_threads: int | None = None) -> ClapTowers:
     """The process's one set of sessions for the CLAP export in `directory` (voices naming it share them)."""
-    key = (str(directory.resolve()), intra_op_threads)
-    with _LOCK:
-        if key not in _SHARED:
-            _SHARED[key] = ClapTowers(directory, intra_op_threads=intra_op_threads)
-        return _SHARED[key]
+    return _SHARED.get(directory, intra_op_threads)
 
 
 class EmotionStage:
