@@ -140,26 +140,26 @@ class EmotionQuantizer(nn.Module):
         self.commitment: torch.Tensor | None = None  # the last training forward's commitment loss
 
     def distances(self, projected: torch.Tensor) -> torch.Tensor:
-        """[B, heads * dim] -> [B, heads, codes]: the Euclidean distance of each head's vector to each code."""
+        """[B, heads * dim] -> [heads, B, codes]: the Euclidean distance of each head's vector to each code."""
         u = projected.reshape(projected.size(0), self.heads, 1, self.codebook_dim).transpose(0, 1)  # [H, B, 1, D]
         embed = self._codebook.embed  # [H, C, D]
         u2 = (u * u).sum(-1)  # [H, B, 1]
         e2 = (embed * embed).sum(-1).unsqueeze(1)  # [H, 1, C]
         cross = torch.matmul(u.squeeze(2), embed.transpose(1, 2))  # [H, B, C]
-        return torch.sqrt(torch.clamp_min(u2 + e2 - 2 * cross, 0.0)).transpose(0, 1)
+        return torch.sqrt(torch.clamp_min(u2 + e2 - 2 * cross, 0.0))
 
     def codes(self, projected: torch.Tensor) -> torch.Tensor:
         """Per head the index of the nearest code: [B, heads * dim] -> [B, heads] int64.
 
         Distances as upstream computes them, ``sqrt(max(|u|^2 + |e|^2 - 2 u.e, 0))``, so near-ties resolve the
         same way; the first of equal distances wins (argmin), as upstream's argmax of the negated distances."""
-        return self.distances(projected).argmin(-1)  # [B, H]
+        return self.distances(projected).argmin(-1).transpose(0, 1)  # [B, H]
 
     def sampled_codes(self, projected: torch.Tensor) -> torch.Tensor:
         """Training: per head a code drawn by Gumbel-max on the negative distances (temperature 1) [B, H]."""
         logits = -self.distances(projected)
         uniform = torch.rand_like(logits).clamp(1e-20, 1.0)
-        return (logits - torch.log(-torch.log(uniform).clamp_min(1e-20))).argmax(-1)
+        return (logits - torch.log(-torch.log(uniform).clamp_min(1e-20))).argmax(-1).transpose(0, 1)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """The chosen codes, heads concatenated in order: [B, heads] -> [B, heads * dim]."""
