@@ -246,9 +246,10 @@ class ItemProcessor:
         state["_transform"] = None  # rebuilt where it is used
         return state
 
-    def spectrogram(self, wav_path: str) -> None:
-        """Write the WAV's spectrogram unless a current one is there (a reused item may predate it)."""
-        if spectrogram_is_current(Path(wav_path)):
+    def spectrogram(self, wav_path: str, *, fresh: bool = False) -> None:
+        """Write the WAV's spectrogram: always for a `fresh` WAV, else unless a current one is there (a reused
+        item's may be missing or predate its WAV)."""
+        if not fresh and spectrogram_is_current(Path(wav_path)):
             return
         if self._transform is None:
             from vitsrt.train.mel import SpectrogramTransform
@@ -334,7 +335,7 @@ class ItemProcessor:
             return {"error": "text has no symbols the front end knows"}
         Path(wav_path).parent.mkdir(parents=True, exist_ok=True)
         write_pcm16(wav_path, clean.samples, self.audio.sampling_rate)
-        self.spectrogram(wav_path)  # before the sidecar: an item with a current sidecar has its spectrogram
+        self.spectrogram(wav_path, fresh=True)  # before the sidecar: an item with a sidecar has its spectrogram
         record = {
             "key": key,
             "phonemes": phonemes,
