@@ -246,3 +246,38 @@ def test_onnxruntime_runs_the_2d_decoder_with_nchwc_convolutions(decoders, famil
     two = _nchwc_ops(decoders[family]["2d"], tmp_path / "2d-opt.onnx")
     assert two.count("Conv") >= 3 and "ReorderInput" in two and "ReorderOutput" in two
     assert _nchwc_ops(decoders[family]["1d"], tmp_path / "1d-opt.onnx") == []  # a 1-D conv never is blocked
+
+
+# ----- the command line ---------------------------------------------------------------------------------------
+
+
+def _vits_checkpoint(root: Path) -> tuple[Path, Path]:
+    from vitsrt.train.checkpoint import save_checkpoint
+
+    model = _vits()
+    root.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(root / "G_1.pth", model, iteration=1)
+    (root / "config.json").write_text(model.config.to_json(), encoding="utf-8")
+    return root / "G_1.pth", root / "config.json"
+
+
+def _decoder_weight_ranks(voice: Path) -> set[int]:
+    graph = onnx.load(str(voice / "decoder.onnx"), load_external_data=False).graph
+    return {len(i.dims) for i in graph.initializer if i.name.endswith("weight")}
+
+
+def test_vitsrt_export_writes_the_2d_decoder_by_default_and_1d_on_request(tmp_path, capsys):
+    from vitsrt.cli import main
+
+    checkpoint, config = _vits_checkpoint(tmp_path / "ckpt")
+    assert main(["export", str(checkpoint), "-c", str(config), "-o", str(tmp_path / "v2"), "--no-verify"]) == 0
+    assert main(["export", str(checkpoint), "-c", str(config), "-o", str(tmp_path / "v1"), "--no-verify",
+                 "--decoder-layout", "1d"]) == 0
+    assert _decoder_weight_ranks(tmp_path / "v2") == {4} and _decoder_weight_ranks(tmp_path / "v1") == {3}
+    feeds = _feeds(folded_copy(_vits()))
+    assert _worst(_run(tmp_path / "v1" / "decoder.onnx", feeds), _run(tmp_path / "v2" / "decoder.onnx", feeds)) \
+        <= TOLERANCE
+    code = main(["export", str(checkpoint), "-c", str(config), "-o", str(tmp_path / "p.onnx"), "--format", "piper",
+                 "--decoder-layout", "2d"])
+    err = capsys.readouterr().err
+    assert code != 0 and "--decoder-layout" in err and "Traceback" not in err
