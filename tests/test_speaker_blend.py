@@ -797,3 +797,35 @@ def test_bert_vits2_triton_layout_declares_the_encoders_speaker_input(bv2):
     old = {t.name: t for t in stage_tensors(load_voice(bv2["old"]).manifest.graphs.encoder)[0]}
     assert "sid" not in new and (new["speaker_weights"].dims, new["speaker_weights"].reshape) == ((3,), None)
     assert "speaker_weights" not in old and (old["sid"].dims, old["sid"].reshape) == ((1,), ())
+
+
+def test_bert_vits2_contract_selects_the_speaker_input_by_feature(bv2):
+    from vitsrt.stages import BERT_VITS2, SPEAKER_WEIGHTS
+
+    encoder = BERT_VITS2.stage("encoder")
+    names = {features: [t.name for t in encoder.inputs_for(features)] for features in ((), (SPEAKER_WEIGHTS,))}
+    assert "sid" in names[()] and "speaker_weights" not in names[()]
+    assert "speaker_weights" in names[(SPEAKER_WEIGHTS,)] and "sid" not in names[(SPEAKER_WEIGHTS,)]
+    # voice.json must give the weights one column per speaker; a width that does not match is refused at load.
+    from vitsrt.voice import VoiceManifest
+
+    data = json.loads((bv2["voice"] / "voice.json").read_text(encoding="utf-8"))
+    VoiceManifest.model_validate(data)  # as exported: valid
+    next(i for i in data["graphs"]["encoder"]["inputs"] if i["name"] == "speaker_weights")["shape"] = ["B", 4]
+    with pytest.raises(ValueError, match=r"speaker_weights has shape \['B', 4\], expected \['B', 3\]"):
+        VoiceManifest.model_validate(data)
+
+
+BV2_MIXED = [_bv2_request(seed=1, speaker_curve=parse_speaker_curve("0=ann:1;1=cat:1")),
+             _bv2_request(seed=2, speakers=parse_speaker_weights(BV2_BLEND)), _bv2_request(seed=3, speaker="ben"),
+             _bv2_request(seed=4, tokens=33, speakers=parse_speaker_weights("ben:1,cat:1"))]
+
+
+def test_bert_vits2_batch_gives_each_item_its_own_speaker_weights(bv2, monkeypatch):
+    pipeline = _pipeline(bv2["voice"])
+    alone = [_speak(pipeline, request, STREAMING) for request in BV2_MIXED]
+    assert _worst(_together(pipeline, BV2_MIXED), alone) <= 1e-5
+    # Negative control: the encoder handed the rows' weights in another order is caught.
+    real = VoicePipeline._encoder_weights
+    monkeypatch.setattr(VoicePipeline, "_encoder_weights", lambda self, segments: real(self, segments)[::-1].copy())
+    assert all(_differs(a, b) for a, b in zip(_together(pipeline, BV2_MIXED), alone, strict=True))
