@@ -281,3 +281,27 @@ def test_vitsrt_export_writes_the_2d_decoder_by_default_and_1d_on_request(tmp_pa
                  "--decoder-layout", "2d"])
     err = capsys.readouterr().err
     assert code != 0 and "--decoder-layout" in err and "Traceback" not in err
+
+
+# ----- the fp16 conversion (strongly typed TensorRT plans) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_the_fp16_conversion_reduces_the_2d_convs_and_stays_close(decoders, family):
+    from vitsrt.export.fp16 import mixed_precision_model
+
+    path = decoders[family]["2d"]
+    model = onnx.load(str(path))
+    mixed, report = mixed_precision_model(model, "float16")
+    assert not report.kept_ops() & {"Conv", "ConvTranspose", "LeakyRelu"}
+    types = {i.name: i.data_type for i in mixed.graph.initializer}
+    conv_weights = [n.input[1] for n in mixed.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert conv_weights and all(types[w] == onnx.TensorProto.FLOAT16 for w in conv_weights)
+    feeds = _feeds(decoders[family]["model"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    reference = _run(path, feeds)
+    converted = ort.InferenceSession(mixed.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(
+        None, feeds)[0]
+    relative = _worst(reference, converted) / float(np.abs(reference).max())
+    assert 0 < relative <= 1e-2  # really reduced, and close (the tolerance of tests/test_tensorrt_fp16.py)
