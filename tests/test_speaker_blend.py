@@ -829,3 +829,24 @@ def test_bert_vits2_batch_gives_each_item_its_own_speaker_weights(bv2, monkeypat
     real = VoicePipeline._encoder_weights
     monkeypatch.setattr(VoicePipeline, "_encoder_weights", lambda self, segments: real(self, segments)[::-1].copy())
     assert all(_differs(a, b) for a, b in zip(_together(pipeline, BV2_MIXED), alone, strict=True))
+
+
+def test_bert_vits2_export_verification_checks_either_encoder_input(bv2):
+    """Export verification feeds the encoder what its graph declares (speaker_weights: one-hot and random blends;
+    sid in an older graph) and compares it with the matching PyTorch reference."""
+    from vitsrt.export.verify import VerifyCase, check_parity, verify_graphs
+
+    cases = (VerifyCase((5,), (5,)), VerifyCase((9, 3, 6), (9, 3, 6)))
+    for voice in (bv2["voice"], bv2["old"]):
+        check_parity(verify_graphs(bv2["model"], {"encoder": voice / "encoder.onnx"}, cases=cases, threads=1))
+    # Negative control: a speaker table 1% off is seen through the weights (it no longer matches the graph's).
+    table = bv2["model"].emb_g.weight
+    kept = table.detach().clone()
+    try:
+        with torch.no_grad():
+            table.mul_(1.01)
+        parity = verify_graphs(bv2["model"], {"encoder": bv2["voice"] / "encoder.onnx"}, cases=cases, threads=1)
+    finally:
+        with torch.no_grad():
+            table.copy_(kept)
+    assert not parity["encoder"].passed
