@@ -124,3 +124,37 @@ def test_smoke_has_a_22_variant():
 
     report = run_smoke(steps=2, family="bert-vits2-2.2")
     assert "commit" in report and "smoke: OK" in report
+
+
+def test_quantizer_trains_as_upstreams():
+    """Training mode: the forward value is the chosen codes projected out, the gradient passes straight through to
+    the input, the commitment loss is 0.1 * mse(projected, chosen), the codebooks move; eval mode: none of it."""
+    from torch.nn import functional as F
+
+    from vitsrt.train.models.emotion import VQ_COMMITMENT_WEIGHT, EmotionQuantizer
+
+    torch.manual_seed(0)
+    vq = EmotionQuantizer().train()
+    features = torch.randn(3, 512, requires_grad=True)
+    embed_before = vq._codebook.embed.clone()
+    torch.manual_seed(1)
+    out = vq(features)
+    commitment = vq.take_commitment()
+    assert vq.take_commitment() is None  # taken once: a stale loss is never added twice
+    torch.manual_seed(1)
+    projected = vq.project_in(features)
+    codes = vq.sampled_codes(projected.detach())  # the same draw as the forward's
+    chosen = embed_before[torch.arange(32), codes].reshape(3, -1)  # embed[h, codes[b, h]]: [B, H, D] -> [B, H*D]
+    assert torch.allclose(out, vq.project_out(chosen), atol=1e-5)
+    assert torch.allclose(commitment, F.mse_loss(projected, chosen) * VQ_COMMITMENT_WEIGHT, rtol=1e-5)
+    out.sum().backward()
+    assert features.grad is not None and float(features.grad.abs().max()) > 0  # straight through
+    assert not torch.equal(vq._codebook.embed, embed_before)  # EMA step (and dead codes re-drawn)
+
+    # Negative control: eval mode picks codes without a gradient path, keeps no loss and leaves the codebooks.
+    vq.eval()
+    features.grad = None
+    embed_eval = vq._codebook.embed.clone()
+    vq(features).sum().backward()
+    assert features.grad is None or float(features.grad.abs().max()) == 0
+    assert vq.take_commitment() is None and torch.equal(vq._codebook.embed, embed_eval)
