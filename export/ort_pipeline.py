@@ -99,11 +99,11 @@ def synthesize_batch(
     """Run the engine's chain (encoder -> duration -> regulation -> flow -> decoder) on one padded batch.
 
     ``runner`` knows its voice (``OrtRunner.from_voice``, or ``voice=``): the pipeline reads its manifest.
-    ``encoder_inputs`` holds the encoder's inputs (phone_ids, tone_ids, language_ids, lengths,
-    bert, ja_bert, en_bert, sid; a Bert-VITS2 2.2 voice's emo), the speaker as ``sid`` whichever speaker input the
-    graph takes (the engine feeds an encoder that takes ``speaker_weights`` the one-hot row of that id). ``sampling`` gives every field of
-    vitsrt.sampling.Sampling by name, each a scalar or one value per item: this harness has no defaults of its
-    own. With ``skip_sdp`` and every ``sdp_ratio`` 0, the ``duration_dp_only`` graph runs instead of
+    ``encoder_inputs`` holds the encoder's inputs (phone_ids, tone_ids, language_ids, lengths, bert, ja_bert,
+    en_bert, sid; a Bert-VITS2 2.2 voice's emo), the speaker as ``sid`` whichever speaker input the graph takes (the
+    engine feeds an encoder that takes ``speaker_weights`` the one-hot row of that id). ``sampling`` gives every
+    field of vitsrt.sampling.Sampling by name, each a scalar or one value per item: this harness has no defaults of
+    its own. With ``skip_sdp`` and every ``sdp_ratio`` 0, the ``duration_dp_only`` graph runs instead of
     ``duration`` if present.
     """
     if runner.voice is None:

@@ -38,11 +38,14 @@ def graphs(fixture_voice) -> dict[str, onnx.ModelProto]:
 @pytest.fixture(scope="module")
 def feeds(graphs) -> dict[str, dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
+    weights = next(i for i in graphs["encoder"].graph.input if i.name == "speaker_weights")
+    speakers = weights.type.tensor_type.shape.dim[1].dim_value  # the encoder's speaker input: one-hot rows
     encoder_in = {
         "phone_ids": rng.integers(1, 100, (B, T)), "tone_ids": rng.integers(0, 5, (B, T)),
         "language_ids": np.zeros((B, T), np.int64), "lengths": np.array([T, 15]),
         "bert": np.zeros((B, 1024, T), np.float32), "ja_bert": np.zeros((B, 1024, T), np.float32),
-        "en_bert": np.zeros((B, 1024, T), np.float32), "sid": np.array([0, 1]),
+        "en_bert": np.zeros((B, 1024, T), np.float32),
+        "speaker_weights": np.eye(speakers, dtype=np.float32)[[0, 1]],
     }
     session = _session(graphs["encoder"])
     enc = dict(zip([o.name for o in session.get_outputs()], session.run(None, encoder_in), strict=True))
