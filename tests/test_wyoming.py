@@ -368,7 +368,9 @@ def test_streamed_text_over_the_limit_is_refused_and_the_stream_still_ends(engin
 
 
 def test_waiting_for_audio_is_not_idle(engine):
-    text = "The washing machine has finished. The dryer is still running. Dinner will be ready at seven."
+    # Long enough that the reply takes several idle timeouts even on a fast idle machine (three sentences took
+    # ~0.15 s there, so the precondition below failed once); the door must not count waiting for audio as idle.
+    text = " ".join(["The washing machine has finished. The dryer is still running. Dinner is at seven."] * 4)
 
     async def scenario(port, _door):
         async with client(port) as conn:
