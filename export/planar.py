@@ -9,6 +9,17 @@ interface ([B, latent, F] z, [B, 1, F] y_mask, [B, gin, G] g -> [B, 1, F * hop] 
 bundle's manifest and every backend read it unchanged; only the arithmetic order inside a conv may differ (float
 rounding, ~1e-7).
 
+What onnxruntime (1.32) makes of it: every Conv becomes a blocked NchwcConv, but a ReorderOutput/ReorderInput pair
+still sits around almost each one, because three things between the convs are not kept blocked by its
+NchwcTransformer: LeakyRelu (Relu, Tanh and Sigmoid are; measured on a 3-conv probe graph), the mask multiply (a
+Mul whose other input, [B, 1, 1, T], broadcasts over channels: only element-wise ops of two blocked tensors with
+the same channels are blocked) and ConvTranspose (no blocked kernel; a resblock's residual input comes from it).
+Removing every mask multiply from joe's graph leaves all 20 ReorderOutput nodes in place, so masks are not the
+limit. The gain (1.2-1.4x at one thread) comes from the blocked conv kernels alone. A blocked conv splits its work
+by batch x blocks of 64 output channels x output rows; with the rows axis of height 1, a batch-1 call of a conv
+with at most 64 output channels runs on one thread, so at 2+ threads a batch of one gains less
+(benchmarks/results/2026-12-02-decoder-layout.md).
+
 The conversion is generic: :func:`planar_copy` deep-copies a module tree and replaces each 1-D conv by its 2-D
 equivalent (weights unsqueezed on the height axis; stride, padding, dilation, output padding mapped to the width
 axis). The generator's forward is rank-agnostic (its masks broadcast and
