@@ -182,6 +182,18 @@ def _row(c: Cell) -> list[str]:
             f"{c.speedup_median:.2f}", f"{c.max_abs_diff:.1e}"]
 
 
+def summary(cells: list[Cell]) -> list[list[str]]:
+    """Per voice and thread count: the geometric mean of the speedups (min times) and the worst cell."""
+    rows = []
+    for voice, threads in dict.fromkeys((c.voice, c.threads) for c in cells):
+        mine = [c for c in cells if c.voice == voice and c.threads == threads]
+        mean = statistics.geometric_mean(c.speedup_min for c in mine)
+        worst = min(mine, key=lambda c: c.speedup_min)
+        rows.append([voice, str(threads), f"{mean:.2f}", f"{worst.speedup_min:.2f} (B={worst.batch}, {worst.window})",
+                     str(sum(c.speedup_min < 1 for c in mine))])
+    return rows
+
+
 def render(record: dict, cells: list[Cell]) -> str:
     out = [
         "# Decoder graph: 1-D vs 2-D layout (onnxruntime CPU)",
@@ -198,6 +210,8 @@ def render(record: dict, cells: list[Cell]) -> str:
     ]
     headers = ["threads", "B", "frames", "1d min", "1d median", "2d min", "2d median", "x (min)", "x (median)",
                "max |1d-2d|"]
+    out += ["## Summary", "", markdown_table(["voice", "threads", "x (geometric mean)", "worst x", "cells slower"],
+                                             summary(cells)), ""]
     for voice in dict.fromkeys(c.voice for c in cells):
         mine = [c for c in cells if c.voice == voice]
         out += [f"## {voice}", "", markdown_table(headers, [_row(c) for c in mine]), ""]
@@ -227,6 +241,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", default=str(DEFAULT_JSON))
     parser.add_argument("--markdown", default=str(DEFAULT_MD))
+    parser.add_argument("--from-json", metavar="JSON", help="only re-render --markdown from a saved record")
     parser.add_argument("--note", default="The machine was shared with other jobs during the run.",
                         help="a line about the conditions, for the record")
     return parser.parse_args(argv)
@@ -237,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
+    if args.from_json:
+        record = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+        fields = set(Cell.__dataclass_fields__)
+        cells = [Cell(**{k: v for k, v in c.items() if k in fields}) for c in record["cells"]]
+        Path(args.markdown).write_text(render(record, cells), encoding="utf-8")
+        return 0
     command = "python -m vitsrt.benchmarks.decoder_layout " + shlex.join(sys.argv[1:] if argv is None else argv)
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="decoder-layout-") as work:
