@@ -29,7 +29,7 @@ def ids_request(tokens: int, seed: int, **kwargs) -> SynthesisRequest:
 # ----- defaults ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("cores", "expected"), [(1, (1, 1)), (2, (1, 2)), (3, (1, 3)), (4, (2, 2)), (8, (4, 2)),
+@pytest.mark.parametrize(("cores", "expected"), [(1, (1, 1)), (2, (2, 1)), (3, (3, 1)), (4, (2, 2)), (8, (4, 2)),
                                                   (16, (8, 2)), (64, (8, 8))])
 def test_default_lanes_use_every_core_once(cores, expected):
     lanes, threads = default_lanes(cores)
@@ -39,7 +39,8 @@ def test_default_lanes_use_every_core_once(cores, expected):
 
 def test_resolve_lanes_keeps_what_was_given_and_fills_the_rest():
     auto = resolve_lanes(EngineOptions(), "onnxruntime", cores=2)
-    assert (auto.lanes, auto.threads) == (1, 2)
+    assert (auto.lanes, auto.threads, auto.max_batch) == (2, 1, 1)  # CPU: lanes side by side, one item per step
+    assert resolve_lanes(EngineOptions(max_batch=4), "onnxruntime", cores=2).max_batch == 4
     assert resolve_lanes(EngineOptions(), "ort", cores=8).lanes == 4  # aliases resolve to the same backend
     given = resolve_lanes(EngineOptions(lanes=1, threads=2), "onnxruntime", cores=2)
     assert (given.lanes, given.threads) == (1, 2)
@@ -48,7 +49,7 @@ def test_resolve_lanes_keeps_what_was_given_and_fills_the_rest():
     assert resolve_lanes(EngineOptions(lanes=2), "torch", cores=8).threads == 4
     # GPU and remote backends: one lane (torch-cuda two), threads left to the runtime
     cuda = resolve_lanes(EngineOptions(), "onnxruntime-cuda", cores=16)
-    assert (cuda.lanes, cuda.threads) == (1, None)
+    assert (cuda.lanes, cuda.threads, cuda.max_batch) == (1, None, 8)  # GPU: batches
     assert resolve_lanes(EngineOptions(), "torch-cuda", cores=16).lanes == 2
     assert resolve_lanes(EngineOptions(lanes=3), "tensorrt", cores=16).lanes == 3
     with pytest.raises(VitsrtError, match="unknown backend"):

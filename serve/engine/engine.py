@@ -51,7 +51,10 @@ _END = object()
 class EngineOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_batch: int = Field(8, ge=1, le=256)
+    # None: one item per step on CPU backends, 8 elsewhere (`resolve_lanes`). On CPU a batch costs more than its
+    # items run alone (joe's decoder, 1 thread: 2 items 2.6-3.1x one, 4 items 4.3-4.4x; padding to the longest
+    # item comes on top), so there lanes, not batches, run streams side by side.
+    max_batch: int | None = Field(None, ge=1, le=256, description="items per stage step (None: 1 on CPU, else 8)")
     max_wait_ms: float = Field(5.0, ge=0)
     max_active_streams: int = Field(64, ge=1)
     max_text_chars: int = Field(5000, ge=1)
@@ -91,36 +94,35 @@ MAX_DEFAULT_LANES = 8
 
 
 def default_lanes(cores: int) -> tuple[int, int]:
-    """(lanes, threads per lane) for a CPU backend on `cores` cores. Small batches scale poorly past 2 intra-op
-    threads, and a lane of its own per core pair lets batches of different streams run at once: 4 cores 2x2,
-    8 cores 4x2, 16 and more 8 lanes sharing the cores. Up to 3 cores one lane takes them all: measured on 2 cores
-    with a piper voice (benchmarks/results, 2026-12-02 peers), 2x1 gave 1.07-1.20x the throughput of 1x2 at 4
-    clients but 1.12-1.57x its first audio, and a lone request ran on one thread (5 words: 1.26x piper's p10
-    latency vs 1.09x); `--lanes 2 --lane-threads 1` is the throughput setting there."""
+    """(lanes, threads per lane) for a CPU backend on `cores` cores: a lane per core up to 3 cores, then a lane
+    per core pair (4 cores 2x2, 8 cores 4x2, 16 and more 8 lanes sharing the cores). Measured on 2 cores with a
+    piper voice at 4 clients, one item per step (benchmarks/results/2026-12-02-peers-concurrent-lanes.md): 2x1
+    gave 1.4-1.6x the throughput of 1x2 and half its first audio; a lone request then runs on one thread."""
     cores = max(1, cores)
     if cores <= 3:
-        return 1, cores
+        return cores, 1
     lanes = min(MAX_DEFAULT_LANES, cores // 2)
     return lanes, cores // lanes
 
 
 def resolve_lanes(options: EngineOptions, backend: str, cores: int | None = None) -> EngineOptions:
-    """`options` with `lanes` (and for CPU backends `threads`) filled in for `backend` on `cores` cores.
-    Given values are kept; a CPU backend given only `threads` gets the default number of lanes for the core count
-    (one up to 3 cores: `--threads N` alone keeps its old meaning there), given only `lanes` shares the cores."""
+    """`options` with `lanes`, `max_batch` (and for CPU backends `threads`) filled in for `backend` on `cores`
+    cores. Given values are kept; a CPU backend given only `threads` gets one lane up to 3 cores (`--threads N`
+    alone keeps its old meaning there) and the default lanes above, given only `lanes` shares the cores."""
     cores = cores or os.cpu_count() or 1
     entry = backend_entry(backend)
     name = next(n for n, e in BACKENDS.items() if e is entry)
     if name not in CPU_BACKENDS:
-        return options.model_copy(update={"lanes": options.lanes or GPU_DEFAULT_LANES.get(name, 1)})
+        return options.model_copy(update={"lanes": options.lanes or GPU_DEFAULT_LANES.get(name, 1),
+                                          "max_batch": options.max_batch or 8})
     lanes, threads = options.lanes, options.threads
     if lanes is None and threads is None:
         lanes, threads = default_lanes(cores)
     elif lanes is None:
-        lanes = default_lanes(cores)[0]
+        lanes = 1 if cores <= 3 else default_lanes(cores)[0]
     elif threads is None:
         threads = max(1, cores // lanes)
-    return options.model_copy(update={"lanes": lanes, "threads": threads})
+    return options.model_copy(update={"lanes": lanes, "threads": threads, "max_batch": options.max_batch or 1})
 
 
 def _with_backend(pipeline: VoicePipeline, backend: StageBackend) -> VoicePipeline:
@@ -189,7 +191,7 @@ class Engine:
             raise
         self.default_voice = pipelines[0].name
         self._scheduler: Scheduler[Work] = Scheduler(
-            self.options.max_batch, self.options.max_wait_ms / 1000.0, self.options.low_water_ms / 1000.0,
+            self.options.max_batch or 8, self.options.max_wait_ms / 1000.0, self.options.low_water_ms / 1000.0,
             budgets=self._step_budgets(),
         )
         self._streams: dict[int, _Stream] = {}

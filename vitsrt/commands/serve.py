@@ -39,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--backend torch[-cuda]: autocast flow and decoder to bf16/fp16 (default fp32)")
     parser.add_argument("--triton-url", default=None,
                         help="with --backend triton: the Triton gRPC endpoint running the stage models (HOST:PORT)")
-    parser.add_argument("--max-batch", type=int, default=8, help="largest batch per engine stage")
+    parser.add_argument("--max-batch", type=int, default=None,
+                        help="largest batch per engine stage (default: 1 on CPU, where lanes run streams side by "
+                        "side, 8 on GPU)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a stage waits to fill a batch")
     parser.add_argument("--max-concurrent-streams", type=int, default=64,
                         help="synthesis calls in flight at once; more get RESOURCE_EXHAUSTED")
