@@ -41,8 +41,9 @@ __all__ = ["DECODER_LAYOUTS", "DEFAULT_DECODER_LAYOUT", "DecoderLayout", "Planar
 
 DecoderLayout = Literal["1d", "2d"]
 DECODER_LAYOUTS: tuple[DecoderLayout, ...] = ("1d", "2d")
-# Measured faster on onnxruntime CPU at 1 and 2 threads for every window size the engine uses
-# (benchmarks/results/2026-12-02-decoder-layout.md).
+# Measured on onnxruntime CPU (benchmarks/results/2026-12-02-decoder-layout.md): 1.19-1.29x faster at one thread
+# (each CPU lane's default on 2-3 cores) for every window size the engine uses, and for batches of 2-4 at two
+# threads; a batch of one at two threads is break-even on large windows (0.91-1.09x).
 DEFAULT_DECODER_LAYOUT: DecoderLayout = "2d"
 
 # The height axis a 2-D decoder inserts: [B, C, T] -> [B, C, 1, T].

@@ -51,9 +51,10 @@ _END = object()
 class EngineOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # None: one item per step on CPU backends, 8 elsewhere (`resolve_lanes`). On CPU a batch costs more than its
-    # items run alone (joe's decoder, 1 thread: 2 items 2.6-3.1x one, 4 items 4.3-4.4x; padding to the longest
-    # item comes on top), so there lanes, not batches, run streams side by side.
+    # None: one item per step on CPU backends, 8 elsewhere (`resolve_lanes`). On CPU a batch saves nothing over
+    # its items run alone (joe's decoder, 1 thread: 2 items 2.0-2.2x one, 4 items 4.1-4.4x) and pads every item
+    # to the longest, so there lanes, not batches, run streams side by side (2026-12-02 lanes record: 2 lanes
+    # streaming 28.4 -> 37.5 audio-s/s going from 8 items per step to 1).
     max_batch: int | None = Field(None, ge=1, le=256, description="items per stage step (None: 1 on CPU, else 8)")
     max_wait_ms: float = Field(5.0, ge=0)
     max_active_streams: int = Field(64, ge=1)
