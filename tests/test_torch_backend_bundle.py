@@ -131,6 +131,10 @@ def test_padding_repeats_the_first_item_and_cropping_undoes_it():
     assert np.array_equal(padded[2], padded[0]) and np.array_equal(padded[3], padded[0])
     audio = np.ones((4, 1, 6 * 8), np.float32)
     assert crop_output(audio, ("B", 1, "F*hop"), {"B": 2, "F": 4}, hop=8).shape == (2, 1, 32)
+    # a speaker vector per frame (a speaker curve) follows F; a broadcast one (G = 1) stays one frame
+    per_frame = pad_input(np.ones((2, 5, 4), np.float32), ("B", "gin", "G"), {"B": 2, "F": 6, "G": 6})
+    assert per_frame.shape == (2, 5, 6) and not per_frame[:, :, 4:].any()
+    assert pad_input(np.ones((2, 5, 1), np.float32), ("B", "gin", "G"), {"B": 4, "F": 6, "G": 1}).shape == (4, 5, 1)
 
 
 def test_bucketed_replayed_execution_equals_plain_execution(voice):
@@ -158,6 +162,11 @@ def test_bucketed_replayed_execution_equals_plain_execution(voice):
         eager = TorchBackend(load_voice(voice))
         for i, out in zip(inputs, outs, strict=True):
             assert np.abs(eager.run("decoder", i)["audio"] - out).max() <= 1e-5
+        # a speaker vector per frame (a speaker curve) is padded with the frames: same result as unpadded
+        curve = {**inputs[0], "g": rng.standard_normal((1, 16, frames)).astype(np.float32)}
+        bucketed = runner.run("decoder", curve)["audio"]
+        assert np.abs(eager.run("decoder", curve)["audio"] - bucketed).max() <= 1e-5
+        assert np.abs(bucketed - outs[0]).max() > 1e-3  # the per-frame vectors were used
     assert _worst(replayed, plain) <= 1e-5
 
 

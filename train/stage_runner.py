@@ -189,20 +189,25 @@ class Shapes:
         return tuple(sorted(self.padded.items()))
 
 
+# Axes padded to buckets: tokens, frames and a speaker vector's frames ("G": F per frame, or 1 broadcast, which
+# stays 1); the batch axis grows by repeating the first item.
+PADDED_AXES = ("T", "F", "G")
+
+
 def _axis_sizes(stage: Stage, inputs: Mapping[str, np.ndarray]) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for spec in stage.inputs:
         if spec.name in inputs:
             for axis, size in zip(spec.axes, inputs[spec.name].shape, strict=False):
-                if axis in ("B", "T", "F"):
+                if axis in ("B", *PADDED_AXES):
                     sizes.setdefault(str(axis), int(size))
     return sizes
 
 
 def pad_input(array: np.ndarray, axes: Sequence[int | str], padded: Mapping[str, int]) -> np.ndarray:
-    """`array` grown to the padded sizes: zeros along T/F (every stage masks them), and extra batch rows that
-    repeat the first item (a valid input, so no stage sees an empty or zero-length item)."""
-    widths = [(0, padded[a] - array.shape[i]) if a in ("T", "F") else (0, 0) for i, a in enumerate(axes)]
+    """`array` grown to the padded sizes: zeros along T, F and G (every stage masks the padded frames), and extra
+    batch rows that repeat the first item (a valid input, so no stage sees an empty or zero-length item)."""
+    widths = [(0, padded[a] - array.shape[i]) if a in PADDED_AXES else (0, 0) for i, a in enumerate(axes)]
     if any(after for _, after in widths):
         array = np.pad(array, widths)
     if "B" in axes:
@@ -348,6 +353,8 @@ class StageRunner:
             if axis in real:
                 fixed = bucket(real[axis], self.options.decode_frames) if stage == "decoder" else None
                 padded[axis] = fixed or round_up(real[axis], self.options.length_bucket)
+        if "G" in real:  # per-frame speaker vectors follow the frames (and are part of a replay's key)
+            padded["G"] = padded["F"] if real["G"] > 1 else 1
         return Shapes(real, padded)
 
     def _graphable(self, stage: str, shapes: Shapes) -> bool:
