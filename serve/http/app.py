@@ -235,25 +235,26 @@ class SpeechService:
         length_scale = None
         if request.speed is not None:  # relative to the voice's own pace, so 1.0 sounds as trained
             length_scale = self.engine.pipeline(voice).manifest.inference.length_scale / request.speed
-        emotion, field = self._emotion(request, voice)
+        emotion = self._emotion(request, voice)
         try:
             synthesis = SynthesisRequest(voice=voice, speaker="" if blend else speaker, speakers=blend,
                                          text=request.input, language=request.language, seed=request.seed,
                                          length_scale=length_scale, normalize_text=request.normalize_text,
                                          timestamps=request.timestamps, emotion=emotion)
         except InputError as exc:
-            raise _engine_error(exc, field) from None
+            raise _engine_error(exc, request.emotion_field) from None
         return synthesis, encoder
 
-    def _emotion(self, request: SpeechRequest, voice: str) -> tuple[EmotionPrompt | None, str]:
-        """The request's emotion prompt for `voice` and the field it came from (see SpeechRequest.emotion_prompt);
-        400 naming that field for a prompt the engine's request type refuses (e.g. a too-long `instructions`)."""
+    def _emotion(self, request: SpeechRequest, voice: str) -> EmotionPrompt | None:
+        """The request's emotion prompt for `voice` (see SpeechRequest.emotion_prompt); 400 naming the field it
+        came from for a prompt the engine's request type refuses (e.g. a too-long `instructions`)."""
         emotion = self.engine.pipeline(voice).manifest.emotion
-        prompt, field = request.emotion_prompt(emotion is not None and emotion.clap_model is not None)
+        prompt = request.emotion_prompt(emotion is not None and emotion.clap_model is not None)
         if prompt is None:
-            return None, field
+            return None
+        field = request.emotion_field
         try:
-            return EmotionPrompt(text=prompt), field
+            return EmotionPrompt(text=prompt)
         except (ValidationError, InputError) as exc:
             reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else exc.reason
             raise ApiError(400, f"{field}: {reason}", param=field, code="invalid_value") from None
@@ -273,7 +274,6 @@ class SpeechService:
     async def open_stream(self, request: SpeechRequest) -> _Call:
         """Admit the request in the engine and wait for its first audio (errors here still get a status)."""
         synthesis, encoder = self.plan(request)
-        field = "instructions" if request.emotion is None else "emotion"
         started = time.perf_counter()
         chunks = self.engine.astream(synthesis)
         try:
@@ -282,7 +282,7 @@ class SpeechService:
             first = None
         except VitsrtError as exc:
             await chunks.aclose()
-            raise _engine_error(exc, field) from None
+            raise _engine_error(exc, request.emotion_field) from None
         except BaseException:
             await chunks.aclose()
             raise

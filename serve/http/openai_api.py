@@ -99,15 +99,17 @@ class SpeechRequest(BaseModel):
     def voice_name(self) -> str:
         return self.voice.id if isinstance(self.voice, VoiceRef) else self.voice
 
-    def emotion_prompt(self, takes_prompt: bool) -> tuple[str | None, str]:
-        """(prompt, the field it came from): `emotion` for any voice (the engine refuses it where there is no
-        emotion input), else `instructions` for a voice that `takes_prompt` (a 2.2 voice with its CLAP text
-        tower), else no prompt."""
+    @property
+    def emotion_field(self) -> str:
+        """The field an emotion prompt comes from (and its errors name): `emotion` when given, else `instructions`."""
+        return "emotion" if self.emotion is not None else "instructions"
+
+    def emotion_prompt(self, takes_prompt: bool) -> str | None:
+        """The prompt: `emotion` for any voice (the engine refuses it where there is no emotion input), else
+        `instructions` for a voice that `takes_prompt` (a 2.2 voice with its CLAP text tower), else none."""
         if self.emotion is not None:
-            return self.emotion, "emotion"
-        if takes_prompt and self.instructions:
-            return self.instructions, "instructions"
-        return None, "emotion"
+            return self.emotion
+        return (self.instructions or None) if takes_prompt else None
 
 
 def _validation_message(error: dict[str, Any]) -> tuple[str, str]:
