@@ -122,6 +122,26 @@ class RunningServer:
         return scrape(self.server.metrics_port, name, token=token, **labels)
 
 
+def read_until(process: subprocess.Popen, pattern: str, seen: list[str], timeout: float = 60) -> re.Match:
+    """The first line of `process`'s stderr matching `pattern` (every line read is appended to `seen`, which the
+    assertion shows when none matches within `timeout`)."""
+    assert process.stderr is not None
+    found: list[re.Match] = []
+
+    def pump() -> None:
+        for line in process.stderr:
+            seen.append(line)
+            if match := re.search(pattern, line):
+                found.append(match)
+                return
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert found, "".join(seen)
+    return found[0]
+
+
 class ServerProcess:
     """`python -m vitsrt.cli serve ...` on a free port (`voice` None: the shipped default voice); its log lines
     are collected as they come."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import re
 import signal
 import subprocess
 import sys
@@ -33,6 +32,7 @@ pytest.importorskip("phonemizer", reason="the default voice's IPA front end need
 from bv22_helpers import fixture22
 
 from conftest import FRONTEND_FIXTURE, REPO_ROOT
+from grpc_support import read_until
 
 VOICE = "tiny22-text"
 SPEAKER = "alice"
@@ -71,23 +71,6 @@ def engine(voice) -> Iterator[Any]:
     engine.close()
 
 
-def _read_until(process: subprocess.Popen, pattern: str, seen: list[str], timeout: float = 120) -> re.Match:
-    found: list[re.Match] = []
-
-    def pump() -> None:
-        for line in process.stderr:
-            seen.append(line)
-            if match := re.search(pattern, line):
-                found.append(match)
-                return
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert found, "".join(seen)
-    return found[0]
-
-
 @pytest.fixture(scope="module")
 def served(voice) -> Iterator[dict[str, int]]:
     """`vitsrt serve` with the 2.2 voice (default) and the shipped default voice, HTTP and Wyoming doors."""
@@ -98,8 +81,8 @@ def served(voice) -> Iterator[dict[str, int]]:
     process = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     log: list[str] = []
     try:
-        http = int(_read_until(process, r"HTTP door on [\d.]+:(\d+)", log).group(1))
-        wyoming = int(_read_until(process, r"Wyoming door listening on [\d.]+:(\d+)", log).group(1))
+        http = int(read_until(process, r"HTTP door on [\d.]+:(\d+)", log, timeout=120).group(1))
+        wyoming = int(read_until(process, r"Wyoming door listening on [\d.]+:(\d+)", log, timeout=120).group(1))
         threading.Thread(target=lambda: [log.append(line) for line in process.stderr], daemon=True).start()
         yield {"http": http, "wyoming": wyoming}
         process.send_signal(signal.SIGTERM)

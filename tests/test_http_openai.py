@@ -21,7 +21,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
+from grpc_support import read_until
 from http_support import RunningDoor
 
 pytest.importorskip("fastapi", reason="the HTTP door needs the 'http' extra (fastapi, uvicorn)")
@@ -403,33 +403,15 @@ def _serve(*flags: str) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
 
 
-def _read_until(process: subprocess.Popen, pattern: str, seen: list[str], timeout: float = 60) -> re.Match:
-    assert process.stderr is not None
-    found: list[re.Match] = []
-
-    def pump() -> None:
-        for line in process.stderr:
-            seen.append(line)
-            if match := re.search(pattern, line):
-                found.append(match)
-                return
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert found, "".join(seen)
-    return found[0]
-
-
 def test_serve_runs_grpc_http_and_wyoming_on_one_engine():
     from vitsrt.serve.grpc.client import TtsClient
 
     process = _serve("--grpc-port", "0", "--http-port", "0", "--wyoming-port", "0", "--auth-token", TOKEN)
     log: list[str] = []
     try:
-        grpc_port = int(_read_until(process, r"serving \S+ on [\d.]+:(\d+)", log).group(1))
-        http_port = int(_read_until(process, r"HTTP door on [\d.]+:(\d+)", log).group(1))
-        wyoming_port = int(_read_until(process, r"Wyoming door listening on [\d.]+:(\d+)", log).group(1))
+        grpc_port = int(read_until(process, r"serving \S+ on [\d.]+:(\d+)", log).group(1))
+        http_port = int(read_until(process, r"HTTP door on [\d.]+:(\d+)", log).group(1))
+        wyoming_port = int(read_until(process, r"Wyoming door listening on [\d.]+:(\d+)", log).group(1))
         with TtsClient(f"127.0.0.1:{grpc_port}", token=TOKEN, timeout=30) as grpc_client:
             assert grpc_client.list_voices().default_voice == "vitsrt-default"
         reply = httpx.post(f"http://127.0.0.1:{http_port}/v1/audio/speech", json=GOOD, timeout=30,
@@ -451,7 +433,7 @@ def test_serve_http_only_and_refused_setups():
     process = _serve("--http-port", "0")
     log: list[str] = []
     try:
-        http_port = int(_read_until(process, r"HTTP door on [\d.]+:(\d+)", log).group(1))
+        http_port = int(read_until(process, r"HTTP door on [\d.]+:(\d+)", log).group(1))
         assert httpx.get(f"http://127.0.0.1:{http_port}/readyz").status_code == 200
         assert not any("serving vitsrt-default" in line for line in log)  # no gRPC door without --grpc-port
         with socket.socket() as busy:
