@@ -120,3 +120,14 @@ def ipa_voice(tmp_path_factory) -> Path:
     save_checkpoint(root / "G_0.pth", SynthesizerTrn(config, sizes))
     (root / "config.json").write_text(config.to_json())
     return export_voice(root / "G_0.pth", root / "config.json", root / "voice", name="ipa-en", verify=False)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch at one intra-op thread for the test (the CI machine has 2 shared cores: OpenMP spinning on both slows
+    tiny training steps down ~10x); the thread count is restored after. Files use it with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    from vitsrt.train.prepare import one_torch_thread as one_thread
+
+    with one_thread():
+        yield

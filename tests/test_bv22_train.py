@@ -17,14 +17,7 @@ from vitsrt.train.data import TextAudioDataset, emotion_path
 from vitsrt.train.prepare import PrepareOptions, prepare_dataset
 from vitsrt.train.smoke import tiny_emotion_config_dict, write_random_emotions, write_toy_dataset
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CI machine has 2 shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # 2 shared cores on CI
 
 
 def _prepare22(root: Path) -> Path:

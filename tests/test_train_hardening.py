@@ -30,13 +30,7 @@ from vitsrt.train.checkpoint import latest_complete_step, read_checkpoint
 KINDS = ("G", "D", "DUR")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared cores: OpenMP spinning on both slows these tiny steps down a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # 2 shared cores on CI
 
 
 @pytest.fixture(scope="module")

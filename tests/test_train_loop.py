@@ -24,14 +24,7 @@ from vitsrt.cli import main as cli_main
 from vitsrt.train.checkpoint import read_checkpoint, save_checkpoint
 from vitsrt.train.loading import load_generator
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CI machine has 2 shared cores; OpenMP spinning on both slows these tiny steps down ~10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # 2 shared cores on CI
 
 
 @pytest.fixture(scope="module")
