@@ -91,6 +91,7 @@ class EngineOptions(BaseModel):
 # gets by default.
 CPU_BACKENDS = ("onnxruntime", "torch")
 GPU_DEFAULT_LANES = {"torch-cuda": 2}
+BATCHED_MAX_BATCH = 8  # max_batch where batches pay (GPU backends; an Engine built without resolve_lanes)
 MAX_DEFAULT_LANES = 8
 
 
@@ -115,7 +116,7 @@ def resolve_lanes(options: EngineOptions, backend: str, cores: int | None = None
     name = next(n for n, e in BACKENDS.items() if e is entry)
     if name not in CPU_BACKENDS:
         return options.model_copy(update={"lanes": options.lanes or GPU_DEFAULT_LANES.get(name, 1),
-                                          "max_batch": options.max_batch or 8})
+                                          "max_batch": options.max_batch or BATCHED_MAX_BATCH})
     lanes, threads = options.lanes, options.threads
     if lanes is None and threads is None:
         lanes, threads = default_lanes(cores)
@@ -192,8 +193,8 @@ class Engine:
             raise
         self.default_voice = pipelines[0].name
         self._scheduler: Scheduler[Work] = Scheduler(
-            self.options.max_batch or 8, self.options.max_wait_ms / 1000.0, self.options.low_water_ms / 1000.0,
-            budgets=self._step_budgets(),
+            self.options.max_batch or BATCHED_MAX_BATCH, self.options.max_wait_ms / 1000.0,
+            self.options.low_water_ms / 1000.0, budgets=self._step_budgets(),
         )
         self._streams: dict[int, _Stream] = {}
         self._next_id = 1
