@@ -461,7 +461,10 @@ class Engine:
             self._deliver(job, samples)
 
     def _deliver(self, job: DecodeJob, samples: np.ndarray) -> None:
-        """Store a decoded window; emit every window that is now next in order."""
+        """Store a decoded window; emit every window that is now next in order. The chunks go to the stream's sink
+        under the lock (sinks only enqueue): two lanes delivering windows of one stream must hand them over in
+        order, or one lane's later chunks and the stream's end could overtake the other's chunks, which the
+        consumer would then never read."""
         with self._cond:
             stream = self._streams.get(job.segment.stream_id)
             if stream is None:
@@ -486,10 +489,10 @@ class Engine:
                 self._streams.pop(stream.id, None)
                 self._scheduler.remove_stream(stream.id)
                 stream.finished = True
-        for chunk in ready:
-            stream.sink(chunk)
-        if finished:
-            stream.sink(_END)
+            for chunk in ready:
+                stream.sink(chunk)
+            if finished:
+                stream.sink(_END)
 
     @staticmethod
     def _chunk(stream: _Stream, segment: Segment, audio: np.ndarray, last_window: bool) -> AudioChunk:
