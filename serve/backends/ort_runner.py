@@ -1,6 +1,10 @@
 """The one way vitsrt opens ONNX Runtime sessions: the engine's onnxruntime backend, export verification and
 the Triton Python stage model all run stage graphs through :class:`OrtRunner`.
 
+On CPU an unpadded decoder call runs a copy of the decoder graph rewritten for it
+(:mod:`vitsrt.serve.backends.decoder_rewrite`: no mask multiplies, polyphase transposed convs); a padded call
+runs the graph as written, opened when the first one comes.
+
 Graphs come from a voice bundle (:meth:`OrtRunner.from_voice`), from a directory of ``<stage>.onnx`` files
 (:meth:`OrtRunner.from_dir`, no manifest needed: export checks graphs before it writes one) or from any
 ``{stage: path}`` mapping (a Triton model directory holds one graph).
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -20,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vitsrt.errors import VitsrtError, VoiceError
 from vitsrt.serve.backends.base import parse_options
+from vitsrt.serve.backends.decoder_rewrite import MASK_INPUT, unpadded_decoder
 from vitsrt.stages import STAGE_NAMES
 from vitsrt.voice import Voice, load_voice
 
@@ -40,6 +46,9 @@ class OrtOptions(BaseModel):
     intra_op_threads: int | None = Field(default=None, ge=0, description="None or 0: onnxruntime's default")
     inter_op_threads: int | None = Field(default=1, ge=0)
     spinning: bool = False
+    unpadded_decoder: bool = Field(
+        default=True, description="on CPU, run unpadded decoder calls on the rewritten graph (decoder_rewrite)"
+    )
 
 
 def session_options(
@@ -82,9 +91,9 @@ def providers_for(device: str, device_id: int = 0, trt_cache_dir: Path | None = 
     raise VoiceError(f"unknown onnxruntime device {device!r}")
 
 
-def _open(path: Path, options: ort.SessionOptions, providers: list) -> ort.InferenceSession:
+def _open(path: Path, options: ort.SessionOptions, providers: list, graph: bytes | None = None) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(os.fspath(path), sess_options=options, providers=providers)
+        return ort.InferenceSession(graph or os.fspath(path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
         raise VoiceError(f"{path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0]})") from None
 
@@ -111,11 +120,42 @@ class OrtRunner:
         if quiet:
             session_opts.log_severity_level = 3
         providers = providers_for(o.device, o.device_id, trt_cache_dir)
-        self._sessions = {stage: _open(Path(path), session_opts, providers) for stage, path in graphs.items()}
-        self._inputs = {s: [i.name for i in session.get_inputs()] for s, session in self._sessions.items()}
-        self._outputs = {s: [o.name for o in session.get_outputs()] for s, session in self._sessions.items()}
+        self._open_args = (session_opts, providers)
+        self._graphs = {stage: Path(path) for stage, path in graphs.items()}
+        unpadded = self._open_unpadded(self._graphs["decoder"]) if "decoder" in self._graphs else None
+        self._unpadded = {} if unpadded is None else {"decoder": unpadded}
+        self._sessions = {s: _open(p, *self._open_args) for s, p in self._graphs.items() if s not in self._unpadded}
+        self._lock = threading.Lock()
+        interfaces = {**self._unpadded, **self._sessions}
+        self._inputs = {s: [i.name for i in session.get_inputs()] for s, session in interfaces.items()}
+        self._outputs = {s: [o.name for o in session.get_outputs()] for s, session in interfaces.items()}
+        self._ranks = {s: {i.name: len(i.shape) for i in session.get_inputs()} for s, session in interfaces.items()}
         self.voice = voice  # the bundle whose manifest describes these graphs, if any
-        log.debug("onnxruntime sessions %s on %s", list(self._sessions), providers)
+        log.debug("onnxruntime sessions %s on %s", list(self._graphs), providers)
+
+    def _open_unpadded(self, path: Path) -> ort.InferenceSession | None:
+        if self.options.device != "cpu" or not self.options.unpadded_decoder:
+            return None
+        try:
+            graph = unpadded_decoder(path)
+        except Exception as exc:  # a graph the rewrite does not understand still runs as written
+            log.warning("%s: not rewritten for unpadded calls (%s); running it as written", path, exc)
+            return None
+        return None if graph is None else _open(path, *self._open_args, graph=graph)
+
+    def _session(self, stage: str, feeds: Mapping[str, np.ndarray]) -> ort.InferenceSession:
+        """The rewritten decoder for a call whose mask is all ones, else the graph as written."""
+        unpadded = self._unpadded.get(stage)
+        if unpadded is not None and bool(np.all(feeds[MASK_INPUT] == 1)):
+            return unpadded
+        session = self._sessions.get(stage)
+        if session is None:
+            with self._lock:  # the first padded call opens the graph as written
+                if stage not in self._sessions:
+                    log.info("%s: opening the graph as written for padded calls", self._graphs[stage])
+                    self._sessions[stage] = _open(self._graphs[stage], *self._open_args)
+                session = self._sessions[stage]
+        return session
 
     @classmethod
     def from_voice(cls, voice: Voice | str | os.PathLike[str], **kwargs: object) -> OrtRunner:
@@ -133,10 +173,10 @@ class OrtRunner:
 
     @property
     def stages(self) -> tuple[str, ...]:
-        return tuple(self._sessions)
+        return tuple(self._graphs)
 
     def has(self, stage: str) -> bool:
-        return stage in self._sessions
+        return stage in self._graphs
 
     def input_names(self, stage: str) -> list[str]:
         return self._inputs[stage]
@@ -146,15 +186,17 @@ class OrtRunner:
 
     def input_ranks(self, stage: str) -> dict[str, int]:
         """Each input's rank as the graph declares it (a Triton stage model reshapes [B, 1] to [B] by it)."""
-        return {i.name: len(i.shape) for i in self._sessions[stage].get_inputs()}
+        return self._ranks[stage]
 
     def run(self, stage: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The graph's outputs by name, in graph order; extra feeds are ignored, a missing one is an error."""
         missing = [name for name in self._inputs[stage] if name not in feeds]
         if missing:
             raise VitsrtError(f"{stage}: inputs {missing} are missing")
-        values = self._sessions[stage].run(self._outputs[stage], {n: feeds[n] for n in self._inputs[stage]})
+        session = self._session(stage, feeds)
+        values = session.run(self._outputs[stage], {n: feeds[n] for n in self._inputs[stage]})
         return dict(zip(self._outputs[stage], values, strict=True))
 
     def close(self) -> None:
         self._sessions.clear()
+        self._unpadded.clear()
