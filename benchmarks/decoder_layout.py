@@ -143,10 +143,10 @@ def _session(graph: str | bytes, threads: int):
 
 
 def variant_graph(dec: Decoder, variant: str) -> str | bytes:
-    from vitsrt.serve.backends.decoder_rewrite import unpadded_decoder
+    from vitsrt.serve.backends.decoder_rewrite import rewritten_decoder
 
     if variant == "2d-rewritten":
-        return unpadded_decoder(Path(dec.paths["2d"]))
+        return rewritten_decoder(Path(dec.paths["2d"]), unpadded=True)
     return dec.paths[variant]
 
 

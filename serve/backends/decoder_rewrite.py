@@ -1,16 +1,18 @@
-"""The decoder graph rewritten for onnxruntime's CPU provider, for calls without padding.
+"""The decoder graph rewritten for onnxruntime's CPU provider.
 
 A bundle's decoder graph serves every backend and batch: it multiplies by the frame mask after each conv, so a
 padded batch row gives the audio it gives alone. On CPU the engine runs one item per step, so the mask is all
 ones, and those multiplies cost more than their own pass: each is an element-wise op that onnxruntime's NCHWc
 transformer does not keep in its blocked layout (the mask broadcasts over channels), so the tensors leave the
-blocked layout and come back around it. :class:`~vitsrt.serve.backends.ort_runner.OrtRunner` therefore runs
-an unpadded decoder call on a copy of the graph rewritten here, and a padded call on the graph as written:
+blocked layout and come back around it. On CPU :class:`~vitsrt.serve.backends.ort_runner.OrtRunner` runs two
+copies of the graph rewritten here: an unpadded call (every mask value 1) runs a copy with both rewrites, a
+padded call a copy with the second only (opened when the first padded call comes). The two differ only by
+multiplications by 1.0 on a row's own frames, so a batch row still gets the bits it gets alone.
 
-1. **Mask multiplies dropped.** Every ``Mul`` of a data tensor by the ``y_mask`` input or by a tensor computed
-   from it and constants alone (the upsampled masks) is bypassed. With an all-ones mask each was a
-   multiplication by 1.0, so the rewritten graph gives the same bits.
-2. **Transposed convs as polyphase convs.** onnxruntime has no blocked kernel for ``ConvTranspose``. A 2-D
+1. **Mask multiplies dropped** (unpadded calls). Every ``Mul`` of a data tensor by the ``y_mask`` input or by a
+   tensor computed from it and constants alone (the upsampled masks) is bypassed. With an all-ones mask each
+   was a multiplication by 1.0, so this gives the same bits.
+2. **Transposed convs as polyphase convs** (every call). onnxruntime has no blocked kernel for ``ConvTranspose``. A 2-D
    (planar, :mod:`vitsrt.export.planar`) ConvTranspose with stride s and kernel Q*s is a plain Conv with s x
    C_out output channels (one per output phase r, taps w[(Q-1-q)*s + r]) over the input padded by Q-1 on both
    sides, whose phases are interleaved (Reshape, Transpose, Reshape) and cropped by the transposed conv's
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MASK_INPUT", "unpadded_decoder"]
+__all__ = ["MASK_INPUT", "rewritten_decoder"]
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +43,17 @@ MASK_INPUT = "y_mask"
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-def unpadded_decoder(path: Path) -> bytes | None:
-    """The decoder graph at `path` rewritten for calls whose ``y_mask`` is all ones (serialized), or None
-    when there is nothing to rewrite (no mask input, subgraphs)."""
+def rewritten_decoder(path: Path, unpadded: bool) -> bytes | None:
+    """The decoder graph at `path` with its transposed convs polyphase and, for `unpadded` calls (every
+    ``y_mask`` value 1), no mask multiplies; serialized. None when there is nothing to rewrite (no mask input,
+    subgraphs)."""
     import onnx
 
     model = onnx.load(str(path))
     graph = model.graph
     if MASK_INPUT not in {i.name for i in graph.input} or _has_subgraphs(graph.node):
         return None
-    dropped = _drop_mask_multiplies(graph)
+    dropped = _drop_mask_multiplies(graph) if unpadded else 0
     converted = _polyphase_transposed_convs(graph)
     _prune(graph)
     log.debug("%s: %d mask multiplies dropped, %d transposed convs made polyphase", path, dropped, converted)

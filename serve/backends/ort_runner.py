@@ -1,9 +1,8 @@
 """The one way vitsrt opens ONNX Runtime sessions: the engine's onnxruntime backend, export verification and
 the Triton Python stage model all run stage graphs through :class:`OrtRunner`.
 
-On CPU an unpadded decoder call runs a copy of the decoder graph rewritten for it
-(:mod:`vitsrt.serve.backends.decoder_rewrite`: no mask multiplies, polyphase transposed convs); a padded call
-runs the graph as written, opened when the first one comes.
+On CPU the decoder runs rewritten (:mod:`vitsrt.serve.backends.decoder_rewrite`): polyphase transposed convs,
+and for an unpadded call no mask multiplies; the copy for padded calls is opened when the first one comes.
 
 Graphs come from a voice bundle (:meth:`OrtRunner.from_voice`), from a directory of ``<stage>.onnx`` files
 (:meth:`OrtRunner.from_dir`, no manifest needed: export checks graphs before it writes one) or from any
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vitsrt.errors import VitsrtError, VoiceError
 from vitsrt.serve.backends.base import parse_options
-from vitsrt.serve.backends.decoder_rewrite import MASK_INPUT, unpadded_decoder
+from vitsrt.serve.backends.decoder_rewrite import MASK_INPUT, rewritten_decoder
 from vitsrt.stages import STAGE_NAMES
 from vitsrt.voice import Voice, load_voice
 
@@ -46,9 +45,8 @@ class OrtOptions(BaseModel):
     intra_op_threads: int | None = Field(default=None, ge=0, description="None or 0: onnxruntime's default")
     inter_op_threads: int | None = Field(default=1, ge=0)
     spinning: bool = False
-    unpadded_decoder: bool = Field(
-        default=True, description="on CPU, run unpadded decoder calls on the rewritten graph (decoder_rewrite)"
-    )
+    rewrite_decoder: bool = Field(default=True, description="on CPU, run the decoder graph rewritten by "
+                                  "vitsrt.serve.backends.decoder_rewrite (faster, equal within float rounding)")
 
 
 def session_options(
@@ -122,7 +120,7 @@ class OrtRunner:
         providers = providers_for(o.device, o.device_id, trt_cache_dir)
         self._open_args = (session_opts, providers)
         self._graphs = {stage: Path(path) for stage, path in graphs.items()}
-        unpadded = self._open_unpadded(self._graphs["decoder"]) if "decoder" in self._graphs else None
+        unpadded = self._open_rewritten("decoder", unpadded=True) if "decoder" in self._graphs else None
         self._unpadded = {} if unpadded is None else {"decoder": unpadded}
         self._sessions = {s: _open(p, *self._open_args) for s, p in self._graphs.items() if s not in self._unpadded}
         self._lock = threading.Lock()
@@ -133,27 +131,31 @@ class OrtRunner:
         self.voice = voice  # the bundle whose manifest describes these graphs, if any
         log.debug("onnxruntime sessions %s on %s", list(self._graphs), providers)
 
-    def _open_unpadded(self, path: Path) -> ort.InferenceSession | None:
-        if self.options.device != "cpu" or not self.options.unpadded_decoder:
+    def _open_rewritten(self, stage: str, unpadded: bool) -> ort.InferenceSession | None:
+        """A session on the stage's graph rewritten for the CPU (None: not on CPU, not asked, not rewritable)."""
+        path = self._graphs[stage]
+        if self.options.device != "cpu" or not self.options.rewrite_decoder:
             return None
         try:
-            graph = unpadded_decoder(path)
+            graph = rewritten_decoder(path, unpadded)
         except Exception as exc:  # a graph the rewrite does not understand still runs as written
-            log.warning("%s: not rewritten for unpadded calls (%s); running it as written", path, exc)
+            log.warning("%s: not rewritten (%s); running it as written", path, exc)
             return None
         return None if graph is None else _open(path, *self._open_args, graph=graph)
 
     def _session(self, stage: str, feeds: Mapping[str, np.ndarray]) -> ort.InferenceSession:
-        """The rewritten decoder for a call whose mask is all ones, else the graph as written."""
+        """The unpadded decoder for a call whose mask is all ones, else the stage's session (the rewritten
+        decoder for padded calls is opened by the first one)."""
         unpadded = self._unpadded.get(stage)
         if unpadded is not None and bool(np.all(feeds[MASK_INPUT] == 1)):
             return unpadded
         session = self._sessions.get(stage)
         if session is None:
-            with self._lock:  # the first padded call opens the graph as written
+            with self._lock:
                 if stage not in self._sessions:
-                    log.info("%s: opening the graph as written for padded calls", self._graphs[stage])
-                    self._sessions[stage] = _open(self._graphs[stage], *self._open_args)
+                    log.info("%s: opening the decoder for padded calls", self._graphs[stage])
+                    padded = self._open_rewritten(stage, unpadded=False)
+                    self._sessions[stage] = padded or _open(self._graphs[stage], *self._open_args)
                 session = self._sessions[stage]
         return session
 
