@@ -30,6 +30,36 @@ def test_windows_tile_the_utterance_exactly(total):
         assert 0 < sizes[-1] <= expected[len(sizes) - 1]
 
 
+@pytest.mark.parametrize("total", [17, 80, 145, 500, 2000])
+@pytest.mark.parametrize("flow_frames", [1, 64, 512, 10_000])
+def test_later_windows_share_flow_windows_of_bounded_size(total, flow_frames):
+    policy = WindowPolicy(first_frames=16, frames=64, one_shot_frames=0, max_frames=256, flow_frames=flow_frames)
+    windows = plan_windows(total, context=13, policy=policy, flow_context=30)
+    first = windows[0]
+    assert (first.flow_start, first.flow_end) == (0, min(total, first.end + 43))  # its own: first audio
+    groups: dict[tuple[int, int], list] = {}
+    for w in windows[1:]:
+        groups.setdefault((w.flow_start, w.flow_end), []).append(w)
+    for (flow_start, flow_end), members in groups.items():
+        assert [w.index for w in members] == list(range(members[0].index, members[-1].index + 1))  # consecutive
+        emitted = members[-1].end - members[0].start
+        assert emitted <= flow_frames or len(members) == 1
+        assert flow_start == max(0, members[0].start - 43) and flow_end == min(total, members[-1].end + 43)
+        for w in members:  # the decoder's input lies inside the flow window with the whole flow context
+            assert flow_start <= w.ctx_start and w.ctx_end <= flow_end
+            assert w.ctx_start - flow_start >= min(30, w.ctx_start)
+            assert flow_end - w.ctx_end >= min(30, total - w.ctx_end)
+    if flow_frames == 10_000 and len(windows) > 1:
+        assert len(groups) == 1  # one flow call for everything after the first window
+    if flow_frames == 1:
+        assert len(groups) == len(windows) - 1  # each window its own flow window, as before
+
+
+def test_an_unwindowed_flow_gives_each_window_its_decoder_frames():
+    for w in plan_windows(500, context=13, policy=WindowPolicy(first_frames=16, frames=64, one_shot_frames=0)):
+        assert (w.flow_start, w.flow_end) == (w.ctx_start, w.ctx_end)
+
+
 def test_one_shot_policy_is_a_single_window():
     assert len(plan_windows(5000, 13, ONE_SHOT)) == 1
 

@@ -77,6 +77,8 @@ class Segment:
     # after flow
     z_p: np.ndarray | None = None  # [C, F], the prior sample: kept for a windowed flow, which runs per window
     z: np.ndarray | None = None  # [C, F], the whole-sentence flow's output (None: the flow is windowed)
+    # A windowed flow's last output, for the decode windows that share its flow window: (flow_start, flow_end, z).
+    flowed: tuple[int, int, np.ndarray] | None = None
     windows: list[DecodeWindow] = field(default_factory=list)
 
     @property
@@ -521,11 +523,11 @@ class VoicePipeline:
         return out
 
     def latents(self, jobs: Sequence[DecodeJob]) -> list[np.ndarray]:
-        """Each window's decoder input z [C, ctx frames]: cut from its sentence's z, or (a windowed flow) the
-        flow run on the prior sample over the window's flow frames, cropped to the decoder's frames. The
-        flow's masks make each row's padding the zeros a shorter input would see: rows are independent."""
-        pieces = [None if (z := job.segment.z) is None else z[:, job.window.ctx_start : job.window.ctx_end]
-                  for job in jobs]
+        """Each window's decoder input z [C, ctx frames]: cut from its sentence's z, or (a windowed flow) from
+        the flow run on the prior sample over the window's flow frames (kept on the segment for the windows
+        that share them), cropped to the decoder's frames. The flow's masks make each row's padding the zeros
+        a shorter input would see: rows are independent."""
+        pieces = [_latent(job) for job in jobs]
         windowed = [row for row, piece in enumerate(pieces) if piece is None]
         if not windowed:
             return pieces  # type: ignore[return-value]
@@ -540,8 +542,22 @@ class VoicePipeline:
                                     z_p.shape[-1])
         z = self._run("flow", {"z_p": z_p, "y_mask": y_mask, **speakers})["z"]
         for flow_row, row in enumerate(windowed):
-            pieces[row] = z[flow_row, :, jobs[row].window.flow_crop()]
+            window = jobs[row].window
+            jobs[row].segment.flowed = (window.flow_start, window.flow_end, z[flow_row, :, : frames[flow_row]].copy())
+            pieces[row] = z[flow_row, :, window.flow_crop()]
         return pieces  # type: ignore[return-value]
+
+
+def _latent(job: DecodeJob) -> np.ndarray | None:
+    """A window's decoder input if no flow call is needed for it: from the sentence's z, or from the segment's
+    last flow output when the window shares that flow window; else None."""
+    window, segment = job.window, job.segment
+    if segment.z is not None:
+        return segment.z[:, window.ctx_start : window.ctx_end]
+    flowed = segment.flowed
+    if flowed is not None and flowed[:2] == (window.flow_start, window.flow_end):
+        return flowed[2][:, window.flow_crop()]
+    return None
 
 
 def _speaker_vectors(segments: Sequence[Segment], frames: Sequence[tuple[int, int]],

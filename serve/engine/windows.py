@@ -8,9 +8,13 @@ from `frames` up to `max_frames`, because every window pays 2*context frames of 
 at 64 frames with 13 frames of context, 10% at 256) and once a stream has audio buffered, bigger
 windows cost no latency. The few distinct sizes still batch across streams.
 
-A convolutional flow (WaveNet couplings) runs per window too: the flow gets `flow_context` more frames of
-the prior sample on each side of the decoder's input (clipped at the edges) and the decoder reads the
-flow's output for its own frames, so a window waits for one flow window, never for the whole sentence.
+A convolutional flow (WaveNet couplings) runs in windows too: a flow window gets `flow_context` more frames
+of the prior sample on each side of the decoder input it serves (clipped at the edges), and the decoder reads
+the flow's output for its own frames, so a window waits for one flow window, never for the whole sentence.
+The first decode window has a flow window of its own (time to first audio); the later ones share flow
+windows of up to `flow_frames` emitted frames, because each flow window pays 2 * (context + flow_context)
+frames of overlap (piper's joe: 86 frames, a third of a 256-frame window), while a second window is due only
+when the first one's audio has played.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ class DecodeWindow:
     ctx_start: int  # first frame fed to the decoder
     ctx_end: int  # one past the last frame fed
     is_last: bool
-    flow_start: int  # first prior-sample frame fed to a windowed flow (ctx_start when the flow is not windowed)
-    flow_end: int  # one past the last one
+    flow_start: int  # first prior-sample frame fed to its windowed flow (ctx_start when the flow is not windowed)
+    flow_end: int  # one past the last one; windows sharing a flow window have the same flow_start and flow_end
 
     @property
     def input_frames(self) -> int:
@@ -66,6 +70,9 @@ class WindowPolicy(BaseModel):
     one_shot_frames: int = Field(32, ge=0, alias="one_shot_frames",
                                  description="utterances up to this many frames decode in one call")
     max_frames: int = Field(256, ge=1, alias="max_window_frames", description="the largest window, in frames")
+    flow_frames: int = Field(512, ge=1, alias="flow_window_frames",
+                             description="frames emitted by the decode windows after the first that share one "
+                                         "windowed-flow call")
 
     @model_validator(mode="before")
     @classmethod
@@ -122,6 +129,8 @@ def plan_windows(total_frames: int, context: int, policy: WindowPolicy = DEFAULT
             end = min(start + size, total_frames)
             bounds.append((start, end))
             start, size, following = end, following, min(following * 2, policy.max_frames)
+    spans = _flow_spans(bounds, policy.flow_frames) if flow_context else bounds
+    reach = context + flow_context
     return [
         DecodeWindow(
             index=i,
@@ -130,8 +139,20 @@ def plan_windows(total_frames: int, context: int, policy: WindowPolicy = DEFAULT
             ctx_start=max(0, s - context),
             ctx_end=min(total_frames, e + context),
             is_last=i == len(bounds) - 1,
-            flow_start=max(0, s - context - flow_context),
-            flow_end=min(total_frames, e + context + flow_context),
+            flow_start=max(0, span[0] - reach),
+            flow_end=min(total_frames, span[1] + reach),
         )
-        for i, (s, e) in enumerate(bounds)
+        for i, ((s, e), span) in enumerate(zip(bounds, spans, strict=True))
     ]
+
+
+def _flow_spans(bounds: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+    """Per window, the frames its flow window emits for: the first window's own; each later window joins the
+    previous one's flow window while that emits at most `limit` frames with it."""
+    groups: list[list[tuple[int, int]]] = []
+    for i, (start, end) in enumerate(bounds):
+        if i > 1 and end - groups[-1][0][0] <= limit:
+            groups[-1].append((start, end))
+        else:
+            groups.append([(start, end)])
+    return [(group[0][0], group[-1][1]) for group in groups for _ in group]
