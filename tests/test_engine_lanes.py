@@ -15,6 +15,7 @@ from vitsrt.serve.backends.onnxruntime_backend import OnnxRuntimeBackend
 from vitsrt.serve.engine.engine import Engine, EngineOptions, default_lanes, resolve_lanes
 from vitsrt.serve.engine.pipeline import VoicePipeline
 from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest
+from vitsrt.serve.engine.windows import CPU_ONE_SHOT, ONE_SHOT, WindowPolicy
 from vitsrt.voice import load_voice
 
 
@@ -50,6 +51,10 @@ def test_resolve_lanes_keeps_what_was_given_and_fills_the_rest():
     # GPU and remote backends: one lane (torch-cuda two), threads left to the runtime
     cuda = resolve_lanes(EngineOptions(), "onnxruntime-cuda", cores=16)
     assert (cuda.lanes, cuda.threads, cuda.max_batch) == (1, None, 8)  # GPU: batches
+    # whole-utterance requests: one call per sentence on GPU, 256-frame windows over the lanes on CPU
+    assert cuda.one_shot_windows == ONE_SHOT and auto.one_shot_windows == CPU_ONE_SHOT
+    mine = WindowPolicy(first_frames=100, frames=100, one_shot_frames=100, max_frames=100)
+    assert resolve_lanes(EngineOptions(one_shot_windows=mine), "onnxruntime", cores=2).one_shot_windows == mine
     assert resolve_lanes(EngineOptions(), "torch-cuda", cores=16).lanes == 2
     assert resolve_lanes(EngineOptions(lanes=3), "tensorrt", cores=16).lanes == 3
     with pytest.raises(VitsrtError, match="unknown backend"):
@@ -215,3 +220,27 @@ def test_a_stream_s_chunks_reach_its_consumer_in_order_when_two_lanes_deliver_th
     assert len(chunks) > 2 and [c.is_last for c in chunks] == [False] * (len(chunks) - 1) + [True]
     audio = np.concatenate([c.audio for c in chunks])
     assert len(audio) == len(expected) and np.abs(audio - expected).max() <= 1e-5
+
+
+def test_a_lone_whole_utterance_request_decodes_on_both_lanes_and_equals_one_call(fixture_voice):
+    """CPU one-shot windows (CPU_ONE_SHOT): a long sentence's windows run on both lanes at once, and the audio
+    equals the sentence decoded in one call (1e-5, the exact-streaming tolerance). Negative control: with
+    one-call decoding (ONE_SHOT) only one decoder call runs at a time."""
+    voice = load_voice(fixture_voice)
+    request = ids_request(150, seed=3)
+    audio, overlap = {}, {}
+    for name, policy in (("windows", CPU_ONE_SHOT), ("one call", ONE_SHOT)):
+        log: list = []
+        lock = threading.Lock()
+
+        def backend(v, log=log, lock=lock):
+            return _Recording(OnnxRuntimeBackend(v, intra_op_threads=1), log, lock, hold_s=0.02)
+
+        options = EngineOptions(lanes=2, threads=1, max_batch=1, one_shot_windows=policy)
+        with Engine([VoicePipeline(voice, backend(voice))], options, lane_backend=backend) as engine:
+            result = engine.synthesize(request)
+        audio[name] = result.audio
+        overlap[name] = _most_at_once(log)
+    assert len(audio["windows"]) == len(audio["one call"]) > CPU_ONE_SHOT.max_frames * voice.manifest.hop_length
+    assert float(np.abs(audio["windows"] - audio["one call"]).max()) <= 1e-5
+    assert overlap["windows"] >= 2 and overlap["one call"] == 1

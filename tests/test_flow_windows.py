@@ -10,10 +10,12 @@ of frames, however long the sentence.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -282,15 +284,56 @@ def test_first_window_flows_a_bounded_number_of_frames(voices):
     pipeline.decode([DecodeJob(segment, segment.windows[0])])
     bound = STREAMING.first_frames + pipeline.context + pipeline.flow_context
     assert calls[-2:] == [("flow", bound), ("decoder", STREAMING.first_frames + pipeline.context)]
+    calls.clear()
     _windowed_audio(pipeline, segment, batched=False)
     widest = STREAMING.flow_frames + 2 * (pipeline.context + pipeline.flow_context)
     flows = [frames for stage, frames in calls if stage == "flow"]
     assert max(flows) <= widest < segment.frames
-    assert len(flows) == 1 + len({(w.flow_start, w.flow_end) for w in segment.windows[1:]}) < len(segment.windows)
+    assert len(flows) == len({w.flow_span for w in segment.windows}) < len(segment.windows)  # each flow window once
     calls.clear()
     whole = _flowed_segment(pipeline, _request("vits-single", 121, seed=8), policy=ONE_SHOT)
     pipeline.decode([DecodeJob(whole, whole.windows[0])])
     assert [c for c in calls if c[0] == "flow"] == [("flow", whole.frames)]
+
+
+class _SlowFlow(_Recording):
+    """A recording backend whose flow calls take a while, so two lanes asking for one flow window overlap."""
+
+    def run(self, stage, inputs):
+        if stage == "flow":
+            time.sleep(0.2)
+        return super().run(stage, inputs)
+
+
+@pytest.mark.parametrize("locked", [True, False])
+def test_two_lanes_run_a_shared_flow_window_once(voices, monkeypatch, locked):
+    """Two lanes decoding two windows of one flow window at the same time: one flow call, both exact. Negative
+    control: without the segment's lock both lanes run it."""
+    pipeline = _pipeline(voices["vits-single"])
+    pipeline.backend = _SlowFlow(pipeline.backend.inner)
+    segment = _flowed_segment(pipeline, _request("vits-single", 121, seed=8))
+    first, second = segment.windows[1], segment.windows[2]
+    assert first.flow_span == second.flow_span
+    if not locked:
+        segment.flows.lock = contextlib.nullcontext()
+    barrier = threading.Barrier(2)
+    audio: dict[int, np.ndarray] = {}
+
+    def lane(window) -> None:
+        barrier.wait()
+        audio[window.index] = pipeline.decode([DecodeJob(segment, window)])[0]
+
+    lanes = [threading.Thread(target=lane, args=(w,)) for w in (first, second)]
+    for t in lanes:
+        t.start()
+    for t in lanes:
+        t.join(timeout=60)
+    flows = [c for c in pipeline.backend.calls if c[0] == "flow"]
+    assert len(flows) == (1 if locked else 2)
+    _, reference = _whole_flow(pipeline, segment)
+    hop = pipeline.hop
+    for w in (first, second):
+        assert float(np.abs(audio[w.index] - reference[w.start * hop : w.end * hop]).max()) <= TOLERANCE
 
 
 # ----- the engine ---------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from vitsrt.serve.engine.pipeline import DecodeJob, Segment, StepOutput, VoicePi
 from vitsrt.serve.engine.scheduler import Batch, Scheduler, Step
 from vitsrt.serve.engine.timestamps import SegmentSpans, segment_spans
 from vitsrt.serve.engine.types import AudioChunk, SynthesisRequest, SynthesisResult, VoiceInfo
-from vitsrt.serve.engine.windows import ONE_SHOT, WindowPolicy
+from vitsrt.serve.engine.windows import CPU_ONE_SHOT, ONE_SHOT, WindowPolicy
 from vitsrt.voice import Voice, load_voice
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,9 @@ class EngineOptions(BaseModel):
     # loop (measured: +24-41% throughput with it off, benchmarks/results/README.md, 2026-11-22 spinning).
     spinning: bool = Field(False, description="onnxruntime: idle intra-op threads spin-wait for the next call")
     windows: WindowPolicy = Field(default_factory=WindowPolicy, description="streaming decode windows")
+    one_shot_windows: WindowPolicy | None = Field(
+        None, description="decode windows of a whole-utterance request (None: CPU_ONE_SHOT on CPU backends, one "
+        "call per sentence elsewhere)")
     low_water_ms: float = Field(300.0, ge=0)
 
 
@@ -108,15 +111,16 @@ def default_lanes(cores: int) -> tuple[int, int]:
 
 
 def resolve_lanes(options: EngineOptions, backend: str, cores: int | None = None) -> EngineOptions:
-    """`options` with `lanes`, `max_batch` (and for CPU backends `threads`) filled in for `backend` on `cores`
-    cores. Given values are kept; a CPU backend given only `threads` gets one lane up to 3 cores (`--threads N`
+    """`options` with `lanes`, `max_batch`, `one_shot_windows` (and for CPU backends `threads`) filled in for
+    `backend` on `cores` cores. Given values are kept; a CPU backend given only `threads` gets one lane up to 3 cores (`--threads N`
     alone keeps its old meaning there) and the default lanes above, given only `lanes` shares the cores."""
     cores = cores or os.cpu_count() or 1
     entry = backend_entry(backend)
     name = next(n for n, e in BACKENDS.items() if e is entry)
     if name not in CPU_BACKENDS:
         return options.model_copy(update={"lanes": options.lanes or GPU_DEFAULT_LANES.get(name, 1),
-                                          "max_batch": options.max_batch or BATCHED_MAX_BATCH})
+                                          "max_batch": options.max_batch or BATCHED_MAX_BATCH,
+                                          "one_shot_windows": options.one_shot_windows or ONE_SHOT})
     lanes, threads = options.lanes, options.threads
     if lanes is None and threads is None:
         lanes, threads = default_lanes(cores)
@@ -124,7 +128,8 @@ def resolve_lanes(options: EngineOptions, backend: str, cores: int | None = None
         lanes = 1 if cores <= 3 else default_lanes(cores)[0]
     elif threads is None:
         threads = max(1, cores // lanes)
-    return options.model_copy(update={"lanes": lanes, "threads": threads, "max_batch": options.max_batch or 1})
+    return options.model_copy(update={"lanes": lanes, "threads": threads, "max_batch": options.max_batch or 1,
+                                      "one_shot_windows": options.one_shot_windows or CPU_ONE_SHOT})
 
 
 def _with_backend(pipeline: VoicePipeline, backend: StageBackend) -> VoicePipeline:
@@ -313,10 +318,11 @@ class Engine:
             stream = admission = item = None
 
     def synthesize(self, request: SynthesisRequest, streaming_windows: bool = False) -> SynthesisResult:
-        """Whole utterance at once. By default each sentence decodes in one call (fastest); with
-        `streaming_windows` it uses the streaming windows (equal to `stream` output)."""
+        """Whole utterance at once: each sentence in the one-shot windows (`EngineOptions.one_shot_windows`: one
+        call per sentence on GPU, 256-frame windows on CPU); with `streaming_windows` in the streaming windows
+        (equal to `stream` output)."""
         chunks: queue.Queue = queue.Queue()
-        policy = self.options.windows if streaming_windows else ONE_SHOT
+        policy = self.options.windows if streaming_windows else self.options.one_shot_windows or ONE_SHOT
         stream = self._admit(request, chunks.put, policy)
         received = list(self._iterate(stream.id, chunks))
         audio = np.concatenate([c.audio for c in received]) if received else np.zeros(0, dtype=np.float32)

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,8 +80,7 @@ class Segment:
     # after flow
     z_p: np.ndarray | None = None  # [C, F], the prior sample: kept for a windowed flow, which runs per window
     z: np.ndarray | None = None  # [C, F], the whole-sentence flow's output (None: the flow is windowed)
-    # A windowed flow's last output, for the decode windows that share its flow window: (flow_start, flow_end, z).
-    flowed: tuple[int, int, np.ndarray] | None = None
+    flows: FlowOutputs | None = None  # a windowed flow's outputs, for the decode windows that share them
     windows: list[DecodeWindow] = field(default_factory=list)
 
     @property
@@ -493,6 +495,8 @@ class VoicePipeline:
             else:
                 segment.z_p = z_ps[row]
             segment.windows = plan_windows(segment.frames, self.context, segment.policy, self.flow_context or 0)
+            if self.flow_context is not None:
+                segment.flows = FlowOutputs(segment.windows)
             segment.add_time("regulator", regulated - started)
 
     def _prior_sample(self, segment: Segment) -> np.ndarray:
@@ -524,40 +528,67 @@ class VoicePipeline:
 
     def latents(self, jobs: Sequence[DecodeJob]) -> list[np.ndarray]:
         """Each window's decoder input z [C, ctx frames]: cut from its sentence's z, or (a windowed flow) from
-        the flow run on the prior sample over the window's flow frames (kept on the segment for the windows
-        that share them), cropped to the decoder's frames. The flow's masks make each row's padding the zeros
-        a shorter input would see: rows are independent."""
-        pieces = [_latent(job) for job in jobs]
-        windowed = [row for row, piece in enumerate(pieces) if piece is None]
+        its flow window's output, cropped to the decoder's frames. Flow windows not yet run run first, as one
+        padded call; the segments' locks are held meanwhile, so two lanes never run the same flow window."""
+        pieces = [None if (z := job.segment.z) is None else z[:, job.window.ctx_start : job.window.ctx_end]
+                  for job in jobs]
+        windowed = [jobs[row] for row, piece in enumerate(pieces) if piece is None]
         if not windowed:
             return pieces  # type: ignore[return-value]
-        if any(jobs[row].segment.z_p is None for row in windowed):
+        if any(job.segment.flows is None or job.segment.z_p is None for job in windowed):
             raise VitsrtError("a decode window ran before its sentence's flow step")
+        outputs = {id(job.segment.flows): job.segment.flows for job in windowed}
+        with ExitStack() as locks:
+            for _, flows in sorted(outputs.items()):  # one order for every lane
+                locks.enter_context(flows.lock)
+            self._run_flows([job for job in windowed if not job.segment.flows.has(job.window)])
+            read = iter([job.segment.flows.read(job.window) for job in windowed])
+            for job in windowed:
+                job.segment.flows.release(job.window)
+        return [piece if piece is not None else next(read) for piece in pieces]
+
+    def _run_flows(self, jobs: Sequence[DecodeJob]) -> None:
+        """One padded flow call for the distinct flow windows of `jobs`; each output kept on its segment. The
+        flow's masks make each row's padding the zeros a shorter input would see: rows are independent."""
+        todo = list({(id(job.segment), job.window.flow_span): job for job in jobs}.values())
+        if not todo:
+            return
         z_p, frames = regulator.pad_batch(
-            [jobs[row].segment.z_p[:, jobs[row].window.flow_start : jobs[row].window.flow_end] for row in windowed],
-            axis=-1)
+            [job.segment.z_p[:, job.window.flow_start : job.window.flow_end] for job in todo], axis=-1)
         y_mask = regulator.length_mask(frames, z_p.shape[-1])
-        speakers = _speaker_vectors([jobs[row].segment for row in windowed],
-                                    [(jobs[row].window.flow_start, jobs[row].window.flow_end) for row in windowed],
+        speakers = _speaker_vectors([job.segment for job in todo], [job.window.flow_span for job in todo],
                                     z_p.shape[-1])
         z = self._run("flow", {"z_p": z_p, "y_mask": y_mask, **speakers})["z"]
-        for flow_row, row in enumerate(windowed):
-            window = jobs[row].window
-            jobs[row].segment.flowed = (window.flow_start, window.flow_end, z[flow_row, :, : frames[flow_row]].copy())
-            pieces[row] = z[flow_row, :, window.flow_crop()]
-        return pieces  # type: ignore[return-value]
+        for row, job in enumerate(todo):
+            job.segment.flows.put(job.window, z[row, :, : frames[row]].copy())
 
 
-def _latent(job: DecodeJob) -> np.ndarray | None:
-    """A window's decoder input if no flow call is needed for it: from the sentence's z, or from the segment's
-    last flow output when the window shares that flow window; else None."""
-    window, segment = job.window, job.segment
-    if segment.z is not None:
-        return segment.z[:, window.ctx_start : window.ctx_end]
-    flowed = segment.flowed
-    if flowed is not None and flowed[:2] == (window.flow_start, window.flow_end):
-        return flowed[2][:, window.flow_crop()]
-    return None
+class FlowOutputs:
+    """A windowed flow's outputs for one sentence, by flow window, until every decode window that shares one
+    has read it. Callers hold `lock`."""
+
+    def __init__(self, windows: Sequence[DecodeWindow]):
+        self.lock = threading.Lock()
+        self._readers = Counter(window.flow_span for window in windows)
+        self._outputs: dict[tuple[int, int], np.ndarray] = {}
+
+    def has(self, window: DecodeWindow) -> bool:
+        return window.flow_span in self._outputs
+
+    def put(self, window: DecodeWindow, z: np.ndarray) -> None:
+        self._outputs[window.flow_span] = z
+
+    def read(self, window: DecodeWindow) -> np.ndarray:
+        """The window's decoder input, from its flow window's output."""
+        return self._outputs[window.flow_span][:, window.flow_crop()]
+
+    def release(self, window: DecodeWindow) -> None:
+        """The window has read its input: the output goes once every window sharing it has (a window decoded
+        again later runs its flow window again)."""
+        span = window.flow_span
+        self._readers[span] -= 1
+        if self._readers[span] <= 0:
+            self._outputs.pop(span, None)
 
 
 def _speaker_vectors(segments: Sequence[Segment], frames: Sequence[tuple[int, int]],
