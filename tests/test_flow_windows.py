@@ -297,12 +297,39 @@ def test_first_window_flows_a_bounded_number_of_frames(voices):
 
 
 class _SlowFlow(_Recording):
-    """A recording backend whose flow calls take a while, so two lanes asking for one flow window overlap."""
+    """A recording backend whose flow calls take a while, so two lanes asking for one flow window overlap; it
+    notes each flow call's (start, end)."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.flow_times: list[tuple[float, float]] = []
 
     def run(self, stage, inputs):
+        start = time.perf_counter()
         if stage == "flow":
             time.sleep(0.2)
-        return super().run(stage, inputs)
+        out = super().run(stage, inputs)
+        if stage == "flow":
+            with self._lock:
+                self.flow_times.append((start, time.perf_counter()))
+        return out
+
+
+def _two_lanes(pipeline: VoicePipeline, segment, windows) -> dict[int, np.ndarray]:
+    """Decode `windows` of `segment` on two threads started together; audio by window index."""
+    barrier = threading.Barrier(2)
+    audio: dict[int, np.ndarray] = {}
+
+    def lane(window) -> None:
+        barrier.wait()
+        audio[window.index] = pipeline.decode([DecodeJob(segment, window)])[0]
+
+    lanes = [threading.Thread(target=lane, args=(w,)) for w in windows]
+    for t in lanes:
+        t.start()
+    for t in lanes:
+        t.join(timeout=60)
+    return audio
 
 
 @pytest.mark.parametrize("locked", [True, False])
@@ -315,25 +342,31 @@ def test_two_lanes_run_a_shared_flow_window_once(voices, monkeypatch, locked):
     first, second = segment.windows[1], segment.windows[2]
     assert first.flow_span == second.flow_span
     if not locked:
-        segment.flows.lock = contextlib.nullcontext()
-    barrier = threading.Barrier(2)
-    audio: dict[int, np.ndarray] = {}
-
-    def lane(window) -> None:
-        barrier.wait()
-        audio[window.index] = pipeline.decode([DecodeJob(segment, window)])[0]
-
-    lanes = [threading.Thread(target=lane, args=(w,)) for w in (first, second)]
-    for t in lanes:
-        t.start()
-    for t in lanes:
-        t.join(timeout=60)
+        segment.flows.locks = {span: contextlib.nullcontext() for span in segment.flows.locks}
+    audio = _two_lanes(pipeline, segment, (first, second))
     flows = [c for c in pipeline.backend.calls if c[0] == "flow"]
     assert len(flows) == (1 if locked else 2)
     _, reference = _whole_flow(pipeline, segment)
     hop = pipeline.hop
     for w in (first, second):
         assert float(np.abs(audio[w.index] - reference[w.start * hop : w.end * hop]).max()) <= TOLERANCE
+
+
+@pytest.mark.parametrize("per_window", [True, False])
+def test_two_lanes_run_different_flow_windows_of_a_sentence_at_once(voices, per_window):
+    """The first window's flow window and the next one's run side by side on two lanes. Negative control: one
+    lock for the whole sentence makes them take turns."""
+    pipeline = _pipeline(voices["vits-single"])
+    pipeline.backend = _SlowFlow(pipeline.backend.inner)
+    segment = _flowed_segment(pipeline, _request("vits-single", 121, seed=8))
+    first, second = segment.windows[0], segment.windows[1]
+    assert first.flow_span != second.flow_span
+    if not per_window:
+        one = threading.Lock()
+        segment.flows.locks = dict.fromkeys(segment.flows.locks, one)
+    _two_lanes(pipeline, segment, (first, second))
+    earlier, later = sorted(pipeline.backend.flow_times)
+    assert (later[0] < earlier[1]) == per_window  # the later call started before the earlier one ended
 
 
 # ----- the engine ---------------------------------------------------------------------------------------------

@@ -112,8 +112,9 @@ def default_lanes(cores: int) -> tuple[int, int]:
 
 def resolve_lanes(options: EngineOptions, backend: str, cores: int | None = None) -> EngineOptions:
     """`options` with `lanes`, `max_batch`, `one_shot_windows` (and for CPU backends `threads`) filled in for
-    `backend` on `cores` cores. Given values are kept; a CPU backend given only `threads` gets one lane up to 3 cores (`--threads N`
-    alone keeps its old meaning there) and the default lanes above, given only `lanes` shares the cores."""
+    `backend` on `cores` cores. Given values are kept; a CPU backend given only `threads` gets one lane up to
+    3 cores (`--threads N` alone keeps its old meaning there) and the default lanes above, given only `lanes`
+    shares the cores."""
     cores = cores or os.cpu_count() or 1
     entry = backend_entry(backend)
     name = next(n for n, e in BACKENDS.items() if e is entry)

@@ -477,27 +477,41 @@ class VoicePipeline:
                 segment.add_time("bert", time.perf_counter() - started)
 
     def flow(self, segments: Sequence[Segment]) -> None:
-        """Length regulation + prior sample per item (host) and the decode windows; then a whole-sentence flow
-        on the padded batch, or nothing more for a windowed flow (it runs with the decode windows)."""
+        """Length regulation + prior sample per item (host) and the decode windows; then one whole-sentence flow
+        call on the padded batch of the items that flow whole, nothing more for a windowed flow's (it runs with
+        the decode windows)."""
         started = time.perf_counter()
         z_ps = [self._prior_sample(segment) for segment in segments]
         regulated = time.perf_counter()
-        if self.flow_context is None:
-            z_p, frames = regulator.pad_batch(z_ps, axis=-1)
-            y_mask = regulator.length_mask(frames, z_p.shape[-1])
-            speakers = _speaker_vectors(segments, [(0, s.frames) for s in segments], z_p.shape[-1])
-            z = self._run("flow", {"z_p": z_p, "y_mask": y_mask, **speakers})["z"]
+        whole = [segment for segment in segments if not self._windowed_flow(segment)]
+        rows = {id(segment): row for row, segment in enumerate(whole)}  # Segment compares by value: use identity
+        z = self._whole_flow(whole, [z_p for segment, z_p in zip(segments, z_ps, strict=True) if id(segment) in rows])
         finished = time.perf_counter()
-        for row, segment in enumerate(segments):
-            if self.flow_context is None:
-                segment.z = z[row, :, : segment.frames]
-                segment.add_time("flow", finished - regulated)
+        for segment, z_p in zip(segments, z_ps, strict=True):
+            windowed = self._windowed_flow(segment)
+            segment.windows = plan_windows(segment.frames, self.context, segment.policy,
+                                           self.flow_context if windowed else 0)
+            if windowed:
+                segment.z_p, segment.flows = z_p, FlowOutputs(segment.windows)
             else:
-                segment.z_p = z_ps[row]
-            segment.windows = plan_windows(segment.frames, self.context, segment.policy, self.flow_context or 0)
-            if self.flow_context is not None:
-                segment.flows = FlowOutputs(segment.windows)
+                segment.z = z[rows[id(segment)], :, : segment.frames]
+                segment.add_time("flow", finished - regulated)
             segment.add_time("regulator", regulated - started)
+
+    def _windowed_flow(self, segment: Segment) -> bool:
+        """A convolutional flow runs in windows for streaming (a small first window waits for its own flow
+        window only); a transformer flow, and a whole-utterance request's, runs on the whole sentence."""
+        policy = segment.policy
+        return self.flow_context is not None and policy.first_frames < policy.frames
+
+    def _whole_flow(self, segments: Sequence[Segment], z_ps: Sequence[np.ndarray]) -> np.ndarray | None:
+        """z [B, C, frames] of whole sentences (one padded flow call), or None for no sentence."""
+        if not segments:
+            return None
+        z_p, frames = regulator.pad_batch(z_ps, axis=-1)
+        y_mask = regulator.length_mask(frames, z_p.shape[-1])
+        speakers = _speaker_vectors(segments, [(0, s.frames) for s in segments], z_p.shape[-1])
+        return self._run("flow", {"z_p": z_p, "y_mask": y_mask, **speakers})["z"]
 
     def _prior_sample(self, segment: Segment) -> np.ndarray:
         """z_p [C, F] of one sentence: its prior expanded by the durations, sampled with the request's noise."""
@@ -529,7 +543,8 @@ class VoicePipeline:
     def latents(self, jobs: Sequence[DecodeJob]) -> list[np.ndarray]:
         """Each window's decoder input z [C, ctx frames]: cut from its sentence's z, or (a windowed flow) from
         its flow window's output, cropped to the decoder's frames. Flow windows not yet run run first, as one
-        padded call; the segments' locks are held meanwhile, so two lanes never run the same flow window."""
+        padded call; their locks are held meanwhile, so two lanes never run the same flow window (and a lane
+        needing another flow window of the sentence does not wait)."""
         pieces = [None if (z := job.segment.z) is None else z[:, job.window.ctx_start : job.window.ctx_end]
                   for job in jobs]
         windowed = [jobs[row] for row, piece in enumerate(pieces) if piece is None]
@@ -537,10 +552,10 @@ class VoicePipeline:
             return pieces  # type: ignore[return-value]
         if any(job.segment.flows is None or job.segment.z_p is None for job in windowed):
             raise VitsrtError("a decode window ran before its sentence's flow step")
-        outputs = {id(job.segment.flows): job.segment.flows for job in windowed}
+        needed = {(id(job.segment.flows), job.window.flow_span): job.segment.flows for job in windowed}
         with ExitStack() as locks:
-            for _, flows in sorted(outputs.items()):  # one order for every lane
-                locks.enter_context(flows.lock)
+            for (_, span), flows in sorted(needed.items(), key=lambda item: item[0]):  # one order for every lane
+                locks.enter_context(flows.locks[span])
             self._run_flows([job for job in windowed if not job.segment.flows.has(job.window)])
             read = iter([job.segment.flows.read(job.window) for job in windowed])
             for job in windowed:
@@ -565,11 +580,11 @@ class VoicePipeline:
 
 class FlowOutputs:
     """A windowed flow's outputs for one sentence, by flow window, until every decode window that shares one
-    has read it. Callers hold `lock`."""
+    has read it. Callers hold the flow window's lock in `locks`."""
 
     def __init__(self, windows: Sequence[DecodeWindow]):
-        self.lock = threading.Lock()
         self._readers = Counter(window.flow_span for window in windows)
+        self.locks = {span: threading.Lock() for span in self._readers}
         self._outputs: dict[tuple[int, int], np.ndarray] = {}
 
     def has(self, window: DecodeWindow) -> bool:
