@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import json
 import shutil
 import threading
@@ -31,6 +32,7 @@ from vitsrt.errors import VoiceError  # noqa: E402
 from vitsrt.export.bundle import export_voice  # noqa: E402
 from vitsrt.receptive_field import coupling_flow_context_frames  # noqa: E402
 from vitsrt.serve.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+from vitsrt.serve.engine import pipeline as pipeline_module  # noqa: E402
 from vitsrt.serve.engine.engine import Engine, EngineOptions  # noqa: E402
 from vitsrt.serve.engine.pipeline import DecodeJob, VoicePipeline  # noqa: E402
 from vitsrt.serve.engine.types import PhonemeIds, SynthesisRequest  # noqa: E402
@@ -367,6 +369,56 @@ def test_two_lanes_run_different_flow_windows_of_a_sentence_at_once(voices, per_
     _two_lanes(pipeline, segment, (first, second))
     earlier, later = sorted(pipeline.backend.flow_times)
     assert (later[0] < earlier[1]) == per_window  # the later call started before the earlier one ended
+
+
+class _CountingLock:
+    """A lock that counts the acquisitions that had to wait."""
+
+    def __init__(self, waits: list):
+        self._lock, self._waits = threading.Lock(), waits
+
+    def __enter__(self):
+        if not self._lock.acquire(blocking=False):
+            self._waits.append(1)
+            self._lock.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+
+@pytest.mark.parametrize("followers_wait", [True, False])
+def test_engine_lanes_never_wait_for_each_other_s_flow_window(voices, monkeypatch, followers_wait):
+    """Two lanes, one long stream, slow flow calls: a window sharing a flow window is queued only after the window
+    that runs it, so no lane blocks on a flow window's lock. Negative control: every window queued at once."""
+    waits: list = []
+    original = pipeline_module.FlowOutputs.__init__
+
+    def counting(self, windows):
+        original(self, windows)
+        self.locks = {span: _CountingLock(waits) for span in self.locks}
+
+    monkeypatch.setattr(pipeline_module.FlowOutputs, "__init__", counting)
+    if not followers_wait:
+        monkeypatch.setattr(pipeline_module, "_leaders", lambda segment: segment.windows)
+        monkeypatch.setattr(pipeline_module, "_followers", lambda jobs: [])
+    voice = load_voice(voices["vits-single"])
+    flows = itertools.count()
+
+    class LaterFlowsSlow(_Recording):  # the first window's flow is quick, the next flow windows take a while
+        def run(self, stage, inputs):
+            if stage == "flow" and next(flows) > 0:
+                time.sleep(0.2)
+            return super().run(stage, inputs)
+
+    def backend(v):
+        return LaterFlowsSlow(OnnxRuntimeBackend(v, intra_op_threads=1))
+
+    policy = WindowPolicy(first_frames=8, frames=16, one_shot_frames=0, max_frames=16, flow_frames=48)
+    options = EngineOptions(lanes=2, threads=1, max_batch=1, windows=policy)
+    with Engine([VoicePipeline(voice, backend(voice))], options, lane_backend=backend) as engine:
+        audio = np.concatenate([c.audio for c in engine.stream(_request("vits-single", 121, seed=8))])
+    assert len(audio) > 0
+    assert bool(waits) != followers_wait
 
 
 # ----- the engine ---------------------------------------------------------------------------------------------

@@ -276,7 +276,8 @@ class VoicePipeline:
         """Execute one scheduled batch (all items of this voice) and say what each item leads to."""
         if batch.step == "decode":
             jobs = [item for item in batch.items if isinstance(item, DecodeJob)]
-            return StepOutput(audio=list(zip(jobs, self.decode(jobs), strict=True)))
+            audio = list(zip(jobs, self.decode(jobs), strict=True))
+            return StepOutput(audio=audio, follow_ups=[("decode", job) for job in _followers(jobs)])
         segments = [item for item in batch.items if isinstance(item, Segment)]
         if batch.step == "prefill":
             self.prefill(segments)
@@ -284,7 +285,7 @@ class VoicePipeline:
         self.flow(segments)
         output = StepOutput()
         for segment in segments:
-            output.follow_ups += [("decode", DecodeJob(segment, window)) for window in segment.windows]
+            output.follow_ups += [("decode", DecodeJob(segment, window)) for window in _leaders(segment)]
             if segment.following is not None:  # look ahead: prepare the next sentence while this one decodes
                 output.follow_ups.append(("prefill", segment.following))
         return output
@@ -576,6 +577,25 @@ class VoicePipeline:
         z = self._run("flow", {"z_p": z_p, "y_mask": y_mask, **speakers})["z"]
         for row, job in enumerate(todo):
             job.segment.flows.put(job.window, z[row, :, : frames[row]].copy())
+
+
+def _leads(segment: Segment, window: DecodeWindow) -> bool:
+    """Whether `window` is queued once its sentence has flowed: every window of a sentence-wide flow; of a windowed
+    flow, the first window of each flow window (it runs the flow window, the others follow it, so no lane
+    waits for another's flow)."""
+    windows = segment.windows
+    return segment.flows is None or window.index == 0 or windows[window.index - 1].flow_span != window.flow_span
+
+
+def _leaders(segment: Segment) -> list[DecodeWindow]:
+    return [window for window in segment.windows if _leads(segment, window)]
+
+
+def _followers(jobs: Sequence[DecodeJob]) -> list[DecodeJob]:
+    """The windows to queue after these decoded: those sharing a flow window that one of them led."""
+    return [DecodeJob(job.segment, window)
+            for job in jobs if job.segment.flows is not None and _leads(job.segment, job.window)
+            for window in job.segment.windows[job.window.index + 1 :] if window.flow_span == job.window.flow_span]
 
 
 class FlowOutputs:
