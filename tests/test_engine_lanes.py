@@ -53,11 +53,6 @@ def test_resolve_lanes_keeps_what_was_given_and_fills_the_rest():
     assert (cuda.lanes, cuda.threads, cuda.max_batch) == (1, None, 8)  # GPU: batches
     # whole-utterance requests: one call per sentence on GPU, 256-frame windows over the lanes on CPU
     assert cuda.one_shot_windows == ONE_SHOT and auto.one_shot_windows == CPU_ONE_SHOT
-    # prefill (the first-audio path) gets twice a lane's threads when there are several lanes, up to the cores
-    assert auto.prefill_threads == 2 and given.prefill_threads == 2
-    assert resolve_lanes(EngineOptions(), "onnxruntime", cores=8).prefill_threads == 4  # 4 lanes x 2 threads
-    assert resolve_lanes(EngineOptions(prefill_threads=1), "onnxruntime", cores=2).prefill_threads == 1
-    assert cuda.prefill_threads is None
     mine = WindowPolicy(first_frames=100, frames=100, one_shot_frames=100, max_frames=100)
     assert resolve_lanes(EngineOptions(one_shot_windows=mine), "onnxruntime", cores=2).one_shot_windows == mine
     assert resolve_lanes(EngineOptions(), "torch-cuda", cores=16).lanes == 2
@@ -249,13 +244,3 @@ def test_a_lone_whole_utterance_request_decodes_on_both_lanes_and_equals_one_cal
     assert len(audio["windows"]) == len(audio["one call"]) > CPU_ONE_SHOT.max_frames * voice.manifest.hop_length
     assert float(np.abs(audio["windows"] - audio["one call"]).max()) <= 1e-5
     assert overlap["windows"] >= 2 and overlap["one call"] == 1
-
-
-def test_prefill_graphs_get_their_own_thread_count(fixture_voice):
-    from vitsrt.serve.backends.ort_runner import OrtRunner
-
-    runner = OrtRunner.from_voice(fixture_voice, intra_op_threads=1, prefill_threads=2, quiet=True)
-    threads = {stage: session.get_session_options().intra_op_num_threads
-               for stage, session in {**runner._sessions, **runner._unpadded}.items()}
-    assert threads["encoder"] == threads["duration"] == 2
-    assert threads["flow"] == threads["decoder"] == 1

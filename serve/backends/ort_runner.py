@@ -33,7 +33,6 @@ __all__ = ["OrtOptions", "OrtRunner", "providers_for", "session_options"]
 log = logging.getLogger(__name__)
 
 OrtDevice = Literal["cpu", "cuda", "tensorrt"]
-PREFILL_STAGES = ("encoder", "duration", "duration_dp_only")  # the graphs a prefill step runs
 
 
 class OrtOptions(BaseModel):
@@ -44,8 +43,6 @@ class OrtOptions(BaseModel):
     device: OrtDevice = "cpu"
     device_id: int = Field(default=0, ge=0)
     intra_op_threads: int | None = Field(default=None, ge=0, description="None or 0: onnxruntime's default")
-    prefill_threads: int | None = Field(default=None, ge=0, description="intra-op threads of the prefill graphs "
-                                        "(encoder, duration): None, intra_op_threads")
     inter_op_threads: int | None = Field(default=1, ge=0)
     spinning: bool = False
     rewrite_decoder: bool = Field(default=True, description="on CPU, run the decoder graph rewritten by "
@@ -122,14 +119,10 @@ class OrtRunner:
             session_opts.log_severity_level = 3
         providers = providers_for(o.device, o.device_id, trt_cache_dir)
         self._open_args = (session_opts, providers)
-        prefill_opts = session_options(o.prefill_threads, o.inter_op_threads, o.spinning) if o.prefill_threads else None
-        if prefill_opts is not None and quiet:
-            prefill_opts.log_severity_level = 3
         self._graphs = {stage: Path(path) for stage, path in graphs.items()}
         unpadded = self._open_rewritten("decoder", unpadded=True) if "decoder" in self._graphs else None
         self._unpadded = {} if unpadded is None else {"decoder": unpadded}
-        self._sessions = {s: _open(p, prefill_opts or session_opts, providers) if s in PREFILL_STAGES
-                          else _open(p, *self._open_args) for s, p in self._graphs.items() if s not in self._unpadded}
+        self._sessions = {s: _open(p, *self._open_args) for s, p in self._graphs.items() if s not in self._unpadded}
         self._lock = threading.Lock()
         interfaces = {**self._unpadded, **self._sessions}
         self._inputs = {s: [i.name for i in session.get_inputs()] for s, session in interfaces.items()}

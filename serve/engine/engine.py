@@ -80,12 +80,6 @@ class EngineOptions(BaseModel):
     lanes: int | None = Field(None, ge=1, le=64, description="execution lanes, each a worker with its own sessions")
     threads: int | None = Field(None, ge=1, description="intra-op threads per backend, i.e. per lane (None: from "
                                 "the core count for CPU backends, the runtime's default elsewhere)")
-    # A request's first audio waits for its prefill (the encoder: ~45 ms of joe's ~65 ms on one thread), so on CPU
-    # with several lanes prefill gets twice a lane's threads (up to the cores): a lone prefill uses an idle core,
-    # and idle intra-op threads sleep (spinning off). 2 cores, 4 clients, joe: first audio p50 66 vs 74-78 ms.
-    prefill_threads: int | None = Field(None, ge=1, description="intra-op threads per lane for prefill (encoder, "
-                                        "duration) (None: CPU backends with several lanes 2x threads up to the "
-                                        "cores, else threads)")
     # Off by default: spin-waiting intra-op threads compete with the engine worker and the server's event
     # loop (measured: +24-41% throughput with it off, benchmarks/results/README.md, 2026-11-22 spinning).
     spinning: bool = Field(False, description="onnxruntime: idle intra-op threads spin-wait for the next call")
@@ -117,10 +111,10 @@ def default_lanes(cores: int) -> tuple[int, int]:
 
 
 def resolve_lanes(options: EngineOptions, backend: str, cores: int | None = None) -> EngineOptions:
-    """`options` with `lanes`, `max_batch`, `one_shot_windows` (and for CPU backends `threads` and
-    `prefill_threads`) filled in for `backend` on `cores` cores. Given values are kept; a CPU backend given only
-    `threads` gets one lane up to 3 cores (`--threads N` alone keeps its old meaning there) and the default
-    lanes above, given only `lanes` shares the cores."""
+    """`options` with `lanes`, `max_batch`, `one_shot_windows` (and for CPU backends `threads`) filled in for
+    `backend` on `cores` cores. Given values are kept; a CPU backend given only `threads` gets one lane up to
+    3 cores (`--threads N` alone keeps its old meaning there) and the default lanes above, given only `lanes`
+    shares the cores."""
     cores = cores or os.cpu_count() or 1
     entry = backend_entry(backend)
     name = next(n for n, e in BACKENDS.items() if e is entry)
@@ -135,10 +129,8 @@ def resolve_lanes(options: EngineOptions, backend: str, cores: int | None = None
         lanes = 1 if cores <= 3 else default_lanes(cores)[0]
     elif threads is None:
         threads = max(1, cores // lanes)
-    prefill = options.prefill_threads or (min(cores, 2 * threads) if lanes > 1 else threads)
     return options.model_copy(update={"lanes": lanes, "threads": threads, "max_batch": options.max_batch or 1,
-                                      "one_shot_windows": options.one_shot_windows or CPU_ONE_SHOT,
-                                      "prefill_threads": prefill})
+                                      "one_shot_windows": options.one_shot_windows or CPU_ONE_SHOT})
 
 
 def _with_backend(pipeline: VoicePipeline, backend: StageBackend) -> VoicePipeline:
@@ -242,8 +234,7 @@ class Engine:
         options = resolve_lanes(options or EngineOptions(), backend)
         # Engine-wide thread settings reach only the backends whose options model has them (onnxruntime:
         # intra_op_threads, spinning; torch: threads).
-        defaults = {"intra_op_threads": options.threads, "threads": options.threads, "spinning": options.spinning,
-                    "prefill_threads": options.prefill_threads}
+        defaults = {"intra_op_threads": options.threads, "threads": options.threads, "spinning": options.spinning}
 
         def lane_backend(voice: Voice) -> StageBackend:
             return open_backend(backend, voice, engine_defaults=defaults, **(backend_options or {}))
