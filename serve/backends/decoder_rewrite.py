@@ -2,26 +2,26 @@
 
 A bundle's decoder graph serves every backend and batch: it multiplies by the frame mask after each conv, so a
 padded batch row gives the audio it gives alone. On CPU the engine runs one item per step, so the mask is all
-ones, and those multiplies cost more than their own pass: each is an element-wise op that onnxruntime's NCHWc
-transformer does not keep in its blocked layout (the mask broadcasts over channels), so the tensors leave the
-blocked layout and come back around it. On CPU :class:`~vitsrt.serve.backends.ort_runner.OrtRunner` runs two
-copies of the graph rewritten here: an unpadded call (every mask value 1) runs a copy with both rewrites, a
-padded call a copy with the second only (opened when the first padded call comes). The two differ only by
-multiplications by 1.0 on a row's own frames, so a batch row still gets the bits it gets alone.
+ones and those multiplies are passes over the activations that compute nothing; and onnxruntime's CPU provider
+has no blocked (NCHWc) kernel for the upsamplers' ConvTranspose. On CPU
+:class:`~vitsrt.serve.backends.ort_runner.OrtRunner` runs two copies of the graph rewritten here: an unpadded
+call (every mask value 1) runs a copy with both rewrites, a padded call a copy with the second only (opened when
+the first padded call comes). The two differ only by multiplications by 1.0 on a row's own frames, so a batch
+row still gets the bits it gets alone. The bundle's file is not changed; GPU backends run it as written.
 
 1. **Mask multiplies dropped** (unpadded calls). Every ``Mul`` of a data tensor by the ``y_mask`` input or by a
    tensor computed from it and constants alone (the upsampled masks) is bypassed. With an all-ones mask each
    was a multiplication by 1.0, so this gives the same bits.
-2. **Transposed convs as polyphase convs** (every call). onnxruntime has no blocked kernel for ``ConvTranspose``. A 2-D
-   (planar, :mod:`vitsrt.export.planar`) ConvTranspose with stride s and kernel Q*s is a plain Conv with s x
-   C_out output channels (one per output phase r, taps w[(Q-1-q)*s + r]) over the input padded by Q-1 on both
-   sides, whose phases are interleaved (Reshape, Transpose, Reshape) and cropped by the transposed conv's
-   padding (Slice). The same sums in another order: equal within float rounding (~1e-7).
+2. **Transposed convs as polyphase convs** (every call). A 2-D (planar, :mod:`vitsrt.export.planar`)
+   ConvTranspose with stride s and kernel Q*s is a plain Conv with s x C_out output channels (one per output
+   phase r, taps w[(Q-1-q)*s + r]) over the input padded by Q-1 on both sides, whose phases are interleaved
+   (Reshape, Transpose, Reshape) and cropped by the transposed conv's padding (Slice). The same sums in another order: equal within float rounding (~1e-7).
 
-Measured on joe (piper's voice, 2-D decoder), onnxruntime 1.32, one thread, 256 frames, interleaved: the graph as
-written 93.3 ms, masks dropped 92.3 ms, polyphase alone 90.7 ms, both 83.7 ms (the two together let the conv
-outputs stay blocked into the residual adds). Neither rewrite alone is worth much; see
-benchmarks/results/2026-12-02-cpu-decoder-rewrite.md.
+Measured on joe (piper's voice, 2-D decoder), onnxruntime 1.32, one thread, 256 frames, interleaved in one process
+(a probe, not the record): the graph as written 93.3 ms, masks dropped 92.3 ms, polyphase alone 90.7 ms, both
+83.7 ms; neither rewrite alone is worth much. The record: benchmarks/results/2026-12-02-decoder-rewrite.md. (Also
+tried and not kept: LeakyRelu as depthwise convs plus Relu, which onnxruntime keeps blocked, and an identity conv
+after each upsampler to make the residual stream blocked: no faster.)
 
 Graphs that hold subgraphs are left as written; a ConvTranspose this cannot express (groups, dilation, output
 padding, a kernel that is not a multiple of the stride, 1-D) stays as it is.
