@@ -15,7 +15,8 @@ row still gets the bits it gets alone. The bundle's file is not changed; GPU bac
 2. **Transposed convs as polyphase convs** (every call). A 2-D (planar, :mod:`vitsrt.export.planar`)
    ConvTranspose with stride s and kernel Q*s is a plain Conv with s x C_out output channels (one per output
    phase r, taps w[(Q-1-q)*s + r]) over the input padded by Q-1 on both sides, whose phases are interleaved
-   (Reshape, Transpose, Reshape) and cropped by the transposed conv's padding (Slice). The same sums in another order: equal within float rounding (~1e-7).
+   (Reshape, Transpose, Reshape) and cropped by the transposed conv's padding (Slice). The same sums in another
+   order: equal within float rounding (~1e-7).
 
 Measured on joe (piper's voice, 2-D decoder), onnxruntime 1.32, one thread, 256 frames, interleaved in one process
 (a probe, not the record): the graph as written 93.3 ms, masks dropped 92.3 ms, polyphase alone 90.7 ms, both
