@@ -115,11 +115,12 @@ def window_fields(values: argparse.Namespace | Mapping[str, object]) -> dict[str
 
 DEFAULT_POLICY = WindowPolicy()
 ONE_SHOT = WindowPolicy(first_frames=1 << 30, frames=1 << 30, one_shot_frames=1 << 30, max_frames=1 << 30)
-# A whole-utterance request on CPU: 256-frame windows (no small first one; the flow's windows are the first
-# window's and one for the rest). Exact like streaming; the windows of one sentence run on every lane at once, and
-# a call's tensors stay small: with two lanes the decoder cost 393 us per frame in whole-sentence calls and 356 in
-# these windows (piper's joe, 4 clients, 2 lanes x 1 thread, 2-vCPU EPYC; overlap included).
-CPU_ONE_SHOT = WindowPolicy(first_frames=256, frames=256, one_shot_frames=256, max_frames=256, flow_frames=1 << 30)
+# A whole-utterance request on CPU: 256-frame windows, no small first one (so a WaveNet flow runs on the whole
+# sentence in the flow step: VoicePipeline._windowed_flow). Exact like streaming; the windows of one sentence run
+# on every lane at once and a call's tensors stay small: in an in-process probe with two lanes the decoder cost
+# 393 us per frame in whole-sentence calls and 356 in these windows, overlap included (piper's joe, 4 clients,
+# 2 lanes x 1 thread, 2-vCPU EPYC); benchmarks/results/2026-12-02-peers-concurrent-rewrite.md.
+CPU_ONE_SHOT = WindowPolicy(first_frames=256, frames=256, one_shot_frames=256, max_frames=256)
 
 
 def plan_windows(total_frames: int, context: int, policy: WindowPolicy = DEFAULT_POLICY,
