@@ -482,14 +482,14 @@ class VoicePipeline:
         call on the padded batch of the items that flow whole, nothing more for a windowed flow's (it runs with
         the decode windows)."""
         started = time.perf_counter()
-        z_ps = [self._prior_sample(segment) for segment in segments]
+        priors = [(segment, self._prior_sample(segment)) for segment in segments]
         regulated = time.perf_counter()
-        whole = [segment for segment in segments if not self._windowed_flow(segment)]
-        rows = {id(segment): row for row, segment in enumerate(whole)}  # Segment compares by value: use identity
-        z = self._whole_flow(whole, [z_p for segment, z_p in zip(segments, z_ps, strict=True) if id(segment) in rows])
+        whole = [(segment, z_p) for segment, z_p in priors if not self._windowed_flow(segment)]
+        z = self._whole_flow(whole)
         finished = time.perf_counter()
-        for segment, z_p in zip(segments, z_ps, strict=True):
-            windowed = self._windowed_flow(segment)
+        rows = {id(segment): row for row, (segment, _) in enumerate(whole)}  # Segment compares by value
+        for segment, z_p in priors:
+            windowed = id(segment) not in rows
             segment.windows = plan_windows(segment.frames, self.context, segment.policy,
                                            self.flow_context if windowed else 0)
             if windowed:
@@ -505,11 +505,13 @@ class VoicePipeline:
         policy = segment.policy
         return self.flow_context is not None and policy.first_frames < policy.frames
 
-    def _whole_flow(self, segments: Sequence[Segment], z_ps: Sequence[np.ndarray]) -> np.ndarray | None:
-        """z [B, C, frames] of whole sentences (one padded flow call), or None for no sentence."""
-        if not segments:
+    def _whole_flow(self, priors: Sequence[tuple[Segment, np.ndarray]]) -> np.ndarray | None:
+        """z [B, C, frames] of whole sentences from (segment, prior sample) pairs: one padded flow call; None for
+        no sentence."""
+        if not priors:
             return None
-        z_p, frames = regulator.pad_batch(z_ps, axis=-1)
+        segments = [segment for segment, _ in priors]
+        z_p, frames = regulator.pad_batch([z_p for _, z_p in priors], axis=-1)
         y_mask = regulator.length_mask(frames, z_p.shape[-1])
         speakers = _speaker_vectors(segments, [(0, s.frames) for s in segments], z_p.shape[-1])
         return self._run("flow", {"z_p": z_p, "y_mask": y_mask, **speakers})["z"]
