@@ -55,6 +55,12 @@ def test_later_windows_share_flow_windows_of_bounded_size(total, flow_frames):
         assert len(groups) == len(windows) - 1  # each window its own flow window, as before
 
 
+@pytest.mark.parametrize("value", [0, -5])
+def test_a_flow_window_of_no_frames_is_refused(value):
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        WindowPolicy(flow_frames=value)
+
+
 def test_an_unwindowed_flow_gives_each_window_its_decoder_frames():
     for w in plan_windows(500, context=13, policy=WindowPolicy(first_frames=16, frames=64, one_shot_frames=0)):
         assert (w.flow_start, w.flow_end) == (w.ctx_start, w.ctx_end)

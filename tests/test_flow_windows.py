@@ -421,6 +421,16 @@ def test_engine_lanes_never_wait_for_each_other_s_flow_window(voices, monkeypatc
     assert bool(waits) != followers_wait
 
 
+def test_triton_repo_refuses_a_flow_window_of_no_frames_in_one_line(voices, tmp_path, capsys):
+    from vitsrt.cli import main
+
+    out = tmp_path / "repo"
+    assert main(["triton-repo", str(voices["vits-single"]), "-o", str(out), "--flow-window-frames", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "flow_window_frames" in err
+    assert not out.exists()
+
+
 # ----- the engine ---------------------------------------------------------------------------------------------
 
 
