@@ -18,7 +18,9 @@ Removing every mask multiply from joe's graph leaves all 20 ReorderOutput nodes 
 limit. The gain (1.2-1.4x at one thread) comes from the blocked conv kernels alone. A blocked conv splits its work
 by batch x blocks of 64 output channels x output rows; with the rows axis of height 1, a batch-1 call of a conv
 with at most 64 output channels runs on one thread, so at 2+ threads a batch of one gains less
-(benchmarks/results/2026-12-02-decoder-layout.md).
+(benchmarks/results/2026-12-02-decoder-layout.md). On CPU the serving side rewrites this graph further
+(:mod:`vitsrt.serve.backends.decoder_rewrite`: ConvTranspose as a polyphase Conv, mask multiplies dropped for
+unpadded calls); the exported file stays as described here.
 
 The conversion is generic: :func:`planar_copy` deep-copies a module tree and replaces each 1-D conv by its 2-D
 equivalent (weights unsqueezed on the height axis; stride, padding, dilation, output padding mapped to the width
